@@ -1,0 +1,1 @@
+"""pytest plugin: the OpenAI emulator fixtures (filled in by the emulator work)."""

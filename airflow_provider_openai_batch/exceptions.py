@@ -1,0 +1,56 @@
+"""One exception hierarchy for the provider; the operator picks the class from an event's reason, never from text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_provider_openai_batch.batch_input import InvalidRequestsError
+
+
+class OpenAIBatchError(AirflowException):
+    """Base class of every error this provider raises."""
+
+
+class OpenAIBatchInputError(OpenAIBatchError, InvalidRequestsError):
+    """The requests did not pass pre-flight validation; nothing was uploaded."""
+
+
+class OpenAIBatchTerminalError(OpenAIBatchError):
+    """A batch ended in a state the task does not accept. Results that exist were landed before raising.
+
+    :param result: the BatchResult dict (as returned through XCom) describing what landed.
+    """
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class OpenAIBatchFailed(OpenAIBatchTerminalError):
+    """OpenAI rejected the batch (status ``failed``); ``errors.data`` is in the message line by line."""
+
+
+class OpenAIBatchExpired(OpenAIBatchTerminalError):
+    """The completion window passed (status ``expired``); finished requests were landed."""
+
+
+class OpenAIBatchCancelled(OpenAIBatchTerminalError):
+    """The batch was cancelled (status ``cancelled``); finished requests were landed."""
+
+
+class OpenAIBatchTimeout(OpenAIBatchTerminalError):
+    """The operator's ``timeout`` passed before the batch finished."""
+
+
+class OpenAIBatchRequestsFailed(OpenAIBatchTerminalError):
+    """The batch completed but more requests failed than ``max_failed_ratio`` allows."""
+
+
+class OpenAIBatchPollError(OpenAIBatchError):
+    """Polling gave up after too many consecutive errors, or the trigger sent no usable event."""
+
+
+class OpenAIBatchInputChanged(OpenAIBatchError):
+    """A retry found an earlier batch for this task instance built from different input (``on_input_change='fail'``)."""
