@@ -1,0 +1,112 @@
+"""``python -m airflow_provider_openai_batch.emulator`` / ``openai-batch-emulator``: run the emulator.
+
+Prints exactly one line, ``OPENAI_BASE_URL=http://HOST:PORT/v1``, once the server accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from .faults import parse_fault_spec
+from .settings import DEFAULT_MAX_FILE_BYTES, Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openai-batch-emulator", description="Local emulator of the OpenAI Files + Batch API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument(
+        "--data-dir", type=Path, help="where file bytes live (default: a temporary directory)"
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help="multiplies the 24h completion window")
+    parser.add_argument("--rate", type=float, default=2000.0, help="requests/second per batch; 0 = unlimited")
+    parser.add_argument("--validating-seconds", type=float, default=0.2)
+    parser.add_argument("--finalizing-seconds", type=float, default=0.2)
+    parser.add_argument("--cancelling-seconds", type=float, default=0.2)
+    parser.add_argument("--fail-custom-id-regex", help="requests whose custom_id matches fail")
+    parser.add_argument(
+        "--fail-status", type=int, default=500, help="status for --fail-custom-id-regex failures"
+    )
+    parser.add_argument("--embedding-dim", type=int, default=8)
+    parser.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+    parser.add_argument("--max-requests", type=int, default=50_000)
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="METHOD:PATH:KIND[:key=value...]",
+        help="arm a fault at start, e.g. POST:/v1/batches:429:times=1:retry_after=1 (repeatable)",
+    )
+    parser.add_argument("--log-level", default="warning")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    settings.update(
+        {
+            "time_scale": args.time_scale,
+            "rate": args.rate,
+            "validating_seconds": args.validating_seconds,
+            "finalizing_seconds": args.finalizing_seconds,
+            "cancelling_seconds": args.cancelling_seconds,
+            "fail_custom_id_regex": args.fail_custom_id_regex,
+            "fail_status": args.fail_status,
+            "embedding_dim": args.embedding_dim,
+            "max_file_bytes": args.max_file_bytes,
+            "max_requests": args.max_requests,
+        }
+    )
+    return settings
+
+
+async def _serve(args: argparse.Namespace, data_dir: Path) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings_from_args(args), data_dir)
+    for spec in args.fault:
+        app.emulator.faults.add(parse_fault_spec(spec))
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn only offers a flag
+        await asyncio.sleep(0.01)
+    if server.started:
+        host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+        print(f"OPENAI_BASE_URL=http://{host}:{port}/v1", flush=True)
+    await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings_from_args(args)
+        for spec in args.fault:
+            parse_fault_spec(spec)
+    except ValueError as exc:
+        print(f"openai-batch-emulator: {exc}", file=sys.stderr)
+        return 2
+    if args.data_dir is not None:
+        asyncio.run(_serve(args, args.data_dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="openai-emulator-") as tmp:
+            asyncio.run(_serve(args, Path(tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Start the emulator as a subprocess and drive its admin API; what the pytest fixtures hand out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# Fast enough that a test sees every state within a second or so, slow enough that a poller sees them at all.
+TEST_SETTINGS: dict[str, Any] = {
+    "time_scale": 1.0,
+    "rate": 500.0,
+    "validating_seconds": 0.3,
+    "finalizing_seconds": 0.3,
+    "cancelling_seconds": 0.3,
+}
+
+
+class EmulatorClient:
+    """A running emulator: its URLs, process id and admin calls.
+
+    :param base_url: the ``.../v1`` URL to give the ``openai`` client (``OPENAI_BASE_URL``).
+    :param process: the emulator subprocess, when this object started it.
+    """
+
+    def __init__(self, base_url: str, process: subprocess.Popen[str] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.root_url = self.base_url.removesuffix("/v1")
+        self.process = process
+        self._http = httpx.Client(base_url=self.root_url + "/_emulator", timeout=30)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def _call(self, method: str, path: str, json: Any = None) -> Any:
+        response = self._http.request(method, path, json=json)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        """Forget all files, batches, journal entries and faults; settings go back to their start values."""
+        self._call("POST", "/reset")
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every API call received since the last reset: ``{"method", "path", "status", "query", "time"}``."""
+        return self._call("GET", "/journal")
+
+    def calls(self, method: str | None = None, path_prefix: str = "") -> list[dict[str, Any]]:
+        """The journal entries with this method (any when None) whose path starts with ``path_prefix``."""
+        return [
+            entry
+            for entry in self.journal()
+            if (method is None or entry["method"] == method.upper()) and entry["path"].startswith(path_prefix)
+        ]
+
+    def add_fault(self, **spec: Any) -> dict[str, Any]:
+        """Arm a fault, e.g. ``add_fault(method="POST", path="/v1/batches", status=429, retry_after=1)``."""
+        return self._call("POST", "/faults", spec)
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/faults")
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """Change settings (time_scale, rate, validating_seconds, ...); returns them all."""
+        return self._call("POST", "/config", settings)
+
+    def config(self) -> dict[str, Any]:
+        return self._call("GET", "/config")
+
+    def expire(self, batch_id: str) -> dict[str, Any]:
+        """Make the batch expire now, as if its completion window had passed."""
+        return self._call("POST", f"/batches/{batch_id}/expire")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def start_emulator(
+    data_dir: Path, *extra_args: str, settings: dict[str, Any] | None = None, timeout: float = 30
+) -> EmulatorClient:
+    """Start ``python -m airflow_provider_openai_batch.emulator`` on a free port and wait for its URL line."""
+    flags = {**TEST_SETTINGS, **(settings or {})}
+    args = [
+        sys.executable,
+        "-m",
+        "airflow_provider_openai_batch.emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+    args += ["--data-dir", str(data_dir)]
+    for name, value in flags.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(
+        [*args, *extra_args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    found: list[str] = []
+    reader = threading.Thread(target=lambda: found.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    line = found[0].strip() if found else ""
+    if not line.startswith("OPENAI_BASE_URL="):
+        stop_emulator(process)
+        raise RuntimeError(f"The emulator did not print OPENAI_BASE_URL= within {timeout}s (got {line!r})")
+    return EmulatorClient(line.partition("=")[2], process)
+
+
+def stop_emulator(process: subprocess.Popen[str], timeout: float = 10) -> None:
+    """Terminate the emulator and wait for it; kill it if it does not stop in ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:
+    """Call ``predicate`` until it returns something truthy; that value, or TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,209 @@
+"""Benchmark the input pipeline: spool_requests against a bare parse loop, and its peak memory.
+
+    python bench/bench_input.py --mb 50 200 1000
+
+For each size, a realistic chat-completions JSONL (about 1 KB a line) is generated once under
+``--dir`` and reused. Then, in the same run:
+
+(a) floor: read the file line by line and ``orjson.loads`` every line (the fastest parser installed);
+(b) ``spool_requests`` on the same file (validate, shard, fingerprint, write the shards);
+(c) peak RSS (VmHWM, else ru_maxrss) of ``spool_requests`` in a fresh subprocess, against an
+    in-memory approach (read the whole file, parse every line into a list), both minus an idle
+    interpreter with the same imports.
+
+Throughput is the best of ``--repeat`` runs, after one warm-up read that puts the file in the page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import orjson
+
+    loads, dumps = orjson.loads, orjson.dumps
+    PARSER = f"orjson {orjson.__version__}"
+except ImportError:  # pragma: no cover
+    import json
+
+    loads = json.loads
+
+    def dumps(obj):
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+    PARSER = "json (stdlib)"
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from airflow_provider_openai_batch.batch_input import spool_requests  # noqa: E402
+
+ENDPOINT = "/v1/chat/completions"
+WORDS = (
+    "the of and to in is that for it as was with be by on not he this are or his from at which but have "
+    "an they you were her she there been one all we their has would when if so no will more can about "
+    "invoice customer résumé naïve café 東京 données über straße analyse summarize classify sentiment"
+).split()
+SYSTEM = "You are a careful assistant. Answer in JSON with keys 'label' and 'reason'. Keep the reason short."
+
+
+def generate(path: Path, mb: int) -> None:
+    rng = random.Random(mb)
+    target = mb * 1_000_000
+    tmp = path.with_suffix(".part")
+    written = 0
+    i = 0
+    with open(tmp, "wb") as f:
+        while written < target:
+            block = []
+            for _ in range(1000):
+                text = " ".join(rng.choices(WORDS, k=rng.randint(40, 260)))
+                request = {
+                    "custom_id": f"doc-{i:09d}",
+                    "method": "POST",
+                    "url": ENDPOINT,
+                    "body": {
+                        "model": "gpt-4o-mini",
+                        "messages": [
+                            {"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": f'Classify this text:\n"{text}"'},
+                        ],
+                        "max_tokens": 200,
+                        "temperature": 0,
+                        "response_format": {"type": "json_object"},
+                    },
+                }
+                block.append(dumps(request))
+                i += 1
+            data = b"\n".join(block) + b"\n"
+            f.write(data)
+            written += len(data)
+    tmp.rename(path)
+
+
+def floor(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            loads(line)
+            n += 1
+    return n
+
+
+def spool(path: Path, workdir: str) -> int:
+    with open(path, "rb") as f:
+        result = spool_requests(f, endpoint=ENDPOINT, workdir=workdir, source_name=path.name)
+    return result.total_requests
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# Peak RSS is read from VmHWM on Linux: ru_maxrss survives exec, so a child would report its parent's
+# high-water mark whenever that is larger.
+CHILD = """
+import resource, sys
+sys.path.insert(0, {root!r})
+
+def peak_kib():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+import orjson
+from airflow_provider_openai_batch.batch_input import spool_requests
+mode, path, workdir = sys.argv[1:4]
+if mode == "spool":
+    with open(path, "rb") as f:
+        spool_requests(f, endpoint={endpoint!r}, workdir=workdir, source_name="bench")
+elif mode == "inmem":
+    with open(path, "rb") as f:
+        rows = [orjson.loads(line) for line in f.read().splitlines()]
+print(peak_kib())
+"""
+
+
+def peak_rss_mb(mode: str, path: Path, workdir: str) -> float:
+    code = CHILD.format(root=str(ROOT), endpoint=ENDPOINT)
+    out = subprocess.run(
+        [sys.executable, "-c", code, mode, str(path), workdir], check=True, capture_output=True, text=True
+    )
+    return int(out.stdout.strip()) / 1024  # KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "openai-batch-bench"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="skip (c), the subprocess peak-RSS runs")
+    args = parser.parse_args()
+
+    data_dir = Path(args.dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"python {sys.version.split()[0]}, parser {PARSER}, {os.cpu_count()} CPUs, data in {data_dir}")
+    print()
+    print("| input | lines | floor: read+parse | spool_requests | spool/floor | shards |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for mb in args.mb:
+        path = data_dir / f"chat-{mb}mb.jsonl"
+        if not path.exists():
+            generate(path, mb)
+        size = path.stat().st_size / 1e6
+        lines = floor(path)  # warm-up: puts the file in the page cache
+        workdir = tempfile.mkdtemp(prefix="spool-", dir=data_dir)
+        try:
+            t_floor = best(lambda path=path: floor(path), args.repeat)
+            t_spool = best(lambda path=path, workdir=workdir: spool(path, workdir), args.repeat)
+            shards = len([n for n in os.listdir(workdir) if n.startswith("shard-")])
+            print(
+                f"| {size:,.0f} MB | {lines:,} | {size / t_floor:,.0f} MB/s ({t_floor:.2f} s) "
+                f"| {size / t_spool:,.0f} MB/s ({t_spool:.2f} s) | {t_spool / t_floor:.2f}x | {shards} |",
+                flush=True,
+            )
+            rows.append((mb, path, workdir))
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+    if not args.no_memory:
+        print()
+        print(
+            "| input | idle interpreter | spool_requests peak RSS (over idle) | in-memory list (over idle) |"
+        )
+        print("|---|---|---|---|")
+        for mb, path, workdir in rows:
+            idle = peak_rss_mb("idle", path, workdir)
+            spooled = peak_rss_mb("spool", path, workdir)
+            inmem = peak_rss_mb("inmem", path, workdir)
+            print(
+                f"| {mb:,} MB | {idle:,.1f} MB | {spooled - idle:,.1f} MB | {inmem - idle:,.0f} MB |",
+                flush=True,
+            )
+    for _, _, workdir in rows:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

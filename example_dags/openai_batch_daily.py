@@ -1,0 +1,54 @@
+"""Daily OpenAI batch over dated JSONL partitions: requests/{{ ds }}.jsonl in → results/{{ ds }}/ out.
+
+Storage root: the Airflow Variable ``openai_batch_example_base`` (e.g. ``s3://aws_default@my-bucket`` or
+``file:///data/openai``). With ``catchup=True`` a backfill lands one results folder per date.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import dag, task
+
+from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
+
+BASE = "{{ var.value.get('openai_batch_example_base', 's3://aws_default@my-openai-batches') }}"
+
+
+@dag(
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=True,
+    max_active_runs=3,
+    tags=["openai", "example"],
+    default_args={"retries": 2},
+)
+def openai_batch_daily():
+    batch = OpenAIBatchOperator(
+        task_id="run_batch",
+        input_path=f"{BASE}/requests/{{{{ ds }}}}.jsonl",
+        output_path=f"{BASE}/results/{{{{ ds }}}}",
+        endpoint="/v1/chat/completions",
+        metadata={"partition": "{{ ds }}"},
+        deferrable=True,
+        # Set to submit a new batch even where this run already has one (a deliberate re-run).
+        fresh_run=bool(os.environ.get("OPENAI_BATCH_EXAMPLE_FRESH_RUN")),
+        poll_interval=float(os.environ.get("OPENAI_BATCH_EXAMPLE_POLL_INTERVAL", "60")),
+    )
+
+    @task
+    def summarise(result: dict) -> str:
+        counts = result["request_counts"]
+        usage = result["usage"]
+        summary = (
+            f"batch {result['batch_id']} {result['status']}: {counts['completed']}/{counts['total']} requests "
+            f"succeeded, {counts['failed']} failed, {usage['total_tokens']} tokens; output at {result['output_path']}"
+        )
+        print(summary)
+        return summary
+
+    summarise(batch.output)
+
+
+openai_batch_daily()
