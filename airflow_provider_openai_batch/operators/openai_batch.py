@@ -89,6 +89,8 @@ class OpenAIBatchOperator(BaseOperator):
         ``f"{custom_id_prefix}-{position:06d}"``. (templated)
     :param limits: Per-batch limits used to shard the input (defaults: OpenAI's, with a safety margin).
     :param output_expires_after: Passed to ``batches.create`` (``{"anchor": "created_at", "seconds": N}``).
+    :param max_shards_in_flight: Most shards of one input submitted at once; the next wave is submitted when the
+        current one finishes. ``None`` submits all together.
     :param reattach_scan_pages: Pages of ``batches.list`` (100 each) searched for a batch whose creation was
         not recorded (a crash between create and record).
     """
@@ -120,6 +122,7 @@ class OpenAIBatchOperator(BaseOperator):
         limits: Limits | None = None,
         output_expires_after: dict[str, Any] | None = None,
         reattach_scan_pages: int = 10,
+        max_shards_in_flight: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -152,6 +155,11 @@ class OpenAIBatchOperator(BaseOperator):
         self.limits = limits or Limits()
         self.output_expires_after = output_expires_after
         self.reattach_scan_pages = reattach_scan_pages
+        if max_shards_in_flight is not None and max_shards_in_flight < 1:
+            raise ValueError(
+                f"Expected `max_shards_in_flight` >= 1 or None but received {max_shards_in_flight!r}"
+            )
+        self.max_shards_in_flight = max_shards_in_flight
         self._active_batch_ids: list[str] = []
 
     @cached_property
@@ -172,7 +180,8 @@ class OpenAIBatchOperator(BaseOperator):
                 spool.fingerprint[:16],
             )
             rounds = self._submit_idempotently(spool, key, store, context)
-        return self._wait(context, rounds, deadline=self._deadline())
+            shards = len(spool.shards)
+        return self._wait(context, rounds, self._deadline(), phase="run", shards=shards)
 
     def _spool(self, workdir: str, context: Context) -> SpoolResult:
         try:
@@ -208,27 +217,29 @@ class OpenAIBatchOperator(BaseOperator):
 
         The record in the task state store is written before each paid ``batches.create`` (``creating``) and
         after it (the id). Batches are also tagged with the task key and input fingerprint, so a record lost
-        between the two writes is recovered by listing batches instead of creating a duplicate.
+        between the two writes is recovered by listing batches instead of creating a duplicate. With
+        ``max_shards_in_flight``, only that many new shards are created per call; ``execute_complete`` calls
+        again for the next wave.
         """
         record = None if self.fresh_run else store.load()
         fingerprint = spool.fingerprint[:32]
+        n = len(spool.shards)
         if record and record.get("fingerprint") != fingerprint:
             self._handle_input_change(record)
             record = None
-        if record and record.get("rounds"):
-            if self._reusable(record):
-                self.log.info("Re-attaching to batch(es) %s created by an earlier try", record["rounds"])
-                self._remember_batch_ids(context, [b for rnd in record["rounds"] for b in rnd])
-                return [list(rnd) for rnd in record["rounds"]]
+        if record and not self._reusable(record):
             record = None
-
-        n = len(spool.shards)
-        # Shards an interrupted earlier try created and recorded.
-        ids: dict[str, str] = dict(record.get("shards", {})) if record and record.get("count") == n else {}
+        ids: dict[str, str] = dict(record.get("shards") or {}) if record and record.get("count") == n else {}
+        later_rounds = [list(r) for r in (record or {}).get("rounds", [])[1:]] if ids else []
         # Creations that were not recorded: a crash between create and record, no state store, or a state
         # store wiped since (a deleted and recreated run, `[state_store] clear_on_success`). One page or a few.
         if not self.fresh_run and len(ids) < n:
             ids.update(self._find_created_batches(key, fingerprint, n, known=ids))
+        if ids:
+            self.log.info(
+                "Re-attaching to %d batch(es) created by an earlier try: %s", len(ids), sorted(ids.values())
+            )
+
         state: dict[str, Any] = {
             "fingerprint": fingerprint,
             "shards": ids,
@@ -236,11 +247,10 @@ class OpenAIBatchOperator(BaseOperator):
             "rounds": [],
             "creating": None,
         }
+        missing = [shard for shard in spool.shards if str(shard.index) not in ids]
+        wave = missing[: self.max_shards_in_flight] if self.max_shards_in_flight else missing
         metadata = self._user_metadata()
-        for shard in spool.shards:
-            index = str(shard.index)
-            if index in ids:
-                continue
+        for shard in wave:
             with open(shard.path, "rb") as fh:
                 uploaded = self.hook.upload_file(
                     fh, filename=f"{context['ti'].task_id}-{shard.index:05d}.jsonl"
@@ -259,22 +269,20 @@ class OpenAIBatchOperator(BaseOperator):
                 },
                 output_expires_after=self.output_expires_after,
             )
-            ids[index] = batch.id
+            ids[str(shard.index)] = batch.id
             state["creating"] = None
             store.save(state)
             self.log.info(
                 "Created batch %s (shard %d of %d, %d requests)", batch.id, shard.index + 1, n, shard.requests
             )
-        batch_ids = [ids[str(i)] for i in range(n)]
-        state["rounds"] = [batch_ids]
+        rounds = [[ids[k] for k in sorted(ids, key=int)], *later_rounds]
+        state["rounds"] = rounds
         store.save(state)
-        self._remember_batch_ids(context, batch_ids)
-        return [batch_ids]
+        self._remember_batch_ids(context, [b for rnd in rounds for b in rnd])
+        return rounds
 
     def _handle_input_change(self, record: dict[str, Any]) -> None:
-        stale = [bid for rnd in record.get("rounds", []) for bid in rnd] or list(
-            record.get("shards", {}).values()
-        )
+        stale = _recorded_batch_ids(record)
         if self.on_input_change == "fail":
             raise OpenAIBatchInputChanged(
                 f"The input changed since this task instance created batch(es) {stale}. "
@@ -291,10 +299,7 @@ class OpenAIBatchOperator(BaseOperator):
         ``failed`` batches (OpenAI rejected the file; nothing was billed) and ``cancelled`` ones (someone stopped
         them; a clear means "run it") are submitted anew; running, completed and expired ones are kept.
         """
-        rounds = record.get("rounds") or []
-        if not rounds or not rounds[0] or len(rounds[0]) != record.get("count"):
-            return False
-        for batch_id in (b for rnd in rounds for b in rnd):
+        for batch_id in _recorded_batch_ids(record):
             try:
                 status = self.hook.get_batch(batch_id).status
             except Exception as err:  # a batch that cannot be read is not one to wait for
@@ -349,9 +354,15 @@ class OpenAIBatchOperator(BaseOperator):
         return time.time() + self.timeout_seconds if self.timeout_seconds else None
 
     def _wait(
-        self, context: Context, rounds: list[list[str]], deadline: float | None, phase: str = "run"
+        self, context: Context, rounds: list[list[str]], deadline: float | None, phase: str, shards: int
     ) -> Any:
+        """Wait for the last round's batches: on the triggerer when deferrable, else polling in place.
+
+        What execute_complete needs next (all rounds, the phase, the shard count) travels in the trigger's
+        ``context``, echoed in its event: deferral kwargs alone are not kept by every runner (dag.test()).
+        """
         self._active_batch_ids = list(rounds[-1])
+        state = {"rounds": rounds, "phase": phase, "shards": shards}
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -359,13 +370,12 @@ class OpenAIBatchOperator(BaseOperator):
                     openai_conn_id=self.openai_conn_id,
                     poll_interval=self.poll_interval,
                     deadline=deadline,
-                    context={"rounds": rounds, "phase": phase},
+                    context=state,
                 ),
                 method_name="execute_complete",
-                kwargs={"rounds": rounds, "phase": phase},
             )
         event = self._poll_in_place(rounds[-1], deadline)
-        return self.execute_complete(context, event=event, rounds=rounds, phase=phase)
+        return self.execute_complete(context, event={**event, "context": state})
 
     def _poll_in_place(self, batch_ids: list[str], deadline: float | None) -> dict[str, Any]:
         """The non-deferrable wait: the same events the trigger sends, polled from the worker."""
@@ -410,23 +420,16 @@ class OpenAIBatchOperator(BaseOperator):
             time.sleep(self.poll_interval)
 
     # --------------------------------------------------------------------------------------- complete
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        rounds: list[list[str]] | None = None,
-        phase: str = "run",
-    ) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the wait: submit the next wave or round, else land the results and decide the state."""
         status = _check_event(event)
         assert event is not None
-        # The trigger echoes what the operator handed it: deferral kwargs alone are not kept by every runner.
         echoed = event.get("context") or {}
-        rounds = (
-            rounds or echoed.get("rounds") or ([list(event["batch_ids"])] if event.get("batch_ids") else None)
-        )
-        phase = echoed.get("phase", phase)
+        rounds = echoed.get("rounds") or ([list(event["batch_ids"])] if event.get("batch_ids") else None)
+        phase = echoed.get("phase", "run")
         if not rounds:
             raise OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
+        shards = int(echoed.get("shards") or len(rounds[0]))
         current = list(rounds[-1])
         self._active_batch_ids = current
         if status == TriggerStatus.ERROR:
@@ -439,7 +442,7 @@ class OpenAIBatchOperator(BaseOperator):
                 self.log.warning("Timeout: cancelling batch(es) %s and landing what finished", current)
                 self._cancel(current)
                 return self._wait(
-                    context, rounds, deadline=time.time() + CANCEL_GRACE_SECONDS, phase="timed_out"
+                    context, rounds, time.time() + CANCEL_GRACE_SECONDS, phase="timed_out", shards=shards
                 )
             raise OpenAIBatchTimeout(
                 f"Batch(es) {current} did not finish within the timeout "
@@ -450,11 +453,13 @@ class OpenAIBatchOperator(BaseOperator):
                 ),
             )
 
+        if phase == "run" and len(rounds) == 1 and len(rounds[0]) < shards:
+            return self._submit_next_wave(context)
         batches = [results.as_dict(self.hook.get_batch(bid)) for bid in current]
         if phase == "run" and len(rounds) <= self.resubmit_failed:
             follow_up = self._resubmit_retryable(context, rounds, batches)
             if follow_up:
-                return self._wait(context, [*rounds, follow_up], deadline=self._deadline())
+                return self._wait(context, [*rounds, follow_up], self._deadline(), phase="run", shards=shards)
 
         all_batches = [
             results.as_dict(self.hook.get_batch(bid)) for rnd in rounds[:-1] for bid in rnd
@@ -464,6 +469,16 @@ class OpenAIBatchOperator(BaseOperator):
         self._raise_for_status(result, batches, timed_out=phase == "timed_out")
         self._active_batch_ids = []
         return result
+
+    def _submit_next_wave(self, context: Context) -> Any:
+        """With ``max_shards_in_flight``: re-read the input (checked against its fingerprint) and submit more."""
+        store = _StateRecord(context.get("task_state_store"))
+        with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
+            spool = self._spool(workdir, context)
+            rounds = self._submit_idempotently(spool, _task_key(context), store, context)
+            shards = len(spool.shards)
+        self.log.info("Submitted shards up to %d of %d", len(rounds[0]), shards)
+        return self._wait(context, rounds, self._deadline(), phase="run", shards=shards)
 
     def _land(
         self, context: Context, rounds: list[list[str]], batches: list[dict[str, Any]]
@@ -642,6 +657,12 @@ class _StateRecord:
     def save(self, record: dict[str, Any]) -> None:
         if self._store is not None:
             self._store.set(STATE_KEY, record)
+
+
+def _recorded_batch_ids(record: dict[str, Any]) -> list[str]:
+    ids = list((record.get("shards") or {}).values())
+    ids += [b for rnd in (record.get("rounds") or [])[1:] for b in rnd]
+    return list(dict.fromkeys(ids))
 
 
 def _event(
