@@ -32,8 +32,11 @@ lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/ruff format --check airflow_provider_openai_batch tests bench example_dags
 
+# Results and the machine they ran on: docs/benchmarks.md.
 bench: setup
-	$(PY) -m bench
+	$(PY) bench/bench_input.py --mb 50 200
+	$(PY) bench/bench_emulator.py --requests 50000 --line-bytes 4000
+	$(PY) bench/bench_trigger.py --triggers 500 --seconds 10
 
 lock:
 	uv pip compile -q pyproject.toml --extra test --python-version 3.11 -o requirements-lock.txt

@@ -157,6 +157,11 @@ def main() -> None:
     parser.add_argument("--mb", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "openai-batch-bench"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--workdir-in",
+        default=None,
+        help="where spool_requests writes its shards (default: under --dir); e.g. /dev/shm to leave the disk out",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip (c), the subprocess peak-RSS runs")
     args = parser.parse_args()
 
@@ -173,7 +178,7 @@ def main() -> None:
             generate(path, mb)
         size = path.stat().st_size / 1e6
         lines = floor(path)  # warm-up: puts the file in the page cache
-        workdir = tempfile.mkdtemp(prefix="spool-", dir=data_dir)
+        workdir = tempfile.mkdtemp(prefix="spool-", dir=args.workdir_in or data_dir)
         try:
             t_floor = best(lambda path=path: floor(path), args.repeat)
             t_spool = best(lambda path=path, workdir=workdir: spool(path, workdir), args.repeat)

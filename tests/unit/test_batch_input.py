@@ -465,15 +465,25 @@ def test_source_read_error_leaves_nothing(tmp_path):
 def test_stdlib_json_fallback(tmp_path, monkeypatch):
     monkeypatch.setattr(batch_input, "_loads", batch_input._stdlib_loads)
     monkeypatch.setattr(batch_input, "_dumps", batch_input._stdlib_dumps)
-    result = spool(jsonl(req(1), req(2)), tmp_path / "ok")
+    result = spool(jsonl(req(1), req(2)), tmp_path, workdir="ok")
     assert result.total_requests == 2
-    assert spool(iter([req(1), req(2)]), tmp_path / "it").fingerprint == result.fingerprint
+    assert spool(iter([req(1), req(2)]), tmp_path, workdir="it").fingerprint == result.fingerprint
     err = failure(jsonl(req(1), b'{"custom_id": "\xff"}', b"{nope", b'{"a": NaN}'), tmp_path)
     assert [(p.line, p.message.split(" (")[0]) for p in err.problems] == [
         (2, "not valid UTF-8"),
         (3, "not valid JSON"),
         (4, "not valid JSON"),
     ]
+    err = failure(iter([req(1), req(2, temperature=float("nan")), 7]), tmp_path)
+    assert [(p.line, p.message.split(" (")[0]) for p in err.problems] == [
+        (2, "cannot be serialized to JSON"),
+        (3, "expected a dict"),
+    ]
+    monkeypatch.setattr(batch_input, "CHUNK_SIZE", 64)
+    err = failure(
+        jsonl(req(1), req(2, pad="x" * 500)), tmp_path, limits=Limits(max_bytes=300, safety_margin=1)
+    )
+    assert [(p.line, p.field) for p in err.problems] == [(2, None)]
 
 
 def test_limits_are_checked():
