@@ -35,8 +35,9 @@ import openai
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.results import TERMINAL_STATUSES
 
-TERMINAL_BATCH_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL_BATCH_STATUSES = TERMINAL_STATUSES
 #: Every status the Batch API documents; anything else is logged and treated as not terminal.
 KNOWN_BATCH_STATUSES = TERMINAL_BATCH_STATUSES | {"validating", "in_progress", "finalizing", "cancelling"}
 
