@@ -345,6 +345,7 @@ class OpenAIBatchHook(BaseHook):
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
         output_expires_after: dict[str, Any] | None = None,
+        max_retries: int | None = None,
     ) -> Batch:
         """
         Create a batch from an uploaded input file.
@@ -354,6 +355,8 @@ class OpenAIBatchHook(BaseHook):
         :param completion_window: only ``"24h"`` is accepted by the API.
         :param metadata: at most 16 string pairs (keys up to 64, values up to 512 characters).
         :param output_expires_after: e.g. ``{"anchor": "created_at", "seconds": 86400}``.
+        :param max_retries: overrides the client's retries for this call; ``0`` lets the caller check whether
+            a create whose answer was lost made the batch before trying again (the client would just repost).
         """
         _non_empty("input_file_id", input_file_id)
         _non_empty("endpoint", endpoint)
@@ -364,7 +367,8 @@ class OpenAIBatchHook(BaseHook):
             extra["metadata"] = metadata
         if output_expires_after is not None:
             extra["output_expires_after"] = output_expires_after
-        return self.client.batches.create(
+        client = self.client if max_retries is None else self.client.with_options(max_retries=max_retries)
+        return client.batches.create(
             input_file_id=input_file_id,
             endpoint=endpoint,  # type: ignore[arg-type]
             completion_window=completion_window,  # type: ignore[arg-type]

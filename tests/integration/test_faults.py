@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 
 from airflow_provider_openai_batch import storage
@@ -54,7 +55,10 @@ def emulator(openai_emulator, monkeypatch):
 
 
 def request(custom_id: str, status: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q {custom_id}"}]}
+    body: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"q {custom_id}"}],
+    }
     if status is not None:
         body["x_emulator_status"] = status  # the emulator fails this request with that HTTP status
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
@@ -83,7 +87,9 @@ def local_job(tmp_path, monkeypatch):
 
 def created_batches(emulator) -> list[dict[str, Any]]:
     """`POST /v1/batches` calls the emulator answered with a batch (faulted calls create nothing)."""
-    return [c for c in emulator.calls("POST", "/v1/batches") if c["path"] == "/v1/batches" and c["status"] == 200]
+    return [
+        c for c in emulator.calls("POST", "/v1/batches") if c["path"] == "/v1/batches" and c["status"] == 200
+    ]
 
 
 def batch_posts(emulator) -> list[dict[str, Any]]:
@@ -141,7 +147,12 @@ def test_429_with_retry_after_is_waited_out(run_dag, emulator, local_job, method
 @pytest.mark.parametrize("status", [500, 503])
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/files"), ("POST", "/v1/batches"), ("GET", "/v1/batches/*"), ("GET", "/v1/files/*/content")],
+    [
+        ("POST", "/v1/files"),
+        ("POST", "/v1/batches"),
+        ("GET", "/v1/batches/*"),
+        ("GET", "/v1/files/*/content"),
+    ],
     ids=["upload", "create", "poll", "download"],
 )
 def test_server_errors_are_retried(run_dag, emulator, local_job, method, path, status):
@@ -156,14 +167,346 @@ def test_server_errors_are_retried(run_dag, emulator, local_job, method, path, s
     assert_each_custom_id_once(folder, ids)
 
 
-def test_dropped_connection_during_upload_is_retried(run_dag, emulator, local_job):
+@pytest.mark.parametrize("path", ["/v1/files", "/v1/batches"], ids=["upload", "create"])
+def test_dropped_connection_during_upload_or_create_is_retried(run_dag, emulator, local_job, path):
     ids, folder = local_job
-    emulator.add_fault(method="POST", path="/v1/files", kind="drop", times=1)
+    emulator.add_fault(method="POST", path=path, kind="drop", times=1)
 
     outcome = run_dag(DAG_ID, DATE)
 
     assert outcome.state == "success", outcome.ti_states()
-    uploads = emulator.calls("POST", "/v1/files")
-    assert [c["status"] for c in uploads] == [None, 200]  # dropped, then the client's retry
+    posts = [c for c in emulator.calls("POST", path) if c["path"] == path]
+    assert [c["status"] for c in posts] == [None, 200]  # dropped, then the retry
+    if path == "/v1/batches":
+        # A create that got no answer may have made the batch: it was looked for before posting again.
+        between = [c for c in emulator.journal() if posts[0]["time"] < c["time"] < posts[1]["time"]]
+        assert [(c["method"], c["path"]) for c in between] == [("GET", "/v1/batches")]
     assert_one_batch(emulator)
     assert_each_custom_id_once(folder, ids)
+
+
+# ---------------------------------------------------------------------------------- dropped downloads
+@pytest.mark.parametrize("kind", ["drop", "drop_mid_body"])
+def test_dropped_download_is_retried_from_scratch(run_dag, emulator, tmp_path, monkeypatch, moto_s3, kind):
+    """Results land on S3 whole although the output download broke (before any byte, or midway)."""
+    s3, bucket = moto_s3["client"], moto_s3["bucket"]
+    ids = [f"dl-{kind}-{i}" for i in range(40)]
+    write_input(tmp_path / "input.jsonl", ids)
+    base = f"s3://{moto_s3['conn_id']}@{bucket}/reliability-{kind}"
+    use_dag(monkeypatch, str(tmp_path / "input.jsonl"), base)
+    emulator.add_fault(method="GET", path="/v1/files/*/content", kind=kind, times=1)
+
+    outcome = run_dag(DAG_ID, DATE)
+
+    assert outcome.state == "success", outcome.ti_states()
+    downloads = emulator.calls("GET", "/v1/files/")
+    assert [c.get("fault") for c in downloads] == [kind, None]
+    result = outcome.xcoms[("run_batch", "return_value")]
+    assert result["output_lines"] == 40
+    body = s3.get_object(Bucket=bucket, Key=f"reliability-{kind}/{DATE}/output.jsonl")["Body"].read()
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == sorted(ids)  # whole, not truncated or doubled
+    assert_one_batch(emulator)
+
+
+def test_download_that_keeps_dropping_gives_up_naming_the_file(emulator, tmp_path):
+    hook = OpenAIBatchHook()
+    with open(tmp_path / "in.jsonl", "wb") as fh:
+        fh.write(b"".join(json.dumps(request(f"x-{i}")).encode() + b"\n" for i in range(20)))
+    with open(tmp_path / "in.jsonl", "rb") as fh:
+        uploaded = hook.upload_file(fh, "in.jsonl")
+    emulator.add_fault(
+        method="GET", path="/v1/files/*/content", kind="drop_mid_body", after_bytes=100, times=None
+    )
+
+    with pytest.raises(OpenAIBatchError) as info:
+        hook.download_file(uploaded.id, str(tmp_path / "copy.jsonl"), max_attempts=3)
+
+    assert uploaded.id in str(info.value) and "3 attempts" in str(info.value)
+    assert len(emulator.calls("GET", f"/v1/files/{uploaded.id}/content")) == 3
+    emulator.clear_faults()
+    assert hook.download_file(uploaded.id, str(tmp_path / "copy.jsonl")) == (
+        (tmp_path / "in.jsonl").stat().st_size,
+        20,
+    )
+
+
+# -------------------------------------------------------------------------------------- slow answers
+def test_slow_answers_within_the_client_timeout(run_dag, emulator, local_job):
+    ids, folder = local_job
+    for method, path in [("POST", "/v1/files"), ("POST", "/v1/batches"), ("GET", "/v1/batches/*")]:
+        emulator.add_fault(method=method, path=path, kind="latency", delay=1.0, times=2)
+    # Two uploads or creates would be a bug; the poll and execute_complete each read the batch once.
+
+    outcome = run_dag(DAG_ID, DATE)
+
+    assert outcome.state == "success", outcome.ti_states()
+    slow = [(c["method"], c["path"].split("/")[2]) for c in emulator.journal() if c.get("fault") == "latency"]
+    assert sorted(slow) == [("GET", "batches"), ("GET", "batches"), ("POST", "batches"), ("POST", "files")]
+    assert_one_batch(emulator)
+    assert_each_custom_id_once(folder, ids)
+
+
+class _LoseFirstCreateAnswer(httpx2.HTTPTransport):
+    """Real HTTP to the emulator, but the answer to the first ``POST /v1/batches`` is lost after the server
+    made the batch (a timeout or reset on the way back): what a slow or flaky network does to a paid call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: list[str] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and request.url.path.endswith("/v1/batches") and not self.lost:
+            response.read()
+            response.close()
+            self.lost.append(json.loads(response.content)["id"])
+            raise httpx2.ReadTimeout("emulated: the answer to batches.create was lost", request=request)
+        return response
+
+
+def test_create_whose_answer_is_lost_is_not_paid_twice(run_dag, emulator, local_job, monkeypatch):
+    """The server created the batch but the client never heard: the openai client retries the POST by
+    itself, which would create (and bill) a second batch unless the provider looks for the first one."""
+    ids, folder = local_job
+    transport = _LoseFirstCreateAnswer()
+    monkeypatch.setattr(
+        hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=transport)
+    )
+
+    outcome = run_dag(DAG_ID, DATE)
+
+    assert outcome.state == "success", outcome.ti_states()
+    assert len(transport.lost) == 1  # the fault did fire
+    batches = emulator_batches(emulator)
+    assert [b.id for b in batches] == transport.lost, "a second batch was created for the same input"
+    assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == transport.lost[0]
+    assert_each_custom_id_once(folder, ids)
+
+
+# ----------------------------------------------------------------------------------- triggerer restart
+def _slow_batch(emulator, tmp_path, n: int = 30) -> str:
+    """A batch that stays in progress for a few seconds (the emulator answers 10 requests a second)."""
+    emulator.configure(rate=10)
+    hook = OpenAIBatchHook()
+    write_input(tmp_path / "slow.jsonl", [f"slow-{i}" for i in range(n)])
+    with open(tmp_path / "slow.jsonl", "rb") as fh:
+        uploaded = hook.upload_file(fh, "slow.jsonl")
+    return hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions").id
+
+
+async def _run_for(trigger: OpenAIBatchTrigger, seconds: float | None) -> list[Any]:
+    """Run the trigger as the triggerer does; cancel it after ``seconds`` (a triggerer going away)."""
+    events: list[Any] = []
+
+    async def consume() -> None:
+        async for event in trigger.run():
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    return events
+
+
+def test_triggerer_restart_mid_poll_resumes_without_cancelling(emulator, tmp_path):
+    batch_id = _slow_batch(emulator, tmp_path)
+    deadline = time.time() + 120
+    trigger = OpenAIBatchTrigger(
+        batch_ids=[batch_id], poll_interval=0.2, deadline=deadline, first_poll_jitter=0
+    )
+
+    assert asyncio.run(_run_for(trigger, 1.0)) == []  # killed mid-poll: no event
+    assert OpenAIBatchHook().get_batch(batch_id).status in ("validating", "in_progress")  # still running
+    assert len(emulator.calls("GET", f"/v1/batches/{batch_id}")) >= 2
+
+    classpath, kwargs = trigger.serialize()
+    json.dumps(kwargs)  # what the triggerer table stores
+    assert classpath == "airflow_provider_openai_batch.triggers.openai_batch.OpenAIBatchTrigger"
+    reborn = OpenAIBatchTrigger(**kwargs)
+    assert reborn.deadline == deadline  # an absolute deadline: the restart does not reset the budget
+
+    events = asyncio.run(_run_for(reborn, 60))
+
+    assert len(events) == 1
+    assert events[0].payload["status"] == TriggerStatus.TERMINAL.value
+    assert events[0].payload["batches"] == {batch_id: "completed"}
+    assert emulator.calls("POST", f"/v1/batches/{batch_id}/cancel") == []
+    assert OpenAIBatchHook().get_batch(batch_id).request_counts.completed == 30
+
+
+def test_triggerer_restart_does_not_extend_the_timeout(emulator, tmp_path):
+    batch_id = _slow_batch(emulator, tmp_path, n=100)
+    trigger = OpenAIBatchTrigger(
+        batch_ids=[batch_id], poll_interval=0.2, deadline=time.time() + 2.0, first_poll_jitter=0
+    )
+    assert asyncio.run(_run_for(trigger, 1.2)) == []
+
+    reborn = OpenAIBatchTrigger(**trigger.serialize()[1])
+    started = time.monotonic()
+    events = asyncio.run(_run_for(reborn, 30))
+
+    assert time.monotonic() - started < 1.5  # what was left of the 2 s, not 2 s anew
+    assert [e.payload["status"] for e in events] == [TriggerStatus.TIMEOUT.value]
+    assert batch_id in events[0].payload["message"]
+    # A timeout is the operator's to act on (cancel or keep): the trigger cancels nothing.
+    assert emulator.calls("POST", f"/v1/batches/{batch_id}/cancel") == []
+
+
+# --------------------------------------------------------------------------------------- worker crashes
+@pytest.mark.parametrize("rerun", ["retry", "clear-keeps-state-store", "run-recreated-state-lost"])
+def test_crash_between_create_and_defer(run_dag, emulator, local_job, monkeypatch, rerun):
+    ids, folder = local_job
+    original = OpenAIBatchOperator.defer
+    crashes: list[int] = []
+
+    def crash_once(self, *args, **kwargs):
+        if not crashes:
+            crashes.append(len(created_batches(emulator)))
+            raise RuntimeError("worker lost between batches.create and defer")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenAIBatchOperator, "defer", crash_once)
+
+    if rerun == "retry":
+        outcome = run_dag(DAG_ID, DATE, retries=1)
+    else:
+        assert run_dag(DAG_ID, DATE).state == "failed"
+        outcome = run_dag(DAG_ID, DATE, clear=rerun == "clear-keeps-state-store")
+
+    assert crashes == [1]  # it crashed with the batch already created
+    assert outcome.state == "success", outcome.ti_states()
+    assert_one_batch(emulator)
+    assert_each_custom_id_once(folder, ids)
+
+
+@pytest.mark.parametrize("rerun", ["retry", "clear"])
+def test_crash_between_create_and_record_write(run_dag, emulator, local_job, monkeypatch, rerun):
+    """The batch exists but the state store only says "creating": found again by its metadata tags."""
+    ids, folder = local_job
+    original = operator_module._StateRecord.save
+    crashes: list[dict] = []
+
+    def save(self, record):
+        if record.get("shards") and not crashes:  # the write that records the new batch id
+            crashes.append(dict(record))
+            raise RuntimeError("worker lost before recording the batch id")
+        return original(self, record)
+
+    monkeypatch.setattr(operator_module._StateRecord, "save", save)
+
+    if rerun == "retry":
+        outcome = run_dag(DAG_ID, DATE, retries=1)
+    else:
+        assert run_dag(DAG_ID, DATE).state == "failed"
+        outcome = run_dag(DAG_ID, DATE, clear=True)
+
+    assert len(crashes) == 1 and len(created_batches(emulator)) == 1
+    assert outcome.state == "success", outcome.ti_states()
+    assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == crashes[0]["shards"]["0"]
+    assert_one_batch(emulator)
+    assert_each_custom_id_once(folder, ids)
+
+
+def test_storage_failure_midway_leaves_nothing_that_looks_complete(
+    run_dag, emulator, tmp_path, monkeypatch, moto_s3
+):
+    s3, bucket = moto_s3["client"], moto_s3["bucket"]
+    ids = [f"st-{i}" for i in range(20)]
+    write_input(tmp_path / "input.jsonl", ids)
+    use_dag(
+        monkeypatch, str(tmp_path / "input.jsonl"), f"s3://{moto_s3['conn_id']}@{bucket}/reliability-storage"
+    )
+    prefix = f"reliability-storage/{DATE}/"
+    written: list[int] = []
+
+    def breaks_midway(src, dst, length=0):
+        written.append(dst.write(src.read(300)))
+        raise OSError("connection to storage lost midway")
+
+    monkeypatch.setattr(storage, "shutil", type("shutil", (), {"copyfileobj": staticmethod(breaks_midway)}))
+
+    first = run_dag(DAG_ID, DATE)
+
+    assert first.state == "failed"
+    assert written == [300]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    assert keys == [], keys  # no output.jsonl, no _manifest.json, no partial file left behind
+
+    import shutil
+
+    monkeypatch.setattr(storage, "shutil", shutil)
+    second = run_dag(DAG_ID, DATE, clear=True)
+
+    assert second.state == "success", second.ti_states()
+    assert_one_batch(emulator)
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}output.jsonl")["Body"].read().decode()
+    assert sorted(json.loads(line)["custom_id"] for line in body.splitlines()) == sorted(ids)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}_manifest.json")["Body"].read())
+    assert manifest["output_lines"] == 20
+
+
+# ------------------------------------------------------------------------------------- giving up clearly
+def test_polling_that_keeps_failing_gives_up_and_a_retry_reattaches(
+    run_dag, emulator, local_job, monkeypatch, capfd, caplog
+):
+    ids, folder = local_job
+    set_connection(monkeypatch, emulator, timeout=10, max_retries=0)
+    emulator.add_fault(method="GET", path="/v1/batches/*", status=500, times=None)
+
+    first = run_dag(DAG_ID, DATE)
+
+    assert first.state == "failed"
+    (batch,) = emulator_batches(emulator)
+    out, err = capfd.readouterr()
+    text = out + err + caplog.text
+    assert "OpenAIBatchPollError" in text
+    assert f"Gave up polling batch(es) ['{batch.id}']" in text
+    assert "a retry of this task re-attaches to them" in text
+    assert emulator.calls("POST", f"/v1/batches/{batch.id}/cancel") == []  # giving up polling cancels nothing
+
+    emulator.clear_faults()
+    second = run_dag(DAG_ID, DATE, clear=True)
+
+    assert second.state == "success", second.ti_states()
+    assert second.xcoms[("run_batch", "return_value")]["batch_id"] == batch.id
+    assert_one_batch(emulator)
+    assert_each_custom_id_once(folder, ids)
+
+
+def test_create_that_keeps_failing_gives_up_without_a_batch(run_dag, emulator, local_job, monkeypatch):
+    ids, folder = local_job
+    emulator.add_fault(method="POST", path="/v1/batches", status=500, times=None)
+
+    first = run_dag(DAG_ID, DATE)
+
+    assert first.state == "failed"
+    assert [c["status"] for c in batch_posts(emulator)] == [500, 500, 500]  # max_retries=2 → 3 attempts
+    assert emulator_batches(emulator) == []
+    assert not (folder / storage.MANIFEST).exists()
+
+    emulator.clear_faults()
+    assert run_dag(DAG_ID, DATE, clear=True).state == "success"
+    assert_one_batch(emulator)
+    assert_each_custom_id_once(folder, ids)
+
+
+@pytest.mark.parametrize("max_failed_ratio", [1.0, 0.0])
+def test_failed_requests_land_once_each(run_dag, emulator, tmp_path, monkeypatch, max_failed_ratio):
+    ids = [f"mix-{i}" for i in range(8)]
+    failing = {"mix-2": 500, "mix-5": 429}
+    write_input(tmp_path / "input.jsonl", ids, failing)
+    use_dag(
+        monkeypatch, str(tmp_path / "input.jsonl"), str(tmp_path / "out"), max_failed_ratio=max_failed_ratio
+    )
+
+    outcome = run_dag(DAG_ID, DATE)
+
+    assert outcome.state == ("success" if max_failed_ratio else "failed")
+    result = outcome.xcoms[("run_batch", "return_value" if max_failed_ratio else "batch_result")]
+    assert result["request_counts"] == {"total": 8, "completed": 6, "failed": 2}
+    assert_one_batch(emulator)
+    assert_each_custom_id_once(tmp_path / "out" / DATE, ids, failed=set(failing))
