@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import openai
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
@@ -257,7 +258,7 @@ class OpenAIBatchOperator(BaseOperator):
                 )
             state["creating"] = shard.index
             store.save(state)
-            batch = self.hook.create_batch(
+            batch = self._create_batch(
                 input_file_id=uploaded.id,
                 endpoint=self.endpoint,
                 completion_window=self.completion_window,
@@ -280,6 +281,56 @@ class OpenAIBatchOperator(BaseOperator):
         store.save(state)
         self._remember_batch_ids(context, [b for rnd in rounds for b in rnd])
         return rounds
+
+    def _create_batch(self, **kwargs: Any) -> Any:
+        """``batches.create`` retried without ever paying twice.
+
+        The openai client retries a create whose answer was lost (a timeout, a dropped connection, a 5xx) by
+        posting it again, yet the first post may have made the batch: a second, billed batch. So the client does
+        not retry this call; after such a failure the newest batches are searched for one carrying this call's
+        tags (task key, input fingerprint, shard) before posting again. A 429 made nothing: it is retried after
+        its ``Retry-After``. Attempts: the connection's ``max_retries`` + 1, as the client would make.
+        """
+        tags = {k: kwargs["metadata"][k] for k in (META_TASK, META_INPUT, META_SHARD)}
+        attempts = max(1, int(getattr(self.hook.client, "max_retries", 2) or 0) + 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.hook.create_batch(**kwargs, max_retries=0)
+            except openai.RateLimitError as err:
+                if attempt == attempts:
+                    raise
+                delay = _retry_after(err, attempt)
+                self.log.warning("batches.create got HTTP 429; retrying in %.1fs", delay)
+                time.sleep(delay)
+            except (openai.APIConnectionError, openai.APIStatusError) as err:
+                if (
+                    isinstance(err, openai.APIStatusError)
+                    and err.status_code not in (408, 409)
+                    and err.status_code < 500
+                ):
+                    raise  # a 4xx other than those the client would retry: the create was refused
+                self.log.warning(
+                    "batches.create failed (%s) on attempt %d of %d; the batch may exist: looking for it",
+                    type(err).__name__,
+                    attempt,
+                    attempts,
+                )
+                time.sleep(_retry_after(err, attempt))
+                try:
+                    made = [
+                        b
+                        for b in self.hook.list_batches(limit=100).data
+                        if all((b.metadata or {}).get(k) == v for k, v in tags.items())
+                        and b.status not in ("failed", "cancelled", "cancelling")
+                    ]
+                except Exception:
+                    raise err from None  # cannot tell whether it was made: a retry of the task looks again
+                if made:
+                    self.log.info("batches.create did make batch %s although its answer was lost", made[0].id)
+                    return made[0]
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
 
     def _handle_input_change(self, record: dict[str, Any]) -> None:
         stale = _recorded_batch_ids(record)
@@ -519,6 +570,7 @@ class OpenAIBatchOperator(BaseOperator):
                 storage.write_concatenated(errors, error_path)
             else:
                 storage.remove_if_exists(error_path)
+            failed_lines = sum(_count_failed(p) for p in errors) if len(rounds) > 1 else 0
         result = results.build_result(
             batches,
             output_path=str(output_path),
@@ -527,6 +579,14 @@ class OpenAIBatchOperator(BaseOperator):
             output_lines=output_lines,
             error_lines=error_lines,
         )
+        if len(rounds) > 1:
+            # A resubmitted request is in the counts of every round it ran in: count it once, by its last
+            # outcome, so the counts (and max_failed_ratio) are about the task's requests, not the rounds.
+            result["request_counts"] = {
+                "total": results.sum_counts([by_id[b] for b in rounds[0]])["total"],
+                "completed": results.sum_counts(batches)["completed"],
+                "failed": failed_lines,
+            }
         result["rounds"] = rounds
         result["custom_id_prefix"] = self.custom_id_prefix
         storage.write_json(result, manifest_path)
@@ -564,7 +624,7 @@ class OpenAIBatchOperator(BaseOperator):
                     uploaded = self.hook.upload_file(
                         fh, filename=f"{context['ti'].task_id}-r{round_no}-{shard.index:05d}.jsonl"
                     )
-                batch = self.hook.create_batch(
+                batch = self._create_batch(
                     input_file_id=uploaded.id,
                     endpoint=self.endpoint,
                     completion_window=self.completion_window,
@@ -665,6 +725,15 @@ def _recorded_batch_ids(record: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def _retry_after(err: Exception, attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: the server's ``Retry-After`` (capped), else backoff."""
+    response = getattr(err, "response", None)
+    try:
+        return min(float(response.headers["retry-after"]), 60.0)  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return min(0.5 * 2 ** (attempt - 1), 8.0)
+
+
 def _event(
     status: TriggerStatus, batch_ids: list[str], statuses: dict[str, Any], message: str
 ) -> dict[str, Any]:
@@ -691,6 +760,17 @@ def _verify_lines(batch: dict[str, Any], field: str, lines: int) -> None:
         raise OpenAIBatchError(
             f"Batch {batch['id']}: downloaded {lines} output line(s) but OpenAI counts {expected} {field} requests; "
             "the download was incomplete."
+        )
+
+
+def _count_failed(path: Path) -> int:
+    """Error lines of requests that ran and failed (not the ones a cancel or expiry stopped)."""
+    stopped = ("batch_expired", "batch_cancelled")
+    with open(path, "rb") as fh:
+        return sum(
+            1
+            for line in fh
+            if line.strip() and (json.loads(line).get("error") or {}).get("code") not in stopped
         )
 
 
