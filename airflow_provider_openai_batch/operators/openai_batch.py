@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 STATE_KEY = "openai_batch"
+# Batches a retry does not re-attach to: rejected (not billed) or stopped by someone.
+_UNUSABLE_STATUSES = ("failed", "cancelled", "cancelling")
 RESULT_XCOM_KEY = "batch_result"
 # Metadata keys that tag every batch we create, so a lost record can be recovered by listing batches.
 META_TASK, META_INPUT, META_SHARD = "airflow_task", "airflow_input", "airflow_shard"
@@ -162,6 +164,7 @@ class OpenAIBatchOperator(BaseOperator):
             )
         self.max_shards_in_flight = max_shards_in_flight
         self._active_batch_ids: list[str] = []
+        self._reattached = False
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -181,8 +184,14 @@ class OpenAIBatchOperator(BaseOperator):
                 spool.fingerprint[:16],
             )
             rounds = self._submit_idempotently(spool, key, store, context)
-            shards = len(spool.shards)
-        return self._wait(context, rounds, self._deadline(), phase="run", shards=shards)
+        run = {
+            "phase": "run",
+            "shards": len(spool.shards),
+            "deadline": self._deadline(),
+            "fingerprint": spool.fingerprint[:32],
+        }
+        rounds = self._finish_expired(context, rounds, run)
+        return self._wait(context, rounds, run)
 
     def _spool(self, workdir: str, context: Context) -> SpoolResult:
         try:
@@ -236,6 +245,7 @@ class OpenAIBatchOperator(BaseOperator):
         # store wiped since (a deleted and recreated run, `[state_store] clear_on_success`). One page or a few.
         if not self.fresh_run and len(ids) < n:
             ids.update(self._find_created_batches(key, fingerprint, n, known=ids))
+        self._reattached = bool(ids)
         if ids:
             self.log.info(
                 "Re-attaching to %d batch(es) created by an earlier try: %s", len(ids), sorted(ids.values())
@@ -317,20 +327,23 @@ class OpenAIBatchOperator(BaseOperator):
                 )
                 time.sleep(_retry_after(err, attempt))
                 try:
-                    made = [
-                        b
-                        for b in self.hook.list_batches(limit=100).data
-                        if all((b.metadata or {}).get(k) == v for k, v in tags.items())
-                        and b.status not in ("failed", "cancelled", "cancelling")
-                    ]
+                    made = self._find_tagged(tags)
                 except Exception:
                     raise err from None  # cannot tell whether it was made: a retry of the task looks again
-                if made:
-                    self.log.info("batches.create did make batch %s although its answer was lost", made[0].id)
-                    return made[0]
+                if made is not None:
+                    self.log.info("batches.create did make batch %s although its answer was lost", made.id)
+                    return made
                 if attempt == attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def _find_tagged(self, tags: dict[str, str]) -> Any:
+        """The newest usable batch (not failed or cancelled) carrying all ``tags``, from the newest page."""
+        for batch in self.hook.list_batches(limit=100).data:
+            meta = batch.metadata or {}
+            if all(meta.get(k) == v for k, v in tags.items()) and batch.status not in _UNUSABLE_STATUSES:
+                return batch
+        return None
 
     def _handle_input_change(self, record: dict[str, Any]) -> None:
         stale = _recorded_batch_ids(record)
@@ -358,7 +371,7 @@ class OpenAIBatchOperator(BaseOperator):
                     "Recorded batch %s cannot be read (%s); submitting anew", batch_id, type(err).__name__
                 )
                 return False
-            if status in ("failed", "cancelled", "cancelling"):
+            if status in _UNUSABLE_STATUSES:
                 self.log.info("Recorded batch %s is %s; submitting anew", batch_id, status)
                 return False
         return True
@@ -377,7 +390,7 @@ class OpenAIBatchOperator(BaseOperator):
                 and total == str(count)
                 and index not in known
                 and index not in found
-                and batch.status not in ("failed", "cancelled", "cancelling")
+                and batch.status not in _UNUSABLE_STATUSES
             ):
                 self.log.info(
                     "Found batch %s (shard %s) created by an earlier try that was not recorded",
@@ -404,16 +417,20 @@ class OpenAIBatchOperator(BaseOperator):
     def _deadline(self) -> float | None:
         return time.time() + self.timeout_seconds if self.timeout_seconds else None
 
-    def _wait(
-        self, context: Context, rounds: list[list[str]], deadline: float | None, phase: str, shards: int
-    ) -> Any:
+    def _wait(self, context: Context, rounds: list[list[str]], run: dict[str, Any]) -> Any:
         """Wait for the last round's batches: on the triggerer when deferrable, else polling in place.
 
-        What execute_complete needs next (all rounds, the phase, the shard count) travels in the trigger's
-        ``context``, echoed in its event: deferral kwargs alone are not kept by every runner (dag.test()).
+        What execute_complete needs next (all rounds, and ``run``: the phase, the shard count, this try's
+        deadline, the input fingerprint) travels in the trigger's ``context``, echoed in its event: deferral
+        kwargs alone are not kept by every runner (dag.test() replaces them).
         """
         self._active_batch_ids = list(rounds[-1])
-        state = {"rounds": rounds, "phase": phase, "shards": shards}
+        deadline = run.get("deadline")
+        state = {**run, "rounds": rounds}
+        if self.deferrable and (ready := self._ready_event(rounds[-1], deadline)) is not None:
+            # Nothing to wait for (a re-attach to finished batches, a deadline already passed): deferring would
+            # only make the trigger fire at once, which Airflow 3.3 can mistake for a failed try (#72716).
+            return self.execute_complete(context, event={**ready, "context": state})
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -427,6 +444,20 @@ class OpenAIBatchOperator(BaseOperator):
             )
         event = self._poll_in_place(rounds[-1], deadline)
         return self.execute_complete(context, event={**event, "context": state})
+
+    def _ready_event(self, batch_ids: list[str], deadline: float | None) -> dict[str, Any] | None:
+        """The event the trigger would send at once, if it would; None when there is something to wait for."""
+        statuses: dict[str, Any] = dict.fromkeys(batch_ids)
+        if deadline is not None and time.time() >= deadline:
+            return _event(TriggerStatus.TIMEOUT, batch_ids, statuses, "The operator's timeout passed")
+        try:
+            for batch_id in batch_ids:
+                statuses[batch_id] = self.hook.get_batch(batch_id).status
+                if statuses[batch_id] not in results.TERMINAL_STATUSES:
+                    return None
+        except openai.APIError:  # the trigger will poll, and report a lasting problem
+            return None
+        return _event(TriggerStatus.TERMINAL, batch_ids, statuses, "All batches were already terminal")
 
     def _poll_in_place(self, batch_ids: list[str], deadline: float | None) -> dict[str, Any]:
         """The non-deferrable wait: the same events the trigger sends, polled from the worker."""
@@ -477,10 +508,12 @@ class OpenAIBatchOperator(BaseOperator):
         assert event is not None
         echoed = event.get("context") or {}
         rounds = echoed.get("rounds") or ([list(event["batch_ids"])] if event.get("batch_ids") else None)
-        phase = echoed.get("phase", "run")
         if not rounds:
             raise OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
-        shards = int(echoed.get("shards") or len(rounds[0]))
+        run = {k: v for k, v in echoed.items() if k != "rounds"}
+        run.setdefault("phase", "run")
+        run["shards"] = int(run.get("shards") or len(rounds[0]))
+        phase, shards = run["phase"], run["shards"]
         current = list(rounds[-1])
         self._active_batch_ids = current
         if status == TriggerStatus.ERROR:
@@ -492,9 +525,8 @@ class OpenAIBatchOperator(BaseOperator):
             if phase == "run" and self.on_timeout == "cancel":
                 self.log.warning("Timeout: cancelling batch(es) %s and landing what finished", current)
                 self._cancel(current)
-                return self._wait(
-                    context, rounds, time.time() + CANCEL_GRACE_SECONDS, phase="timed_out", shards=shards
-                )
+                grace = time.time() + CANCEL_GRACE_SECONDS
+                return self._wait(context, rounds, {**run, "phase": "timed_out", "deadline": grace})
             raise OpenAIBatchTimeout(
                 f"Batch(es) {current} did not finish within the timeout "
                 + (
@@ -505,12 +537,14 @@ class OpenAIBatchOperator(BaseOperator):
             )
 
         if phase == "run" and len(rounds) == 1 and len(rounds[0]) < shards:
-            return self._submit_next_wave(context)
+            return self._submit_next_wave(context, run)
         batches = [results.as_dict(self.hook.get_batch(bid)) for bid in current]
-        if phase == "run" and len(rounds) <= self.resubmit_failed:
-            follow_up = self._resubmit_retryable(context, rounds, batches)
+        # A batch someone cancelled is not worked around: its requests are not resubmitted.
+        stopped = any(b["status"] in ("cancelled", "cancelling") for b in batches)
+        if phase == "run" and len(rounds) <= self.resubmit_failed and not stopped:
+            follow_up = self._resubmit_retryable(context, rounds, batches, run)
             if follow_up:
-                return self._wait(context, [*rounds, follow_up], self._deadline(), phase="run", shards=shards)
+                return self._wait(context, [*rounds, follow_up], run)
 
         all_batches = [
             results.as_dict(self.hook.get_batch(bid)) for rnd in rounds[:-1] for bid in rnd
@@ -521,15 +555,36 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = []
         return result
 
-    def _submit_next_wave(self, context: Context) -> Any:
+    def _submit_next_wave(self, context: Context, run: dict[str, Any]) -> Any:
         """With ``max_shards_in_flight``: re-read the input (checked against its fingerprint) and submit more."""
         store = _StateRecord(context.get("task_state_store"))
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = self._spool(workdir, context)
             rounds = self._submit_idempotently(spool, _task_key(context), store, context)
-            shards = len(spool.shards)
-        self.log.info("Submitted shards up to %d of %d", len(rounds[0]), shards)
-        return self._wait(context, rounds, self._deadline(), phase="run", shards=shards)
+        self.log.info("Submitted shards up to %d of %d", len(rounds[0]), len(spool.shards))
+        return self._wait(
+            context, rounds, {**run, "shards": len(spool.shards), "fingerprint": spool.fingerprint[:32]}
+        )
+
+    def _finish_expired(
+        self, context: Context, rounds: list[list[str]], run: dict[str, Any]
+    ) -> list[list[str]]:
+        """A new try that re-attached to an expired round keeps what finished (it was paid for) and submits
+        only the unfinished requests as a follow-up round, instead of re-landing the same partial result."""
+        if not self._reattached:
+            return rounds
+        try:
+            last = [results.as_dict(self.hook.get_batch(bid)) for bid in rounds[-1]]
+        except openai.APIError as err:  # the wait that follows reports a lasting problem
+            self.log.warning("Could not read the re-attached batches (%s)", type(err).__name__)
+            return rounds
+        if not any(b["status"] == "expired" for b in last):
+            return rounds
+        self.log.info(
+            "Batch(es) %s expired in an earlier try: resubmitting the unfinished requests", rounds[-1]
+        )
+        follow_up = self._resubmit_retryable(context, rounds, last, run)
+        return [*rounds, follow_up] if follow_up else rounds
 
     def _land(
         self, context: Context, rounds: list[list[str]], batches: list[dict[str, Any]]
@@ -600,9 +655,13 @@ class OpenAIBatchOperator(BaseOperator):
         return result
 
     def _resubmit_retryable(
-        self, context: Context, rounds: list[list[str]], batches: list[dict[str, Any]]
+        self, context: Context, rounds: list[list[str]], batches: list[dict[str, Any]], run: dict[str, Any]
     ) -> list[str] | None:
-        """Submit one follow-up batch of the requests that failed retryably in this round, if any."""
+        """Submit one follow-up round of the requests that failed retryably in this round, if any.
+
+        Each follow-up batch is tagged with its round; a batch an earlier try made for the same round (a crash
+        before the round was recorded) is found by its tags and reused rather than paid for again.
+        """
         from airflow_provider_openai_batch import resubmit
 
         key = _task_key(context)
@@ -618,24 +677,29 @@ class OpenAIBatchOperator(BaseOperator):
                 "Resubmitting %d retryable failed request(s) as round %d", spool.total_requests, round_no
             )
             record = store.load() or {}
+            fingerprint = run.get("fingerprint") or record.get("fingerprint", "")
             ids = []
             for shard in spool.shards:
-                with open(shard.path, "rb") as fh:
-                    uploaded = self.hook.upload_file(
-                        fh, filename=f"{context['ti'].task_id}-r{round_no}-{shard.index:05d}.jsonl"
+                tags = {
+                    META_TASK: key,
+                    META_INPUT: fingerprint,
+                    META_SHARD: f"r{round_no}.{shard.index}/{len(spool.shards)}",
+                }
+                batch = self._find_tagged(tags)
+                if batch is None:
+                    with open(shard.path, "rb") as fh:
+                        uploaded = self.hook.upload_file(
+                            fh, filename=f"{context['ti'].task_id}-r{round_no}-{shard.index:05d}.jsonl"
+                        )
+                    batch = self._create_batch(
+                        input_file_id=uploaded.id,
+                        endpoint=self.endpoint,
+                        completion_window=self.completion_window,
+                        metadata={**self._user_metadata(), **tags},
+                        output_expires_after=self.output_expires_after,
                     )
-                batch = self._create_batch(
-                    input_file_id=uploaded.id,
-                    endpoint=self.endpoint,
-                    completion_window=self.completion_window,
-                    metadata={
-                        **self._user_metadata(),
-                        META_TASK: key,
-                        META_INPUT: record.get("fingerprint", ""),
-                        META_SHARD: f"r{round_no}.{shard.index}/{len(spool.shards)}",
-                    },
-                    output_expires_after=self.output_expires_after,
-                )
+                else:
+                    self.log.info("Reusing follow-up batch %s made by an earlier try", batch.id)
                 ids.append(batch.id)
             record["rounds"] = [*rounds, ids]
             store.save(record)
@@ -648,7 +712,7 @@ class OpenAIBatchOperator(BaseOperator):
         where = f"Results landed at {result['output_path']}" + (
             f" and {result['error_path']}" if result["error_path"] else ""
         )
-        if timed_out:
+        if timed_out and any(b["status"] != "completed" for b in last_round):
             raise OpenAIBatchTimeout(
                 f"Batch(es) {result['batch_ids']} were cancelled after the timeout. {where}.", result
             )

@@ -19,7 +19,6 @@ from openai import OpenAI
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch.emulator.testing import wait_for
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
-from tests.integration.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,9 @@ def request(custom_id: str, *, status: int | None = None, text: str | None = Non
     return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
 
-def write_requests(path: Path, n: int, *, prefix: str = "req", fail: dict[int, int] | None = None) -> list[str]:
+def write_requests(
+    path: Path, n: int, *, prefix: str = "req", fail: dict[int, int] | None = None
+) -> list[str]:
     """n requests ``{prefix}-{i}``; ``fail`` maps an index to the HTTP status the emulator answers it with."""
     fail = fail or {}
     ids = [f"{prefix}-{i}" for i in range(n)]
@@ -67,6 +68,11 @@ def landed(out: Path, ids: list[str]) -> tuple[list[dict], list[dict]]:
 
 def configure_dag(monkeypatch, **kwargs: Any) -> None:
     monkeypatch.setenv("OPENAI_BATCH_OUTCOME_KWARGS", json.dumps(kwargs))
+
+
+def creates(emulator) -> int:
+    """Paid ``POST /v1/batches`` calls (not cancels)."""
+    return sum(1 for e in emulator.calls("POST", "/v1/batches") if e["path"] == "/v1/batches")
 
 
 def client(emulator) -> OpenAI:
@@ -147,14 +153,14 @@ def test_completed_clean_lands_output_only(run_dag, openai_conn, tmp_path, monke
     assert result["status"] == "completed"
     assert result["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
     assert (result["output_lines"], result["error_lines"]) == (6, 0)
-    assert result["output_path"] == str(out / "output.jsonl")
+    assert result["output_path"] == f"file://{out}/output.jsonl"  # local paths come back as file:// URLs
     assert result["error_path"] is None and result["error_file_id"] is None
-    assert result["manifest_path"] == str(out / "_manifest.json")
+    assert result["manifest_path"] == f"file://{out}/_manifest.json"
     assert result["rounds"] == [[result["batch_id"]]]
     assert result["usage"]["total_tokens"] > 0
     assert_usage_summed(result, openai_conn, result["batch_ids"])
     assert json.loads((out / "_manifest.json").read_text()) == result
-    assert len(openai_conn.calls("POST", "/v1/batches")) == 1
+    assert creates(openai_conn) == 1
 
 
 @pytest.mark.parametrize("ratio, state", [(0.0, "failed"), (0.5, "success")])
@@ -179,46 +185,51 @@ def test_completed_with_failed_requests_against_max_failed_ratio(
     assert result["status"] == "completed"
     assert result["request_counts"] == {"total": 8, "completed": 6, "failed": 2}
     assert (result["output_lines"], result["error_lines"]) == (6, 2)
-    assert result["error_path"] == str(out / "errors.jsonl")
+    assert result["error_path"] == f"file://{out}/errors.jsonl"
     assert_usage_summed(result, openai_conn, result["batch_ids"])
     if state == "failed":
         err = only_error(raised, exc.OpenAIBatchRequestsFailed)
         assert "2 of 8 request(s) failed" in str(err) and "max_failed_ratio=0.0" in str(err)
-        assert str(out / "errors.jsonl") in str(err)
+        assert f"file://{out}/errors.jsonl" in str(err)
         assert err.result == result
     else:
         assert raised == []
 
 
-def test_every_request_failed(run_dag, openai_conn, tmp_path, monkeypatch, raised):
+@pytest.mark.parametrize("ratio, state", [(0.5, "failed"), (1.0, "success")])
+def test_every_request_failed(run_dag, openai_conn, tmp_path, monkeypatch, raised, ratio, state):
     ids = write_requests(tmp_path / "in.jsonl", 4, fail=dict.fromkeys(range(4), 503))
     out = tmp_path / "out"
     configure_dag(
-        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), max_failed_ratio=0.5
+        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), max_failed_ratio=ratio
     )
 
     outcome = run_dag(DAG_ID)
 
-    assert outcome.state == "failed", outcome.ti_states()
-    err = only_error(raised, exc.OpenAIBatchRequestsFailed)
-    assert "4 of 4 request(s) failed" in str(err)
+    assert outcome.state == state, outcome.ti_states()
     output, errors = landed(out, ids)
     assert output == [] and len(errors) == 4
     # The batch completed with no output file: an empty output.jsonl still lands, so readers find the file.
     assert (out / "output.jsonl").read_bytes() == b""
-    result = outcome.xcoms[("run_batch", "batch_result")]
+    result = outcome.xcoms[("run_batch", "batch_result" if state == "failed" else "return_value")]
     assert result["status"] == "completed"
     assert result["output_file_id"] is None and result["error_file_id"]
+    assert result["output_path"] == f"file://{out}/output.jsonl"
     assert result["request_counts"] == {"total": 4, "completed": 0, "failed": 4}
     assert (result["output_lines"], result["error_lines"]) == (0, 4)
     assert result["usage"]["total_tokens"] == 0
+    if state == "failed":
+        err = only_error(raised, exc.OpenAIBatchRequestsFailed)
+        assert "4 of 4 request(s) failed" in str(err)
+    else:
+        assert raised == []
 
 
 def test_failed_batch_lists_errors_data_line_by_line(run_dag, openai_conn, tmp_path, monkeypatch, raised):
-    # The emulator enforces a per-file request limit our pre-flight does not know about (limits raised on the
-    # operator): the batch passes our validation, then ends `failed` with `too_many_tasks`.
+    # The emulator is told to allow fewer requests per file than the operator's limits assume: the batch passes
+    # our validation, then ends `failed` with `too_many_tasks` (as a token-limit failure would on OpenAI).
     openai_conn.configure(max_requests=3)
-    ids = write_requests(tmp_path / "in.jsonl", 5)
+    write_requests(tmp_path / "in.jsonl", 5)
     out = tmp_path / "out"
     configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
 
@@ -227,8 +238,9 @@ def test_failed_batch_lists_errors_data_line_by_line(run_dag, openai_conn, tmp_p
     assert outcome.state == "failed"
     err = only_error(raised, exc.OpenAIBatchFailed)
     batch_id = err.result["batch_id"]
-    assert f"Batch {batch_id} failed:\n  line 4: [too_many_tasks] The input file has more than 3 requests." in str(
-        err
+    assert (
+        f"Batch {batch_id} failed:\n  line 4: [too_many_tasks] The input file has more than 3 requests."
+        in str(err)
     )
     result = outcome.xcoms[("run_batch", "batch_result")]
     assert result["status"] == "failed"
@@ -236,7 +248,27 @@ def test_failed_batch_lists_errors_data_line_by_line(run_dag, openai_conn, tmp_p
     assert (result["output_lines"], result["error_lines"]) == (0, 0)
     assert result["error_path"] is None
     assert read_jsonl(out / "output.jsonl") == [] and not (out / "errors.jsonl").exists()
-    assert ids  # nothing ran, so nothing is accounted for
+
+
+def test_clear_after_a_failed_batch_submits_anew(run_dag, openai_conn, tmp_path, monkeypatch, raised):
+    """A `failed` batch was not billed: clearing the task submits the input again instead of re-landing."""
+    openai_conn.configure(max_requests=3)
+    ids = write_requests(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out"
+    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    assert run_dag(DAG_ID, "2026-11-12").state == "failed"
+    only_error(raised, exc.OpenAIBatchFailed)
+    (failed_id,) = batch_ids_created(openai_conn)
+
+    openai_conn.configure(max_requests=50_000)
+    second = run_dag(DAG_ID, "2026-11-12", clear=True)
+
+    assert second.state == "success", second.ti_states()
+    assert creates(openai_conn) == 2
+    result = second.xcoms[("run_batch", "return_value")]
+    assert result["batch_id"] != failed_id and result["status"] == "completed"
+    output, errors = landed(out, ids)
+    assert len(output) == 5 and errors == []
 
 
 def test_failed_batch_with_several_errors_via_execute_complete(openai_conn, tmp_path, monkeypatch):
@@ -320,12 +352,20 @@ def test_cancelled_elsewhere_lands_partial_results(run_dag, openai_conn, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------ timeout
-def test_timeout_cancel_lands_partial_and_raises_timeout(run_dag, openai_conn, tmp_path, monkeypatch, raised):
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in-place"])
+def test_timeout_cancel_lands_partial_and_raises_timeout(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised, deferrable
+):
     openai_conn.configure(rate=20)
     ids = write_requests(tmp_path / "in.jsonl", 200)
     out = tmp_path / "out"
     configure_dag(
-        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), timeout=1.5, on_timeout="cancel"
+        monkeypatch,
+        input_path=str(tmp_path / "in.jsonl"),
+        output_path=str(out),
+        timeout=1.5,
+        on_timeout="cancel",
+        deferrable=deferrable,
     )
 
     outcome = run_dag(DAG_ID)
@@ -365,7 +405,7 @@ def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
     second = run_dag(DAG_ID, "2026-11-02", clear=True)
 
     assert second.state == "success", second.ti_states()
-    assert len(openai_conn.calls("POST", "/v1/batches")) == 1
+    assert creates(openai_conn) == 1
     assert len(openai_conn.calls("POST", "/v1/files")) == 1
     result = second.xcoms[("run_batch", "return_value")]
     assert result["batch_id"] == batch_id
@@ -422,7 +462,7 @@ def test_input_change_policy_on_rerun(run_dag, openai_conn, tmp_path, monkeypatc
         assert raised == []
         assert len(openai_conn.calls("POST", f"/v1/batches/{stale}/cancel")) == 1
         assert client(openai_conn).batches.retrieve(stale).status in ("cancelling", "cancelled")
-        assert len(openai_conn.calls("POST", "/v1/batches")) == 2
+        assert creates(openai_conn) == 2
         result = second.xcoms[("run_batch", "return_value")]
         assert result["batch_id"] != stale
         output, errors = landed(out, new_ids)
@@ -431,7 +471,7 @@ def test_input_change_policy_on_rerun(run_dag, openai_conn, tmp_path, monkeypatc
         assert second.state == "failed"
         err = only_error(raised, exc.OpenAIBatchInputChanged)
         assert stale in str(err) and "on_input_change='resubmit'" in str(err)
-        assert len(openai_conn.calls("POST", "/v1/batches")) == 1
+        assert creates(openai_conn) == 1
         assert openai_conn.calls("POST", f"/v1/batches/{stale}/cancel") == []
         assert len(openai_conn.calls("POST", "/v1/files")) == 1
 
@@ -450,7 +490,9 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
         input_path=str(tmp_path / "in.jsonl"),
         output_path=str(out),
         resubmit_failed=1,
-        max_failed_ratio=0.5,
+        # 1 of the 6 requests fails in the end: more than 15%. (Counting the resubmitted requests twice
+        # would make it 1 of 8, under 15%.)
+        max_failed_ratio=0.15,
     )
 
     def clear_regex_after_round_0():
@@ -461,11 +503,15 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     outcome = run_dag(DAG_ID)
     join_checked(thread)
 
-    assert outcome.state == "success", (outcome.ti_states(), raised)
+    assert outcome.state == "failed"
+    err = only_error(raised, exc.OpenAIBatchRequestsFailed)
+    assert "1 of 6 request(s) failed" in str(err)
     output, errors = landed(out, ids)
     assert sorted(o["custom_id"] for o in output) == ["req-0", "req-1", "req-2", "req-3", "req-4"]
     assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("req-5", 400)]
-    result = outcome.xcoms[("run_batch", "return_value")]
+    result = outcome.xcoms[("run_batch", "batch_result")]
+    # Each custom_id counted once, by its last outcome.
+    assert result["request_counts"] == {"total": 6, "completed": 5, "failed": 1}
     assert len(result["rounds"]) == 2
     round0, round1 = result["rounds"]
     assert len(round0) == 1 and len(round1) == 1
@@ -474,7 +520,41 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     # Round 1 held only the two retryable requests.
     assert client(openai_conn).batches.retrieve(round1[0]).request_counts.total == 2
     assert_usage_summed(result, openai_conn, result["batch_ids"])
-    assert len(openai_conn.calls("POST", "/v1/batches")) == 2
+    assert creates(openai_conn) == 2
+
+
+@pytest.mark.parametrize("resubmit_failed", [1, 2])
+def test_resubmit_failed_that_keeps_failing_lands_the_last_round_once(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised, resubmit_failed
+):
+    openai_conn.configure(fail_custom_id_regex=r"^req-(1|3)$", fail_status=503)
+    ids = write_requests(tmp_path / "in.jsonl", 6)
+    out = tmp_path / "out"
+    configure_dag(
+        monkeypatch,
+        input_path=str(tmp_path / "in.jsonl"),
+        output_path=str(out),
+        resubmit_failed=resubmit_failed,
+    )
+
+    outcome = run_dag(DAG_ID)
+
+    assert outcome.state == "failed"
+    err = only_error(raised, exc.OpenAIBatchRequestsFailed)
+    assert "2 of 6 request(s) failed" in str(err)
+    assert creates(openai_conn) == 1 + resubmit_failed
+    output, errors = landed(out, ids)
+    assert sorted(e["custom_id"] for e in errors) == ["req-1", "req-3"]
+    result = outcome.xcoms[("run_batch", "batch_result")]
+    assert len(result["rounds"]) == 1 + resubmit_failed
+    assert [len(r) for r in result["rounds"]] == [1] * (1 + resubmit_failed)
+    assert result["request_counts"] == {"total": 6, "completed": 4, "failed": 2}
+    # The error lines that landed are the last round's.
+    last = client(openai_conn).batches.retrieve(result["rounds"][-1][0])
+    last_errors = client(openai_conn).files.content(last.error_file_id).text
+    assert sorted(e["id"] for e in errors) == sorted(
+        json.loads(x)["id"] for x in last_errors.splitlines() if x.strip()
+    )
 
 
 def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, monkeypatch, raised):
@@ -482,9 +562,7 @@ def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, mo
     openai_conn.configure(rate=10)
     ids = write_requests(tmp_path / "in.jsonl", 40)
     out = tmp_path / "out"
-    configure_dag(
-        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), resubmit_failed=1
-    )
+    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), resubmit_failed=1)
 
     def expire_round_0():
         c = client(openai_conn)
@@ -501,6 +579,7 @@ def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, mo
     output, errors = landed(out, ids)
     assert len(output) == 40 and errors == []
     result = outcome.xcoms[("run_batch", "return_value")]
+    assert result["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
     assert len(result["rounds"]) == 2
     assert [s["status"] for s in result["shards"]] == ["expired", "completed"]
     assert result["error_path"] is None
@@ -622,8 +701,9 @@ def test_trigger_on_kill_cancels_a_live_batch(openai_conn, monkeypatch):
 
         task = asyncio.create_task(consume())
         deadline = time.monotonic() + 10
-        while trigger._statuses.get(batch.id) not in ("in_progress",) and time.monotonic() < deadline:
+        while trigger._statuses.get(batch.id) != "in_progress" and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        assert trigger._statuses[batch.id] == "in_progress"
         task.cancel()
         await trigger.on_kill()
         return events
@@ -632,4 +712,65 @@ def test_trigger_on_kill_cancels_a_live_batch(openai_conn, monkeypatch):
     assert events == []
     assert len(openai_conn.calls("POST", f"/v1/batches/{batch.id}/cancel")) == 1
     wait_for(lambda: c.batches.retrieve(batch.id).status == "cancelled", timeout=10)
-    assert TEST_API_KEY  # the trigger used openai_default from the openai_conn fixture
+
+
+def test_timeout_cancel_that_comes_too_late_keeps_the_completed_batch(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
+):
+    # All requests done at once, then a long `finalizing`: the timeout fires there, where a cancel is refused
+    # (409), and the batch completes. A finished batch is a success, not a timeout.
+    openai_conn.configure(rate=0, finalizing_seconds=4.0)
+    ids = write_requests(tmp_path / "in.jsonl", 20)
+    out = tmp_path / "out"
+    configure_dag(
+        monkeypatch,
+        input_path=str(tmp_path / "in.jsonl"),
+        output_path=str(out),
+        timeout=1.5,
+        on_timeout="cancel",
+    )
+
+    outcome = run_dag(DAG_ID)
+
+    assert outcome.state == "success", (outcome.ti_states(), raised)
+    (batch_id,) = batch_ids_created(openai_conn)
+    cancels = openai_conn.calls("POST", f"/v1/batches/{batch_id}/cancel")
+    assert cancels and all(c["status"] == 409 for c in cancels)
+    output, errors = landed(out, ids)
+    assert len(output) == 20 and errors == []
+    assert outcome.xcoms[("run_batch", "return_value")]["status"] == "completed"
+
+
+def test_clear_after_expiry_resubmits_only_the_unfinished_requests(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
+):
+    openai_conn.configure(rate=10)
+    ids = write_requests(tmp_path / "in.jsonl", 40)
+    out = tmp_path / "out"
+    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+
+    def expire_soon():
+        c = client(openai_conn)
+        bid = wait_for(lambda: batch_ids_created(openai_conn), timeout=20)[0]
+        wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 3, timeout=20)
+        openai_conn.expire(bid)
+
+    thread = in_background(expire_soon)
+    first = run_dag(DAG_ID)
+    join_checked(thread)
+    assert first.state == "failed"
+    finished_first = len(landed(out, ids)[0])
+    assert 0 < finished_first < 40
+
+    openai_conn.configure(rate=0)
+    second = run_dag(DAG_ID, clear=True)
+
+    assert second.state == "success", (second.ti_states(), raised)
+    first_batch, follow_up = batch_ids_created(openai_conn)
+    follow_up_batch = client(openai_conn).batches.retrieve(follow_up)
+    assert follow_up_batch.request_counts.total == 40 - finished_first  # the paid part is not paid again
+    output, errors = landed(out, ids)
+    assert len(output) == 40 and errors == []
+    result = second.xcoms[("run_batch", "return_value")]
+    assert result["rounds"] == [[first_batch], [follow_up]]
+    assert result["request_counts"] == {"total": 40, "completed": 40, "failed": 0}

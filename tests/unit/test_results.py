@@ -1,0 +1,205 @@
+"""results.py: the pure bookkeeping behind the BatchResult (no Airflow, no network)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_provider_openai_batch import results
+
+
+def batch(bid="batch_1", status="completed", *, counts=(3, 3, 0), usage=None, **extra):
+    total, completed, failed = counts
+    return {
+        "id": bid,
+        "status": status,
+        "input_file_id": f"file-in-{bid}",
+        "output_file_id": f"file-out-{bid}",
+        "error_file_id": None,
+        "request_counts": {"total": total, "completed": completed, "failed": failed},
+        "usage": usage,
+        **extra,
+    }
+
+
+USAGE = {
+    "input_tokens": 10,
+    "input_tokens_details": {"cached_tokens": 4},
+    "output_tokens": 20,
+    "output_tokens_details": {"reasoning_tokens": 5},
+    "total_tokens": 30,
+}
+
+
+@pytest.mark.parametrize(
+    "statuses, expected",
+    [
+        (["completed"], "completed"),
+        (["completed", "completed", "completed"], "completed"),
+        (["completed", "expired", "cancelled"], "expired"),
+        (["cancelled", "completed"], "cancelled"),
+        (["expired", "failed", "cancelled"], "failed"),
+        (["completed", "in_progress"], "in_progress"),
+        (["validating", "finalizing"], "validating"),
+        ([], "unknown"),
+    ],
+)
+def test_combined_status_worst_wins(statuses, expected):
+    assert results.combined_status(statuses) == expected
+    assert results.combined_status(iter(statuses)) == expected  # any iterable, consumed once
+
+
+def test_sum_counts_adds_every_batch_and_tolerates_missing_counts():
+    batches = [
+        batch(counts=(5, 4, 1)),
+        batch(counts=(7, 2, 5)),
+        {"id": "b", "request_counts": None},
+        {"id": "c"},
+    ]
+    assert results.sum_counts(batches) == {"total": 12, "completed": 6, "failed": 6}
+    assert results.sum_counts([]) == {"total": 0, "completed": 0, "failed": 0}
+    assert results.sum_counts([{"request_counts": {"total": None, "completed": 1}}]) == {
+        "total": 0,
+        "completed": 1,
+        "failed": 0,
+    }
+
+
+def test_sum_usage_adds_tokens_and_nested_details():
+    other = {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}  # no details at all
+    assert results.sum_usage(
+        [batch(usage=USAGE), batch(usage=USAGE), batch(usage=other), batch(usage=None)]
+    ) == {
+        "input_tokens": 21,
+        "output_tokens": 42,
+        "total_tokens": 63,
+        "cached_tokens": 8,
+        "reasoning_tokens": 10,
+    }
+    assert results.sum_usage([]) == dict.fromkeys(
+        ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "reasoning_tokens"), 0
+    )
+
+
+def test_failure_details_one_line_per_error_with_line_and_param():
+    failed = batch(
+        status="failed",
+        errors={
+            "object": "list",
+            "data": [
+                {"code": "url_mismatch", "line": 2, "message": "The url is wrong.", "param": "url"},
+                {"code": "empty_file", "line": None, "message": "The input file is empty.", "param": None},
+                {"code": "token_limit_exceeded", "message": "Enqueued token limit reached."},
+            ],
+        },
+    )
+    assert results.failure_details(failed) == (
+        "  line 2: [url_mismatch] The url is wrong. (param url)\n"
+        "  [empty_file] The input file is empty.\n"
+        "  [token_limit_exceeded] Enqueued token limit reached."
+    )
+
+
+@pytest.mark.parametrize("errors", [None, {}, {"object": "list", "data": []}, {"data": None}])
+def test_failure_details_without_errors_says_so(errors):
+    assert (
+        results.failure_details(batch(status="failed", errors=errors)) == "  (OpenAI gave no error details)"
+    )
+
+
+def test_build_result_single_batch():
+    b = batch(usage=USAGE, counts=(3, 2, 1), error_file_id="file-err")
+    result = results.build_result(
+        [b],
+        output_path="s3://c@b/o.jsonl",
+        error_path="s3://c@b/e.jsonl",
+        manifest_path="m",
+        output_lines=2,
+        error_lines=1,
+    )
+    assert result == {
+        "batch_id": "batch_1",
+        "batch_ids": ["batch_1"],
+        "status": "completed",
+        "output_path": "s3://c@b/o.jsonl",
+        "error_path": "s3://c@b/e.jsonl",
+        "manifest_path": "m",
+        "output_file_id": "file-out-batch_1",
+        "error_file_id": "file-err",
+        "output_file_ids": ["file-out-batch_1"],
+        "error_file_ids": ["file-err"],
+        "request_counts": {"total": 3, "completed": 2, "failed": 1},
+        "output_lines": 2,
+        "error_lines": 1,
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 20,
+            "total_tokens": 30,
+            "cached_tokens": 4,
+            "reasoning_tokens": 5,
+        },
+        "shards": [
+            {
+                "batch_id": "batch_1",
+                "status": "completed",
+                "input_file_id": "file-in-batch_1",
+                "output_file_id": "file-out-batch_1",
+                "error_file_id": "file-err",
+                "request_counts": {"total": 3, "completed": 2, "failed": 1},
+            }
+        ],
+    }
+    json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
+
+
+def test_build_result_several_shards_sums_and_has_no_single_file_id():
+    shards = [
+        batch("b0", counts=(4, 4, 0), usage=USAGE),
+        batch("b1", "expired", counts=(4, 1, 0), usage=USAGE, error_file_id="e1"),
+        batch("b2", counts=(2, 0, 2), usage=None, output_file_id=None, error_file_id="e2"),
+    ]
+    result = results.build_result(
+        shards, output_path="o", error_path="e", manifest_path="m", output_lines=5, error_lines=5
+    )
+    assert result["batch_id"] == "b0" and result["batch_ids"] == ["b0", "b1", "b2"]
+    assert result["status"] == "expired"
+    assert result["output_file_id"] is None and result["error_file_id"] is None
+    assert result["output_file_ids"] == ["file-out-b0", "file-out-b1"]
+    assert result["error_file_ids"] == ["e1", "e2"]
+    assert result["request_counts"] == {"total": 10, "completed": 5, "failed": 2}
+    assert result["usage"]["total_tokens"] == 60 and result["usage"]["cached_tokens"] == 8
+    assert [s["batch_id"] for s in result["shards"]] == ["b0", "b1", "b2"]
+    assert result["shards"][2]["output_file_id"] is None
+
+
+def test_build_result_with_no_batches():
+    result = results.build_result(
+        [], output_path=None, error_path=None, manifest_path=None, output_lines=0, error_lines=0
+    )
+    assert result["batch_id"] is None and result["batch_ids"] == [] and result["status"] == "unknown"
+
+
+def test_as_dict_of_an_openai_batch_model_and_of_a_dict():
+    from openai.types import Batch
+
+    model = Batch(
+        id="batch_x",
+        object="batch",
+        endpoint="/v1/chat/completions",
+        input_file_id="file-1",
+        completion_window="24h",
+        status="completed",
+        created_at=1,
+        request_counts={"total": 1, "completed": 1, "failed": 0},
+    )
+    as_dict = results.as_dict(model)
+    assert as_dict["id"] == "batch_x" and as_dict["request_counts"] == {
+        "total": 1,
+        "completed": 1,
+        "failed": 0,
+    }
+    assert as_dict["output_file_id"] is None  # unset fields present, so .get() and [] both work
+    original = {"id": "b"}
+    copy = results.as_dict(original)
+    assert copy == original and copy is not original

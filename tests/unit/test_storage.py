@@ -1,0 +1,113 @@
+"""storage.py: landing files atomically on local storage, and turning paths and URLs into ObjectStoragePaths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openai_batch import storage
+
+
+def test_to_path_for_a_plain_relative_path_is_an_absolute_file_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = storage.to_path("results/out.jsonl")
+    assert path.protocol == "file"
+    assert path.path == str(tmp_path / "results" / "out.jsonl")
+    assert str(path) == f"file://{tmp_path}/results/out.jsonl"
+
+
+def test_to_path_for_urls_and_existing_paths(tmp_path):
+    local = storage.to_path(f"file://{tmp_path}/x.jsonl")
+    assert (local.protocol, local.path) == ("file", f"{tmp_path}/x.jsonl")
+    assert storage.to_path(local) is local
+    assert storage.to_path(tmp_path / "y").path == str(tmp_path / "y")  # a pathlib.Path
+    s3 = storage.to_path("s3://aws_conn@my-bucket/results/2026-11-01/output.jsonl")
+    assert (s3.protocol, s3.conn_id, s3.bucket, s3.key) == (
+        "s3",
+        "aws_conn",
+        "my-bucket",
+        "results/2026-11-01/output.jsonl",
+    )
+
+
+def write_sources(tmp_path: Path, *contents: bytes) -> list[Path]:
+    paths = []
+    for i, data in enumerate(contents):
+        p = tmp_path / f"src{i}.jsonl"
+        p.write_bytes(data)
+        paths.append(p)
+    return paths
+
+
+def test_write_concatenated_joins_sources_in_order_and_leaves_no_temp(tmp_path):
+    sources = write_sources(tmp_path, b'{"a": 1}\n', b"", b'{"b": 2}\n{"c": 3}\n')
+    dest = storage.to_path(tmp_path / "out" / "output.jsonl")  # the folder is created
+    storage.write_concatenated(sources, dest)
+    assert (tmp_path / "out" / "output.jsonl").read_bytes() == b'{"a": 1}\n{"b": 2}\n{"c": 3}\n'
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["output.jsonl"]
+
+
+def test_write_concatenated_of_nothing_is_an_empty_file(tmp_path):
+    storage.write_concatenated([], storage.to_path(tmp_path / "output.jsonl"))
+    assert (tmp_path / "output.jsonl").read_bytes() == b""
+
+
+def test_a_failure_midway_leaves_no_destination_and_no_temp_file(tmp_path):
+    first = write_sources(tmp_path, b"x" * 3_000_000)[0]  # more than one copy chunk gets written
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FileNotFoundError):
+        storage.write_concatenated([first, tmp_path / "missing.jsonl"], storage.to_path(out / "output.jsonl"))
+    assert list(out.iterdir()) == []
+
+
+def test_a_failure_midway_keeps_the_previous_file_intact(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "output.jsonl").write_bytes(b"previous\n")
+
+    class Boom(Exception):
+        pass
+
+    def sources():
+        yield write_sources(tmp_path, b"new line\n")[0]
+        raise Boom
+
+    with pytest.raises(Boom):
+        storage.write_concatenated(sources(), storage.to_path(out / "output.jsonl"))
+    assert (out / "output.jsonl").read_bytes() == b"previous\n"
+    assert [p.name for p in out.iterdir()] == ["output.jsonl"]
+
+
+def test_write_json_writes_sorted_indented_json_atomically(tmp_path):
+    dest = storage.to_path(tmp_path / "_manifest.json")
+    storage.write_json({"b": [1, 2], "a": None}, dest)
+    text = (tmp_path / "_manifest.json").read_text()
+    assert json.loads(text) == {"a": None, "b": [1, 2]}
+    assert text.index('"a"') < text.index('"b"') and "\n  " in text
+    storage.write_json({"replaced": True}, dest)
+    assert json.loads((tmp_path / "_manifest.json").read_text()) == {"replaced": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["_manifest.json"]
+
+
+def test_write_json_failure_leaves_no_file(tmp_path):
+    with pytest.raises(TypeError):
+        storage.write_json({"not json": object()}, storage.to_path(tmp_path / "_manifest.json"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_if_exists(tmp_path):
+    (tmp_path / "f").write_text("x")
+    storage.remove_if_exists(storage.to_path(tmp_path / "f"))
+    storage.remove_if_exists(storage.to_path(tmp_path / "f"))  # already gone: no error
+    assert not (tmp_path / "f").exists()
+
+
+def test_open_input_reads_local_files_and_names_a_missing_one(tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(b"line\n")
+    with storage.open_input(str(tmp_path / "in.jsonl")) as fh:
+        assert fh.read() == b"line\n"
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        storage.open_input(str(tmp_path / "missing.jsonl"))
