@@ -35,6 +35,7 @@ lint: setup
 # Results and the machine they ran on: docs/benchmarks.md.
 bench: setup
 	$(PY) bench/bench_input.py --mb 50 200
+	$(PY) bench/bench_submit.py --mb 50 200
 	$(PY) bench/bench_emulator.py --requests 50000 --line-bytes 4000
 	$(PY) bench/bench_trigger.py --triggers 500 --seconds 10
 

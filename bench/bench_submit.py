@@ -1,0 +1,175 @@
+"""Benchmark the operator's whole submit step (validate, spool, upload every shard, create the batches): peak memory.
+
+    python bench/bench_submit.py --mb 50 200 1000
+
+The inputs are bench_input.py's generated chat-completions JSONL (``--dir``, generated once and reused).
+The emulator runs once, as a subprocess (``--rate 0``; batches are left in ``validating`` so that the
+emulator does not process them while the client is being measured). For each size, each of these runs
+in a fresh child process, so that its peak RSS (VmHWM, bench_input.py's method) belongs to that run only:
+
+- idle: the same imports (airflow, the hook, openai, orjson, spool_requests) and the hook's client built;
+- ours: what ``OpenAIBatchOperator.execute`` does before it defers: ``spool_requests`` from the file into
+  a temp dir, then per shard ``OpenAIBatchHook.upload_file`` streaming from the open shard file and
+  ``OpenAIBatchHook.create_batch`` (the connection comes from ``AIRFLOW_CONN_OPENAI_DEFAULT``, no DB);
+- baseline (what in-memory integrations do): ``f.read()`` the whole file, parse every line into a list to
+  validate it, then upload the bytes with ``files.create(file=("x.jsonl", data))`` and create the batch.
+  Over the emulator's upload limit (200 MiB, ``--max-file-bytes``' default) the file cannot be uploaded
+  as one, so there the baseline is read + parse only, and the table says so. (Its single batch would
+  also be over the service's 50,000 requests from 200 MB on; it is left in ``validating``, so the
+  emulator does not get to reject it: what is measured is the client's memory.)
+
+Peaks are reported over the idle child. Ours also reports its VmHWM after the spool (before any upload)
+and its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_input import CHILD as INPUT_CHILD  # noqa: E402
+from bench_input import ENDPOINT, ROOT, generate  # noqa: E402
+
+from airflow_provider_openai_batch.emulator.settings import DEFAULT_MAX_FILE_BYTES  # noqa: E402
+from airflow_provider_openai_batch.emulator.testing import start_emulator, stop_emulator  # noqa: E402
+
+# bench_input.py's child prelude: sys.path and peak_kib() (VmHWM from /proc/self/status, else ru_maxrss).
+PRELUDE = INPUT_CHILD.partition("\nimport orjson")[0]
+assert "def peak_kib" in PRELUDE, "bench_input.CHILD changed: peak_kib() not found before 'import orjson'"
+
+CHILD = """
+import os, json, tempfile, time
+import orjson
+from airflow_provider_openai_batch.batch_input import spool_requests
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+mode, path = sys.argv[1:3]
+hook = OpenAIBatchHook()
+client = hook.client  # built in every mode, idle included
+out = {{}}
+start = time.perf_counter()
+if mode == "ours":
+    with tempfile.TemporaryDirectory(prefix="openai-batch-spool-", dir=os.environ.get("BENCH_WORKDIR")) as workdir:
+        with open(path, "rb") as f:
+            spool = spool_requests(f, endpoint={endpoint!r}, workdir=workdir, source_name=path)
+        out["spool_s"] = time.perf_counter() - start
+        out["spool_peak_kib"] = peak_kib()
+        for shard in spool.shards:
+            with open(shard.path, "rb") as fh:
+                uploaded = hook.upload_file(fh, filename=f"bench-{{shard.index:05d}}.jsonl")
+            batch = hook.create_batch(
+                input_file_id=uploaded.id, endpoint={endpoint!r}, metadata={{"shard": str(shard.index)}}
+            )
+            assert uploaded.bytes == shard.bytes, (uploaded.bytes, shard.bytes)
+        out["shards"] = len(spool.shards)
+        out["requests"] = spool.total_requests
+elif mode in ("baseline", "baseline-parse"):
+    with open(path, "rb") as f:
+        data = f.read()
+    rows = [orjson.loads(line) for line in data.splitlines()]
+    out["requests"] = len(rows)
+    out["parse_peak_kib"] = peak_kib()
+    if mode == "baseline":
+        uploaded = client.files.create(file=("x.jsonl", data), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint={endpoint!r}, completion_window="24h"
+        )
+        out["shards"] = 1
+out["seconds"] = time.perf_counter() - start
+out["peak_kib"] = peak_kib()
+print(json.dumps(out))
+"""
+
+
+def run_child(mode: str, path: Path, env: dict[str, str]) -> dict:
+    code = PRELUDE.format(root=str(ROOT)) + CHILD.format(endpoint=ENDPOINT)
+    out = subprocess.run(
+        [sys.executable, "-c", code, mode, str(path)], check=True, capture_output=True, text=True, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "openai-batch-bench"))
+    parser.add_argument(
+        "--workdir-in", default=None, help="where the spool's shards go (default: under --dir)"
+    )
+    args = parser.parse_args()
+
+    data_dir = Path(args.dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    import openai
+
+    print(
+        f"python {sys.version.split()[0]}, openai {openai.__version__}, {os.cpu_count()} CPUs, data in {data_dir}"
+    )
+    emu_dir = Path(tempfile.mkdtemp(prefix="emulator-", dir=data_dir))
+    # Batches stay in `validating` for an hour: the emulator does not process them during the measurements.
+    emulator = start_emulator(
+        emu_dir, settings={"rate": 0, "validating_seconds": 3600, "finalizing_seconds": 0.2}
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
+            {
+                "conn_type": "openai_batch",
+                "host": emulator.base_url,
+                "password": "sk-bench",
+                "extra": {"timeout": 600},
+            }
+        ),
+        "BENCH_WORKDIR": args.workdir_in or str(data_dir),
+    }
+    print(f"emulator {emulator.base_url} (pid {emulator.pid})")
+    print()
+    print(
+        "| input | idle child | ours: peak over idle (after spool) | baseline: peak over idle "
+        "| baseline / ours | ours wall time | shards |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    try:
+        for mb in args.mb:
+            path = data_dir / f"chat-{mb}mb.jsonl"
+            if not path.exists():
+                generate(path, mb)
+            size = path.stat().st_size
+            idle = run_child("idle", path, env)
+            ours = run_child("ours", path, env)
+            base_mode = "baseline" if size <= DEFAULT_MAX_FILE_BYTES else "baseline-parse"
+            base = run_child(base_mode, path, env)
+            idle_mb = idle["peak_kib"] / 1024
+            ours_mb = ours["peak_kib"] / 1024 - idle_mb
+            spool_mb = ours["spool_peak_kib"] / 1024 - idle_mb
+            base_mb = base["peak_kib"] / 1024 - idle_mb
+            parse_mb = base["parse_peak_kib"] / 1024 - idle_mb
+            label = (
+                f" (read + parse: {parse_mb:,.0f} MB)"
+                if base_mode == "baseline"
+                else " (read + parse only: over the upload limit)"
+            )
+            print(
+                f"| {size / 1e6:,.0f} MB | {idle_mb:,.1f} MB | {ours_mb:,.1f} MB ({spool_mb:,.1f} MB) "
+                f"| {base_mb:,.0f} MB{label} | {base_mb / ours_mb:,.1f}x "
+                f"| {ours['seconds']:.2f} s (spool {ours['spool_s']:.2f} s) | {ours['shards']} |",
+                flush=True,
+            )
+    finally:
+        stop_emulator(emulator.process)
+        emulator.close()
+        shutil.rmtree(emu_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
