@@ -9,36 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 DATE = "2026-11-01"
 # A recognisable fake key: the demo shows it reaches no log, XCom or result.
 DEMO_KEY = "sk-demo-0000-not-a-real-key"
-
-
-def _start_emulator(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_openai_batch.emulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("OPENAI_BASE_URL="):
-            return proc, line.strip().split("=", 1)[1]
-    raise RuntimeError("the emulator exited before printing OPENAI_BASE_URL")
 
 
 def _write_requests(path: Path) -> int:
@@ -78,7 +54,10 @@ def main() -> int:
             "OPENAI_BATCH_EXAMPLE_POLL_INTERVAL": "1",
         }
     )
-    emulator, base_url = _start_emulator(root / "emulator")
+    from airflow_provider_openai_batch.emulator.testing import start_emulator, stop_emulator
+
+    emulator = start_emulator(root / "emulator")
+    base_url = emulator.base_url
     try:
         os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"] = json.dumps(
             {"conn_type": "openai_batch", "host": base_url, "password": DEMO_KEY}
@@ -96,7 +75,8 @@ def main() -> int:
         from airflow.dag_processing.dagbag import DagBag
 
         dag = DagBag(dag_folder=str(repo / "example_dags")).get_dag("openai_batch_daily")
-        run = dag.test(logical_date=pendulum.parse(DATE))
+        when = pendulum.parse(DATE)
+        run = dag.test(logical_date=when, run_after=when)
         print(f"\nDAG run {run.run_id}: {run.state}")
         with create_session() as session:
             rows = session.scalars(
@@ -115,8 +95,8 @@ def main() -> int:
             print(f"  {path}  ({sum(1 for _ in open(path))} lines)")
         return 0 if str(run.state) in ("success", "DagRunState.SUCCESS") else 1
     finally:
-        emulator.terminate()
-        emulator.wait(10)
+        emulator.close()
+        stop_emulator(emulator.process)
 
 
 if __name__ == "__main__":

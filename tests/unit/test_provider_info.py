@@ -48,7 +48,11 @@ def test_airflow_providers_list_shows_the_provider(tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     airflow = Path(sys.executable).with_name("airflow")
     out = subprocess.run(
-        [str(airflow), "providers", "list", "--output", "json"], env=env, capture_output=True, text=True, timeout=120
+        [str(airflow), "providers", "list", "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     providers = {p["package_name"]: p for p in json.loads(out.stdout[out.stdout.index("[") :])}
