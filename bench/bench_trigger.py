@@ -1,16 +1,23 @@
-"""Polls per second: N OpenAIBatchTriggers in one event loop against a naive per-trigger AsyncOpenAI loop.
+"""Polls per second: N OpenAIBatchTriggers in one event loop, coalesced, per-trigger retrieve, and naive.
 
     python bench/bench_trigger.py --triggers 500 --seconds 10
 
 Serves the Batch API from the bundled emulator (a subprocess), or, if it cannot start, from a minimal
-starlette app in a subprocess that returns one fixed batch for ``GET /v1/batches/{id}``. Each mode runs for
-``--seconds`` with every trigger polling every ``--poll-interval`` seconds, so the client saturates and polls/s
-and this process's CPU time per poll compare the two polling paths:
+starlette app in a subprocess that returns fixed in-progress batches for ``GET /v1/batches/{id}`` and
+``GET /v1/batches`` pages. Each trigger watches its own batch (``--batches`` defaults to ``--triggers``).
+Each mode runs for ``--seconds`` with every trigger polling every ``--poll-interval`` seconds, so the client
+saturates, and compares three polling paths in the same run:
 
-* ours: ``OpenAIBatchTrigger.run()`` (one shared AsyncOpenAI per connection, raw response, status only);
+* coalesced: ``OpenAIBatchTrigger.run()`` through the process-wide status board (``batches.list`` pages,
+  shared by every trigger on the connection);
+* retrieve: the same trigger with coalescing off (``status_board.COALESCE_MIN_BATCHES = None``): one shared
+  AsyncOpenAI, one raw ``batches.retrieve`` per batch per poll (the trigger before the board);
 * naive: each trigger builds its own ``AsyncOpenAI`` and calls ``batches.retrieve`` (full pydantic model).
 
-INFO logging is off in both modes (a per-poll log line would measure the log sink, not the poller).
+A "status" is one batch status handed to one trigger (what one retrieve used to fetch); the table reports
+statuses/s, HTTP requests per status and this process's CPU time per status.
+
+INFO logging is off in every mode (a per-poll log line would measure the log sink, not the poller).
 """
 
 from __future__ import annotations
@@ -51,8 +58,8 @@ FIXED_BATCH = {
 }
 
 
-def serve_fallback(port_file: str) -> None:
-    """The minimal server (run in a subprocess): a fixed in-progress batch for any id."""
+def serve_fallback(port_file: str, n_batches: int) -> None:
+    """The minimal server (run in a subprocess): a fixed in-progress batch for any id, and list pages."""
     import socket
 
     import uvicorn
@@ -60,10 +67,27 @@ def serve_fallback(port_file: str) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    ids = [f"batch_{i}" for i in reversed(range(n_batches))]  # newest first
+
     async def get_batch(request):
         return JSONResponse({**FIXED_BATCH, "id": request.path_params["batch_id"]})
 
-    app = Starlette(routes=[Route("/v1/batches/{batch_id}", get_batch)])
+    async def list_batches(request):
+        after = request.query_params.get("after")
+        limit = int(request.query_params.get("limit", 20))
+        start = ids.index(after) + 1 if after else 0
+        page = ids[start : start + limit]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{**FIXED_BATCH, "id": i} for i in page],
+                "has_more": start + limit < len(ids),
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            }
+        )
+
+    app = Starlette(routes=[Route("/v1/batches", list_batches), Route("/v1/batches/{batch_id}", get_batch)])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     Path(port_file).write_text(str(sock.getsockname()[1]))
@@ -106,7 +130,9 @@ def start_server(n_batches: int, which: str) -> tuple[str, list[str], str, subpr
             f"emulator unavailable ({type(exc).__name__}: {exc}); using the fallback server", file=sys.stderr
         )
     port_file = tempfile.mktemp(prefix="bench-port-")
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-fallback", port_file])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-fallback", port_file, "--batches", str(n_batches)]
+    )
     deadline = time.monotonic() + 30
     while not (os.path.exists(port_file) and Path(port_file).read_text()):
         if time.monotonic() > deadline:
@@ -118,21 +144,38 @@ def start_server(n_batches: int, which: str) -> tuple[str, list[str], str, subpr
     return base_url, [f"batch_{i}" for i in range(n_batches)], "fallback starlette server (subprocess)", proc
 
 
-async def run_ours(batch_ids: list[str], n: int, seconds: float, interval: float) -> int:
-    from airflow_provider_openai_batch.hooks.openai_batch import clear_async_client_cache
+async def run_ours(batch_ids: list[str], n: int, seconds: float, interval: float, coalesce: bool) -> int:
+    from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+    from airflow_provider_openai_batch.triggers import status_board
     from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 
-    clear_async_client_cache()
-    polls = 0
-    original = OpenAIBatchTrigger._poll_one
+    hook_module.clear_async_client_cache()
+    statuses = 0
+    original_poll = OpenAIBatchTrigger._poll
+    original_http = hook_module._new_async_http_client
+    original_min = status_board.COALESCE_MIN_BATCHES
 
-    async def counting(self, client, batch_id):
-        nonlocal polls
-        result = await original(self, client, batch_id)
-        polls += 1
-        return result
+    async def counting(self, client, pending, seen):
+        nonlocal statuses
+        results = await original_poll(self, client, pending, seen)
+        statuses += sum(1 for r in results if not isinstance(r, BaseException))
+        for r in results:
+            if isinstance(r, BaseException):
+                ERRORS[type(r).__name__] = ERRORS.get(type(r).__name__, 0) + 1
+        return results
 
-    OpenAIBatchTrigger._poll_one = counting  # type: ignore[method-assign]
+    async def count_response(response) -> None:
+        REQUESTS[0] += 1
+
+    def counted_http_client():
+        http_client = original_http()
+        # Counted on the response: a request still queued for a pooled connection is not one yet.
+        http_client.event_hooks["response"].append(count_response)
+        return http_client
+
+    OpenAIBatchTrigger._poll = counting  # type: ignore[method-assign]
+    hook_module._new_async_http_client = counted_http_client
+    status_board.COALESCE_MIN_BATCHES = original_min if coalesce else None
     try:
         triggers = [
             OpenAIBatchTrigger(
@@ -152,12 +195,17 @@ async def run_ours(batch_ids: list[str], n: int, seconds: float, interval: float
         tasks = [asyncio.create_task(drive(t)) for t in triggers]
         await asyncio.sleep(seconds)
         sample_process()
+        REQUESTS[1] = REQUESTS[0]
+        SAMPLE["refreshes"] = sum(board.refreshes for board in status_board.live_boards())
+        SAMPLE["statuses"] = statuses
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        OpenAIBatchTrigger._poll_one = original  # type: ignore[method-assign]
-    return polls
+        OpenAIBatchTrigger._poll = original_poll  # type: ignore[method-assign]
+        hook_module._new_async_http_client = original_http
+        status_board.COALESCE_MIN_BATCHES = original_min
+    return SAMPLE["statuses"]
 
 
 async def run_naive(base_url: str, batch_ids: list[str], n: int, seconds: float, interval: float) -> int:
@@ -174,6 +222,7 @@ async def run_naive(base_url: str, batch_ids: list[str], n: int, seconds: float,
         while True:
             batch = await client.batches.retrieve(batch_id)
             polls += 1
+            REQUESTS[0] += 1
             if batch.status in terminal:
                 return
             await asyncio.sleep(interval)
@@ -181,6 +230,8 @@ async def run_naive(base_url: str, batch_ids: list[str], n: int, seconds: float,
     tasks = [asyncio.create_task(naive(clients[i], batch_ids[i % len(batch_ids)])) for i in range(n)]
     await asyncio.sleep(seconds)
     sample_process()
+    REQUESTS[1] = REQUESTS[0]
+    SAMPLE["refreshes"] = polls
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -193,6 +244,10 @@ async def run_naive(base_url: str, batch_ids: list[str], n: int, seconds: float,
 
 NAIVE_CLIENTS: list = []
 SAMPLE: dict = {}
+#: HTTP requests answered: [running count, count at the end of the window].
+REQUESTS = [0, 0]
+#: Failed polls in the window, by exception class.
+ERRORS: dict[str, int] = {}
 
 
 def sample_process() -> None:
@@ -214,6 +269,9 @@ def build_naive_clients(base_url: str, n: int) -> tuple[float, float]:
 
 
 def measure(label: str, coro_factory, seconds: float) -> dict:
+    SAMPLE.clear()
+    ERRORS.clear()
+    REQUESTS[:] = [0, 0]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     polls = asyncio.run(coro_factory())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -221,15 +279,20 @@ def measure(label: str, coro_factory, seconds: float) -> dict:
         "label": label,
         "polls": polls,
         "polls_per_s": polls / seconds,
+        "requests": REQUESTS[1],
+        "requests_per_poll": REQUESTS[1] / polls if polls else float("nan"),
         "cpu_s": cpu,
         "cpu_ms_per_poll": 1000 * cpu / polls if polls else float("nan"),
         "wall_s": wall,
         **SAMPLE,
     }
     print(
-        f"{label:6s} polls={polls:7d}  polls/s={result['polls_per_s']:8.1f}  "
-        f"cpu={cpu:6.2f}s  cpu/poll={result['cpu_ms_per_poll']:.3f} ms  tcp={SAMPLE.get('tcp')}  "
+        f"{label:9s} statuses={polls:7d}  statuses/s={result['polls_per_s']:8.1f}  "
+        f"requests={REQUESTS[1]:6d}  requests/status={result['requests_per_poll']:.4f}  "
+        f"board refreshes={SAMPLE.get('refreshes')}  "
+        f"cpu={cpu:6.2f}s  cpu/status={result['cpu_ms_per_poll']:.3f} ms  tcp={SAMPLE.get('tcp')}  "
         f"rss={SAMPLE.get('rss_mb', 0):.0f} MB  (wall {wall:.1f}s)"
+        + (f"  failed polls: {ERRORS}" if ERRORS else "")
     )
     return result
 
@@ -239,20 +302,23 @@ def main() -> None:
     parser.add_argument("--triggers", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls per trigger")
-    parser.add_argument("--batches", type=int, default=50, help="distinct batch ids (triggers share them)")
+    parser.add_argument(
+        "--batches", type=int, help="distinct batch ids, shared round-robin (default: one per trigger)"
+    )
     parser.add_argument(
         "--server", choices=["auto", "fallback"], default="auto", help="auto: emulator if it starts"
     )
     parser.add_argument("--serve-fallback", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fallback:
-        serve_fallback(args.serve_fallback)
+        serve_fallback(args.serve_fallback, args.batches)
         return
+    n_batches = args.triggers if args.batches is None else min(args.batches, args.triggers)
 
     # Import Airflow and the provider before measuring: a triggerer has them loaded already.
     import airflow_provider_openai_batch.triggers.openai_batch  # noqa: F401
 
-    base_url, batch_ids, server, proc = start_server(min(args.batches, args.triggers), args.server)
+    base_url, batch_ids, server, proc = start_server(n_batches, args.server)
     conn = {"conn_type": "openai_batch", "password": API_KEY, "host": base_url}
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(conn)
     try:
@@ -260,8 +326,15 @@ def main() -> None:
             f"server: {server} at {base_url}; {args.triggers} triggers, {len(batch_ids)} batch ids, "
             f"poll interval {args.poll_interval}s, {args.seconds}s per mode"
         )
+        coalesced = measure(
+            "coalesced",
+            lambda: run_ours(batch_ids, args.triggers, args.seconds, args.poll_interval, coalesce=True),
+            args.seconds,
+        )
         ours = measure(
-            "ours", lambda: run_ours(batch_ids, args.triggers, args.seconds, args.poll_interval), args.seconds
+            "retrieve",
+            lambda: run_ours(batch_ids, args.triggers, args.seconds, args.poll_interval, coalesce=False),
+            args.seconds,
         )
         wall, cpu = build_naive_clients(base_url, args.triggers)
         print(
@@ -273,10 +346,18 @@ def main() -> None:
             lambda: run_naive(base_url, batch_ids, args.triggers, args.seconds, args.poll_interval),
             args.seconds,
         )
+        for other in (ours, naive):
+            if other["polls"] and coalesced["polls"]:
+                print(
+                    f"ratio coalesced/{other['label']} (steady state): "
+                    f"statuses/s x{coalesced['polls_per_s'] / other['polls_per_s']:.2f}, "
+                    f"requests per status x{coalesced['requests_per_poll'] / other['requests_per_poll']:.4f}, "
+                    f"CPU per status x{coalesced['cpu_ms_per_poll'] / other['cpu_ms_per_poll']:.2f}"
+                )
         if naive["polls"] and ours["polls"]:
             print(
-                f"ratio ours/naive (steady state): polls/s x{ours['polls_per_s'] / naive['polls_per_s']:.2f}, "
-                f"CPU per poll x{ours['cpu_ms_per_poll'] / naive['cpu_ms_per_poll']:.2f}"
+                f"ratio retrieve/naive (steady state): statuses/s x{ours['polls_per_s'] / naive['polls_per_s']:.2f}, "
+                f"CPU per status x{ours['cpu_ms_per_poll'] / naive['cpu_ms_per_poll']:.2f}"
             )
     finally:
         if proc is not None:

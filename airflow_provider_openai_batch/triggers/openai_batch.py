@@ -7,27 +7,35 @@ What is done for scale:
   ``AsyncOpenAI`` client shared by every trigger on the same connection settings in the event loop
   (:meth:`OpenAIBatchHook.get_async_client`), so thousands of triggers share one connection pool
   (``ASYNC_MAX_CONNECTIONS``) instead of opening a client each.
-* Light parsing: each poll reads the raw response and takes only ``status`` and ``request_counts`` from the
-  JSON, instead of building the full pydantic ``Batch`` model (see ``docs/benchmarks.md``).
+* Coalesced polling: triggers do not send their own requests. Each registers the batch ids it still waits
+  for with the status board of its shared client (:mod:`.status_board`, one per event loop and connection
+  settings), whose single task refreshes every watched batch from ``batches.list(limit=100)`` pages, newest
+  first, and retrieves only the batches older than the pages; with a single watched batch it just retrieves
+  it. A trigger takes the board's last refresh when it is newer than the one it saw and no older than its
+  ``poll_interval``, or waits for the next one: N triggers cost about ``ceil(N / 100)`` requests per poll
+  interval instead of N. ``status_board.COALESCE_MIN_BATCHES = None`` turns this off (one retrieve per batch
+  per poll, as before).
+* Light parsing: only ``id``, ``status`` and ``request_counts`` are read from the raw JSON of a page or a
+  retrieve, instead of building pydantic ``Batch`` models (see ``docs/benchmarks.md``).
 * The first poll comes soon (short batches finish quickly) but jittered over ``[0, first_poll_jitter]``
   seconds, so a triggerer restart with thousands of deferred tasks does not send every poll at once.
 * The deadline is an absolute wall-clock timestamp: a restart of the triggerer does not reset the budget.
 * Transient poll errors (connection errors, 5xx, 429 after the client's own retries) are tolerated up to
-  ``max_consecutive_errors`` consecutive failed rounds; after an error the client is fetched again, so a
-  rotated key in the connection is picked up. A 400/404/422 (unknown or malformed batch id) cannot get
-  better and ends the trigger at once with an ``error`` event.
-
-Left for later: coalescing polls of many triggers into ``batches.list(limit=100)`` pages (one request
-covering many recent batches) through a process-wide poller per connection.
+  ``max_consecutive_errors`` consecutive failed rounds; a failed board refresh is a failed round for every
+  trigger waiting on it. After an error the client is fetched again, so a rotated key in the connection is
+  picked up (and a changed connection moves the trigger to a new board). A 400/404/422 on a batch (unknown
+  or malformed id) cannot get better and ends the trigger at once with an ``error`` event.
+* A trigger unregisters a batch as soon as it is terminal, and everything when it fires or is cancelled;
+  a board whose triggers are all gone stops its task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from enum import Enum
 from typing import Any
 
@@ -36,13 +44,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.results import TERMINAL_STATUSES
+from airflow_provider_openai_batch.triggers import status_board
+from airflow_provider_openai_batch.triggers.status_board import PermanentPollError, StatusResult
 
 TERMINAL_BATCH_STATUSES = TERMINAL_STATUSES
 #: Every status the Batch API documents; anything else is logged and treated as not terminal.
 KNOWN_BATCH_STATUSES = TERMINAL_BATCH_STATUSES | {"validating", "in_progress", "finalizing", "cancelling"}
 
-#: HTTP statuses that will not change on a later poll: the batch id is unknown or malformed.
-_PERMANENT_HTTP_STATUSES = frozenset({400, 404, 422})
 #: Upper bound for one cancel call in ``on_kill`` (Airflow gives ``on_kill`` 30 seconds by default).
 _CANCEL_TIMEOUT = 20.0
 
@@ -53,10 +61,6 @@ class TriggerStatus(str, Enum):
     TERMINAL = "terminal"
     TIMEOUT = "timeout"
     ERROR = "error"
-
-
-class _PermanentPollError(Exception):
-    pass
 
 
 class OpenAIBatchTrigger(BaseTrigger):
@@ -110,6 +114,9 @@ class OpenAIBatchTrigger(BaseTrigger):
         self.context = dict(context or {})
         # Last status seen per batch: runtime state only (on_kill runs on this same instance).
         self._statuses: dict[str, str | None] = dict.fromkeys(self.batch_ids)
+        # The status board this trigger is registered with, and the ids it registered there.
+        self._board: status_board.StatusBoard | None = None
+        self._watching: set[str] = set()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -150,21 +157,51 @@ class OpenAIBatchTrigger(BaseTrigger):
         if seconds > 0:
             await asyncio.sleep(seconds)
 
-    async def _poll_one(self, client: openai.AsyncOpenAI, batch_id: str) -> tuple[str, Any, dict[str, Any]]:
-        try:
-            raw = await client.batches.with_raw_response.retrieve(batch_id)
-        except openai.APIStatusError as exc:
-            if exc.status_code in _PERMANENT_HTTP_STATUSES:
-                raise _PermanentPollError(f"batch {batch_id}: HTTP {exc.status_code} {exc.message}") from exc
-            raise
-        data = json.loads(raw.content)
-        counts = data.get("request_counts") or {}
-        return batch_id, data.get("status"), counts
+    async def _poll(
+        self, client: openai.AsyncOpenAI, pending: list[str], seen: dict[str, int]
+    ) -> list[StatusResult | Exception]:
+        """One poll of ``pending``: through the shared status board, or one retrieve each when it is off."""
+        if status_board.COALESCE_MIN_BATCHES is None:
+            results = await asyncio.gather(
+                *(status_board.retrieve_status(client, b) for b in pending), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result
+            return results  # type: ignore[return-value]
+        board = self._board
+        if board is None or board.client is not client or board.closed:
+            self._unwatch()
+            board = status_board.board_for(client)
+            board.watch(pending)
+            self._board, self._watching = board, set(pending)
+            seen.clear()
+        return await board.poll(pending, seen, max_age=self.poll_interval)
+
+    def _unwatch(self, batch_ids: Iterable[str] | None = None) -> None:
+        if self._board is None:
+            return
+        ids = self._watching if batch_ids is None else self._watching & set(batch_ids)
+        self._board.unwatch(sorted(ids))
+        self._watching -= ids
+        if not self._watching:
+            self._board = None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async with aclosing(self._run()) as events:
+                async for event in events:
+                    # Stop watching before handing over the event: the triggerer need not resume us.
+                    self._unwatch()
+                    yield event
+        finally:
+            self._unwatch()
+
+    async def _run(self) -> AsyncIterator[TriggerEvent]:
         hook = self.hook
         client: openai.AsyncOpenAI | None = None
         errors = 0
+        seen: dict[str, int] = {}
         warned_unknown: set[tuple[str, Any]] = set()
         self.log.info(
             "Watching %d batch(es) every %ss on connection %r: %s",
@@ -182,9 +219,7 @@ class OpenAIBatchTrigger(BaseTrigger):
             try:
                 if client is None:
                     client = await hook.get_async_client()
-                results = await asyncio.gather(
-                    *(self._poll_one(client, b) for b in pending), return_exceptions=True
-                )
+                results = await self._poll(client, pending, seen)
             except Exception as exc:
                 results = [exc]
             for result in results:
@@ -210,8 +245,9 @@ class OpenAIBatchTrigger(BaseTrigger):
                     counts.get("total"),
                     counts.get("failed"),
                 )
+            self._unwatch(b for b in pending if self._statuses[b] in TERMINAL_BATCH_STATUSES)
 
-            if isinstance(failure, _PermanentPollError):
+            if isinstance(failure, PermanentPollError):
                 yield self._event(TriggerStatus.ERROR, f"Polling cannot succeed: {failure}")
                 return
             if failure is not None:

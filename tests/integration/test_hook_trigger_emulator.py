@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 
 import pytest
 
@@ -116,3 +117,75 @@ def test_on_kill_cancels_the_running_batch(hook, openai_emulator):
     asyncio.run(kill_while_running())
     assert hook.get_batch(batch_id).status in ("cancelling", "cancelled")
     assert openai_emulator.calls("POST", f"/v1/batches/{batch_id}/cancel")
+
+
+def run_triggers(triggers: list[OpenAIBatchTrigger], timeout: float = 60) -> list[list]:
+    async def collect(trigger):
+        return [event async for event in trigger.run()]
+
+    async def main():
+        return await asyncio.gather(*(collect(t) for t in triggers))
+
+    return asyncio.run(asyncio.wait_for(main(), timeout))
+
+
+def status_gets(emulator) -> tuple[int, int]:
+    """(list requests, retrieve requests) for batches in the emulator's journal."""
+    gets = emulator.calls("GET", "/v1/batches")
+    lists = sum(1 for call in gets if call["path"].rstrip("/") == "/v1/batches")
+    return lists, len(gets) - lists
+
+
+def test_thirty_triggers_share_list_pages(hook, openai_emulator):
+    openai_emulator.configure(rate=20)  # 30 requests: about 1.5 s of in_progress per batch
+    file = hook.upload_file(io.BytesIO(requests_jsonl()), "requests.jsonl")
+    batch_ids = [hook.create_batch(file.id, "/v1/chat/completions").id for _ in range(30)]
+    before = status_gets(openai_emulator)
+    poll_interval = 0.1
+    triggers = [
+        OpenAIBatchTrigger([b], openai_conn_id=CONN_ID, poll_interval=poll_interval, first_poll_jitter=0.1)
+        for b in batch_ids
+    ]
+    started = time.monotonic()
+    results = run_triggers(triggers)
+    elapsed = time.monotonic() - started
+    assert [events[0].payload["batches"] for events in results] == [{b: "completed"} for b in batch_ids]
+
+    lists, retrieves = (now - then for now, then in zip(status_gets(openai_emulator), before, strict=True))
+    polls_before = 30 * elapsed / poll_interval  # what one retrieve per trigger per interval would send
+    # About one refresh (one page holds all 30 batches) per poll interval, where one retrieve per trigger
+    # per interval would have sent about 600 requests in the ~2 s run; a retrieve only when one batch is
+    # left on the board (the first trigger to poll, or the last to finish).
+    assert elapsed > 1.0 and polls_before > 300
+    assert lists <= elapsed / poll_interval + 5
+    assert retrieves <= 5
+    assert lists + retrieves <= polls_before / 10
+
+
+def test_batches_older_than_the_pages_are_retrieved(hook, openai_emulator, monkeypatch):
+    from airflow_provider_openai_batch.triggers import status_board
+
+    # Small pages so that a few batches are "old": 25 batches, at most 2 pages of 10 read per refresh.
+    monkeypatch.setattr(status_board, "LIST_PAGE_SIZE", 10)
+    monkeypatch.setattr(status_board, "MAX_LIST_PAGES", 2)
+    openai_emulator.configure(rate=10)
+    # The two oldest run longest (3 s), so that the board watches them until the newest are done.
+    slow = hook.upload_file(io.BytesIO(requests_jsonl(30)), "slow.jsonl")
+    fast = hook.upload_file(io.BytesIO(requests_jsonl(5)), "fast.jsonl")
+    batch_ids = [
+        hook.create_batch((slow if i < 2 else fast).id, "/v1/chat/completions").id for i in range(25)
+    ]
+    oldest, newest = batch_ids[:2], batch_ids[-3:]
+    triggers = [
+        OpenAIBatchTrigger(ids, openai_conn_id=CONN_ID, poll_interval=0.1, first_poll_jitter=0)
+        for ids in (oldest, newest)
+    ]
+    results = run_triggers(triggers)
+    assert results[0][0].payload["batches"] == dict.fromkeys(oldest, "completed")
+    assert results[1][0].payload["batches"] == dict.fromkeys(newest, "completed")
+    retrieved = {call["path"].rsplit("/", 1)[-1] for call in openai_emulator.calls("GET", "/v1/batches/")}
+    assert set(oldest) <= retrieved
+    # The newest come from the first page; only the last one left unseen may be retrieved instead (one
+    # more page would cost as much).
+    assert len(set(newest) & retrieved) <= 1
+    assert openai_emulator.calls("GET", "/v1/batches")
