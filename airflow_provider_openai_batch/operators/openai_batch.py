@@ -221,7 +221,7 @@ class OpenAIBatchOperator(BaseOperator):
         return str(self.input_path) if self.input_path is not None else f"<requests of task {self.task_id}>"
 
     def _submit_idempotently(
-        self, spool: SpoolResult, key: str, store: _StateRecord, context: Context
+        self, spool: SpoolResult, key: str, store: _StateRecord, context: Context, fresh: bool | None = None
     ) -> list[list[str]]:
         """The rounds of batch ids for this input: the ones this task instance already created, else new ones.
 
@@ -229,9 +229,10 @@ class OpenAIBatchOperator(BaseOperator):
         after it (the id). Batches are also tagged with the task key and input fingerprint, so a record lost
         between the two writes is recovered by listing batches instead of creating a duplicate. With
         ``max_shards_in_flight``, only that many new shards are created per call; ``execute_complete`` calls
-        again for the next wave.
+        again for the next wave (never ``fresh``: the first wave of this try is what it continues).
         """
-        record = None if self.fresh_run else store.load()
+        fresh = self.fresh_run if fresh is None else fresh
+        record = None if fresh else store.load()
         fingerprint = spool.fingerprint[:32]
         n = len(spool.shards)
         if record and record.get("fingerprint") != fingerprint:
@@ -243,7 +244,7 @@ class OpenAIBatchOperator(BaseOperator):
         later_rounds = [list(r) for r in (record or {}).get("rounds", [])[1:]] if ids else []
         # Creations that were not recorded: a crash between create and record, no state store, or a state
         # store wiped since (a deleted and recreated run, `[state_store] clear_on_success`). One page or a few.
-        if not self.fresh_run and len(ids) < n:
+        if not fresh and len(ids) < n:
             ids.update(self._find_created_batches(key, fingerprint, n, known=ids))
         self._reattached = bool(ids)
         if ids:
@@ -560,7 +561,7 @@ class OpenAIBatchOperator(BaseOperator):
         store = _StateRecord(context.get("task_state_store"))
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = self._spool(workdir, context)
-            rounds = self._submit_idempotently(spool, _task_key(context), store, context)
+            rounds = self._submit_idempotently(spool, _task_key(context), store, context, fresh=False)
         self.log.info("Submitted shards up to %d of %d", len(rounds[0]), len(spool.shards))
         return self._wait(
             context, rounds, {**run, "shards": len(spool.shards), "fingerprint": spool.fingerprint[:32]}

@@ -108,3 +108,40 @@ def test_bad_line_deep_in_a_large_input_fails_before_uploading(
     assert openai_conn.calls("POST", "/v1/files") == []
     assert creates(openai_conn) == 0
     assert not out.exists()
+
+
+def test_max_shards_in_flight_submits_in_waves_and_merges_every_shard(
+    run_dag,
+    openai_conn,
+    tmp_path,
+    monkeypatch,
+    raised,  # noqa: F811
+):
+    # Each batch spends at least 0.8 s validating and finalizing: a wave boundary shows as a gap that long.
+    openai_conn.configure(rate=0, validating_seconds=0.5, finalizing_seconds=0.3)
+    source, out = tmp_path / "in.jsonl", tmp_path / "out"
+    write_tiny_requests(source, 50)
+    failing = {f"r{i}" for i in range(0, 50, FAIL_EVERY)}
+    # 10 requests per shard (95% margin on 11) → 5 shards, at most 2 in flight → waves of 2, 2, 1.
+    configure_dag(
+        monkeypatch,
+        input_path=str(source),
+        output_path=str(out),
+        limits={"max_requests": 11},
+        max_shards_in_flight=2,
+        max_failed_ratio=0.1,
+    )
+
+    outcome = run_dag(DAG_ID, "2026-11-12")
+
+    assert outcome.state == "success", (outcome.ti_states(), raised)
+    posts = [c["time"] for c in openai_conn.journal() if c["method"] == "POST" and c["path"] == "/v1/batches"]
+    assert len(posts) == 5
+    gaps = [b - a for a, b in zip(posts, posts[1:], strict=False)]
+    assert gaps[1] >= 0.8 and gaps[3] >= 0.8, gaps  # a new wave only after the last one finished
+    assert gaps[0] < 0.8 and gaps[2] < 0.8, gaps  # within a wave, created together
+    result = outcome.xcoms[("run_batch", "return_value")]
+    assert len(result["batch_ids"]) == 5 and len(result["shards"]) == 5
+    landed = ids_in(out / "output.jsonl") + ids_in(out / "errors.jsonl")
+    assert sorted(landed) == sorted(f"r{i}" for i in range(50))
+    assert set(ids_in(out / "errors.jsonl")) == failing
