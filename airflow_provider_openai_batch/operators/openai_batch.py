@@ -743,7 +743,9 @@ class OpenAIBatchOperator(BaseOperator):
     # ------------------------------------------------------------------------------------------- kill
     def on_kill(self) -> None:
         """Cancel the batches this task is waiting on (non-deferrable mode; the trigger does it when deferred)."""
-        self._cancel(self._active_batch_ids)
+        # A second SIGTERM (e.g. a scheduler shutdown) calls on_kill again: cancel once.
+        batch_ids, self._active_batch_ids = self._active_batch_ids, []
+        self._cancel(batch_ids)
 
     def _cancel(self, batch_ids: Iterable[str]) -> None:
         for batch_id in batch_ids:

@@ -203,13 +203,21 @@ def _component_env(home: Path, dags: Path, storage: Path, emulator_url: str, por
 
 
 @pytest.fixture
-def airflow_components(tmp_path: Path, openai_emulator) -> Iterator[Airflow]:
+def extra_dags() -> tuple[Path, ...]:
+    """DAG files copied into the components' dags folder next to the example; a test parametrizes it."""
+    return ()
+
+
+@pytest.fixture
+def airflow_components(tmp_path: Path, openai_emulator, extra_dags: tuple[Path, ...]) -> Iterator[Airflow]:
     from cryptography.fernet import Fernet
 
     home, dags, storage, out_dir = (tmp_path / d for d in ("airflow-home", "dags", "storage", "output"))
     for d in (home, dags, storage, out_dir):
         d.mkdir()
     shutil.copy(REPO / "example_dags" / "openai_batch_daily.py", dags / "openai_batch_daily.py")
+    for extra in extra_dags:
+        shutil.copy(extra, dags / extra.name)
     port = _free_port()
     fernet_key = Fernet.generate_key().decode()
     env = _component_env(home, dags, storage, openai_emulator.base_url, port, fernet_key)
@@ -265,6 +273,50 @@ def _write_partition(storage: Path, n: int = 5) -> list[str]:
     return ids
 
 
+def _wait_until_parsed(af: Airflow, *dag_ids: str) -> None:
+    """The API server answers and each DAG is serialized into the DB, active."""
+    api_url = af.env["AIRFLOW__API__BASE_URL"]
+    _wait_until(af, "the API server's health endpoint", lambda: _api_up(api_url), STARTUP_TIMEOUT)
+    for dag_id in dag_ids:
+        _wait_until(
+            af,
+            f"the dag-processor to serialize {dag_id}",
+            lambda dag_id=dag_id: af.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id),
+            STARTUP_TIMEOUT,
+        )
+        paused = af.query("SELECT is_paused FROM dag WHERE dag_id = ?", dag_id)
+        assert paused and not paused[0][0], (
+            f"{dag_id} should be active (dags_are_paused_at_creation=False): {paused}"
+        )
+
+
+def _trigger_run(af: Airflow, dag_id: str) -> str:
+    """Trigger a manual run for DATE; its run id."""
+    # Through the REST API (as `airflow dags trigger --logical-date` would, at a fraction of a CLI start-up): a
+    # manual run needs an explicit logical date, else `{{ ds }}` is undefined. All-admins simple auth: no token.
+    response = httpx.post(
+        f"{af.env['AIRFLOW__API__BASE_URL']}/api/v2/dags/{dag_id}/dagRuns",
+        json={"logical_date": LOGICAL_DATE},
+        timeout=60,
+    )
+    assert response.status_code == 200, f"trigger failed: {response.status_code} {response.text}"
+    runs = af.query("SELECT run_id, run_type, logical_date FROM dag_run WHERE dag_id = ?", dag_id)
+    assert len(runs) == 1 and runs[0][1] == "manual" and runs[0][2].startswith(DATE), runs
+    assert runs[0][0] == response.json()["dag_run_id"], (runs, response.text)
+    return runs[0][0]
+
+
+def _ti(af: Airflow, dag_id: str, run_id: str, task_id: str = TASK_ID) -> tuple | None:
+    """(state, trigger_id, try_number) of a task instance, or None before the scheduler made it."""
+    rows = af.query(
+        "SELECT state, trigger_id, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+        dag_id,
+        run_id,
+        task_id,
+    )
+    return rows[0] if rows else None
+
+
 def _assert_no_key(where: str, text: str) -> None:
     for needle in NEEDLES:
         assert needle not in text, f"the API key leaked into {where}"
@@ -281,31 +333,10 @@ def test_example_dag_defers_through_a_real_triggerer(airflow_components: Airflow
     # #71580; open fixes #72767, #71579). Seen here with a 3 s batch on a loaded 2-core machine.
     openai_emulator.configure(validating_seconds=VALIDATING_SECONDS)
 
-    api_url = af.env["AIRFLOW__API__BASE_URL"]
-    _wait_until(af, "the API server's health endpoint", lambda: _api_up(api_url), STARTUP_TIMEOUT)
-    _wait_until(
-        af,
-        f"the dag-processor to serialize {DAG_ID}",
-        lambda: af.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", DAG_ID),
-        STARTUP_TIMEOUT,
-    )
-    paused = af.query("SELECT is_paused FROM dag WHERE dag_id = ?", DAG_ID)
-    assert paused and not paused[0][0], (
-        f"{DAG_ID} should be active (dags_are_paused_at_creation=False): {paused}"
-    )
+    _wait_until_parsed(af, DAG_ID)
     parsed_after = time.monotonic() - started
-    # Through the REST API (as `airflow dags trigger --logical-date` would, at a fraction of a CLI start-up): a
-    # manual run needs an explicit logical date, else `{{ ds }}` is undefined. All-admins simple auth: no token.
-    response = httpx.post(
-        f"{api_url}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": LOGICAL_DATE}, timeout=60
-    )
-    assert response.status_code == 200, f"trigger failed: {response.status_code} {response.text}"
+    run_id = _trigger_run(af, DAG_ID)
     triggered_after = time.monotonic() - started
-
-    runs = af.query("SELECT run_id, run_type, logical_date FROM dag_run WHERE dag_id = ?", DAG_ID)
-    assert len(runs) == 1 and runs[0][1] == "manual" and runs[0][2].startswith(DATE), runs
-    assert runs[0][0] == response.json()["dag_run_id"], (runs, response.text)
-    run_id = runs[0][0]
 
     ti_states_seen: list[str | None] = []
     triggers_seen: dict[int, tuple[str, str]] = {}  # id -> (classpath, kwargs column as stored)
@@ -424,4 +455,154 @@ def test_example_dag_defers_through_a_real_triggerer(airflow_components: Airflow
     print(
         f"\ncomponents up and DAG parsed {parsed_after:.1f}s, run triggered {triggered_after:.1f}s, run finished"
         f" {run_seconds:.1f}s after the components started; run_batch states {ti_states_seen}"
+    )
+
+
+BLOCKING_DAG = Path(__file__).parent / "dags" / "openai_batch_blocking.py"
+BLOCKING_DAG_ID = "openai_batch_blocking"
+KILL_TIMEOUT = 60  # mark-failed to the batch's cancel call seen by the emulator
+
+
+@pytest.mark.parametrize("extra_dags", [(BLOCKING_DAG,)])
+def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Airflow, openai_emulator):
+    """Mark failed through the REST API while the batch is in progress, in both modes, on one set of components.
+
+    Deferrable (the example DAG): the API sets the task instance FAILED; the triggerer's loop then clears the
+    trigger_id of task instances no longer DEFERRED and deletes the orphaned trigger row (Trigger.clean_unused),
+    finds the trigger gone from its assignment and cancels its asyncio task with the "user action" message,
+    which makes it await OpenAIBatchTrigger.on_kill(). Non-deferrable (a copy of the task with deferrable=False):
+    the worker's next heartbeat to the Execution API gets 409, the task-SDK supervisor SIGTERMs the task process,
+    whose handler calls OpenAIBatchOperator.on_kill(). Either way: one POST /v1/batches/{id}/cancel per batch.
+    """
+    af = airflow_components
+    started = time.monotonic()
+    _write_partition(af.storage)
+    # In progress for ~100 s (5 requests at 0.05/s): long past the bounded waits below, so only a cancel ends it.
+    openai_emulator.configure(validating_seconds=1, rate=0.05)
+
+    _wait_until_parsed(af, DAG_ID, BLOCKING_DAG_ID)
+    run_ids = {dag_id: _trigger_run(af, dag_id) for dag_id in (DAG_ID, BLOCKING_DAG_ID)}
+    api_url = af.env["AIRFLOW__API__BASE_URL"]
+    emulator = httpx.Client(
+        base_url=openai_emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"}, timeout=30
+    )
+
+    def batches() -> dict[str, dict]:
+        return {b["id"]: b for b in emulator.get("/batches", params={"limit": 100}).json()["data"]}
+
+    def trigger_running():
+        # Deferred, its trigger row claimed by the triggerer, the trigger polling (the trigger's log says so).
+        ti = _ti(af, DAG_ID, run_ids[DAG_ID])
+        if not ti or ti[0] != "deferred" or ti[1] is None:
+            return None
+        row = af.query("SELECT kwargs, triggerer_id FROM trigger WHERE id = ?", ti[1])
+        if not row or row[0][1] is None:
+            return None
+        logs = "".join(
+            p.read_text(errors="replace")
+            for p in (af.home / "logs").rglob("*.trigger.*")
+            if f"dag_id={DAG_ID}" in str(p)
+        )
+        return (ti[1], row[0][0]) if "Watching 1 batch(es)" in logs else None
+
+    def blocking_polling():
+        ti = _ti(af, BLOCKING_DAG_ID, run_ids[BLOCKING_DAG_ID])
+        if not ti or ti[0] != "running":
+            return None
+        polls = [c for c in openai_emulator.calls("GET", "/v1/batches/batch_") if "/cancel" not in c["path"]]
+        creates = [c for c in openai_emulator.calls("POST", "/v1/batches") if c["path"] == "/v1/batches"]
+        return len(creates) == 2 and polls
+
+    trigger_id, trigger_kwargs = _wait_until(
+        af, "run_batch deferred, its trigger running", trigger_running, 90
+    )
+    _wait_until(af, "the blocking run_batch running and polling", blocking_polling, 60)
+    all_batches = batches()
+    assert len(all_batches) == 2, all_batches
+    if not trigger_kwargs.startswith("{"):
+        from cryptography.fernet import Fernet
+
+        trigger_kwargs = Fernet(af.fernet_key.encode()).decrypt(trigger_kwargs.encode()).decode()
+    (deferred_batch,) = (b for b in all_batches if b in trigger_kwargs)
+    (blocking_batch,) = set(all_batches) - {deferred_batch}
+    batch_of = {DAG_ID: deferred_batch, BLOCKING_DAG_ID: blocking_batch}
+    assert {b["status"] for b in all_batches.values()} <= {"validating", "in_progress"}, all_batches
+    assert not openai_emulator.calls("POST", "/v1/batches/batch_"), "cancelled before mark-failed"
+
+    marked_at = {}
+    for dag_id, run_id in run_ids.items():
+        response = httpx.patch(
+            f"{api_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{TASK_ID}",
+            json={"new_state": "failed"},
+            timeout=60,
+        )
+        assert response.status_code == 200, f"mark failed: {response.status_code} {response.text}"
+        assert [ti["state"] for ti in response.json()["task_instances"]] == ["failed"], response.text
+        marked_at[dag_id] = time.monotonic()
+
+    cancel_seconds = {}
+    for dag_id, batch_id in batch_of.items():
+        path = f"/v1/batches/{batch_id}/cancel"
+        _wait_until(
+            af, f"{path} ({dag_id})", lambda path=path: openai_emulator.calls("POST", path), KILL_TIMEOUT, 0.2
+        )
+        cancel_seconds[dag_id] = time.monotonic() - marked_at[dag_id]
+        cancels = openai_emulator.calls("POST", path)
+        assert [c["status"] for c in cancels] == [200], cancels
+
+    def cancelled():
+        statuses = {b: v["status"] for b, v in batches().items()}
+        return statuses if set(statuses.values()) <= {"cancelling", "cancelled"} else None
+
+    statuses = _wait_until(af, "both batches cancelling or cancelled", cancelled, 30)
+
+    # Airflow 3.3's SIGTERM handler only calls on_kill(): the task process goes on running execute() until the
+    # supervisor's SIGKILL 5 s later. Wait for that, so the components' teardown (the scheduler forwards its
+    # SIGTERM to running tasks) cannot call on_kill() a second time, and so the count below covers the whole kill.
+    def blocking_task_killed():
+        return any(
+            "Task killed!" in p.read_text(errors="replace")
+            for p in (af.home / "logs").rglob("*.log")
+            if f"dag_id={BLOCKING_DAG_ID}" in str(p)
+        )
+
+    _wait_until(af, "the supervisor to kill the blocking task", blocking_task_killed, 30)
+    landed_after_kill = (
+        sorted(
+            str(p.relative_to(af.storage))
+            for p in (af.storage / "results-blocking").rglob("*")
+            if p.is_file()
+        )
+        if (af.storage / "results-blocking").exists()
+        else []
+    )
+    # Never paid twice: one create per task, nothing recreated after the kill, one cancel per batch.
+    posts = [c["path"] for c in openai_emulator.calls("POST", "/v1/batches")]
+    assert sorted(posts) == sorted(
+        ["/v1/batches", "/v1/batches", *(f"/v1/batches/{b}/cancel" for b in batch_of.values())]
+    ), posts
+
+    # Both stay failed (no retry: the example's retries=2 do not apply to a user's mark-failed), the trigger row
+    # is gone, and the logs show which hook cancelled.
+    for dag_id, run_id in run_ids.items():
+        ti = _ti(af, dag_id, run_id)
+        assert ti is not None and ti[0] == "failed" and ti[2] == 1, (dag_id, ti)
+    assert not af.query("SELECT id FROM trigger WHERE id = ?", trigger_id)
+    logs = {p: p.read_text(errors="replace") for p in (af.home / "logs").rglob("*") if p.is_file()}
+    trigger_log = "".join(
+        t for p, t in logs.items() if f"dag_id={DAG_ID}" in str(p) and ".trigger." in p.name
+    )
+    triggerer_out = (af.out_dir / "triggerer.log").read_text(errors="replace") + trigger_log
+    assert "Trigger cancelled by user action, invoking on_kill" in triggerer_out, af.diagnostics()
+    assert f"Cancelled batch {deferred_batch} on kill" in triggerer_out, af.diagnostics()
+    blocking_log = "".join(t for p, t in logs.items() if f"dag_id={BLOCKING_DAG_ID}" in str(p))
+    assert f"Cancelled batch {blocking_batch}" in blocking_log, af.diagnostics()
+    for path, text in logs.items():
+        _assert_no_key(f"log file {path}", text)
+    emulator.close()
+
+    print(
+        f"\nmark-failed to cancel: deferrable {cancel_seconds[DAG_ID]:.1f}s, non-deferrable"
+        f" {cancel_seconds[BLOCKING_DAG_ID]:.1f}s; batches {statuses}; non-deferrable task wrote after on_kill:"
+        f" {landed_after_kill}; test {time.monotonic() - started:.1f}s"
     )
