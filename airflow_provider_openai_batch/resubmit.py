@@ -6,7 +6,7 @@ Pure except for the two hook calls it is handed; the operator decides when to us
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +25,35 @@ def is_retryable(line: Mapping[str, Any]) -> bool:
     return isinstance(status, int) and (status in RETRYABLE_HTTP_STATUSES or status >= 500)
 
 
+def _downloaded_lines(hook: Any, file_id: str, path: Path) -> Iterator[dict[str, Any]]:
+    """Download an OpenAI file to ``path`` (streamed) and yield its JSON lines one at a time."""
+    hook.download_file(file_id, path)
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield json.loads(raw)
+
+
 def collect_retryable(
     hook: Any, batches: list[Mapping[str, Any]], workdir: str, *, endpoint: str, source_name: str
 ) -> SpoolResult | None:
     """Spool the original requests whose last outcome was a retryable failure; None when there are none."""
     work = Path(workdir)
-    retry_ids: set[str] = set()
-    for batch in batches:
-        if not batch.get("error_file_id"):
-            continue
-        errors = work / f"{batch['id']}.errors.jsonl"
-        hook.download_file(batch["error_file_id"], errors)
-        with open(errors, "rb") as fh:
-            for raw in fh:
-                if raw.strip():
-                    line = json.loads(raw)
-                    if is_retryable(line):
-                        retry_ids.add(line["custom_id"])
+    with_errors = [b for b in batches if b.get("error_file_id")]
+    retry_ids = {
+        line["custom_id"]
+        for batch in with_errors
+        for line in _downloaded_lines(hook, batch["error_file_id"], work / f"{batch['id']}.errors.jsonl")
+        if is_retryable(line)
+    }
     if not retry_ids:
         return None
-
-    def retry_requests():
-        for batch in batches:
-            if not batch.get("error_file_id"):
-                continue
-            inputs = work / f"{batch['id']}.input.jsonl"
-            hook.download_file(batch["input_file_id"], inputs)
-            with open(inputs, "rb") as fh:
-                for raw in fh:
-                    if raw.strip():
-                        request = json.loads(raw)
-                        if request.get("custom_id") in retry_ids:
-                            yield request
-
+    retry_requests = (
+        request
+        for batch in with_errors
+        for request in _downloaded_lines(hook, batch["input_file_id"], work / f"{batch['id']}.input.jsonl")
+        if request.get("custom_id") in retry_ids
+    )
     return spool_requests(
-        retry_requests(),
-        endpoint=endpoint,
-        workdir=work / "spool",
-        source_name=f"{source_name} (resubmission)",
+        retry_requests, endpoint=endpoint, workdir=work / "spool", source_name=f"{source_name} (resubmission)"
     )

@@ -8,20 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .errors import APIError
+from .errors import APIError, json_object
 from .faults import Fault
 
 router = APIRouter(prefix="/_emulator")
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise APIError(400, "Expected a JSON object body.") from exc
-    if not isinstance(body, dict):
-        raise APIError(400, "Expected a JSON object body.")
-    return body
 
 
 @router.get("/health")
@@ -36,7 +26,7 @@ async def list_faults(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/faults")
 async def add_fault(request: Request) -> dict[str, Any]:
-    spec = await _json_object(request)
+    spec = await json_object(request)
     allowed = {f.name for f in dataclasses.fields(Fault)}
     if "path" not in spec or set(spec) - allowed:
         raise APIError(
@@ -80,7 +70,7 @@ async def get_config(request: Request) -> dict[str, Any]:
 async def set_config(request: Request) -> dict[str, Any]:
     settings = request.app.state.emulator.settings
     try:
-        settings.update(await _json_object(request))
+        settings.update(await json_object(request))
     except ValueError as exc:
         raise APIError(400, str(exc)) from exc
     return settings.as_dict()

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from . import admin
 from .engine import BatchWorker
-from .errors import APIError, error_body
+from .errors import APIError, error_body, json_object
 from .faults import FaultMiddleware, Faults, Journal
 from .settings import Settings
 from .store import TERMINAL, BatchRecord, Store, new_batch_id, paginate
@@ -215,12 +215,7 @@ def _add_batch_routes(api: FastAPI) -> None:
     @api.post("/v1/batches")
     async def create_batch(request: Request) -> JSONResponse:
         emulator = _state(request)
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise APIError(400, "Expected a JSON object body.") from exc
-        if not isinstance(body, dict):
-            raise APIError(400, "Expected a JSON object body.")
+        body = await json_object(request)
         endpoint = body.get("endpoint")
         if endpoint not in ENDPOINTS:
             raise APIError(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.requests import Request
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -49,3 +51,14 @@ class APIError(Exception):
 
 def not_found(kind: str, object_id: str, param: str) -> APIError:
     return APIError(404, f"No such {kind}: '{object_id}'", param=param, code=None)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body, which must be a JSON object (400 otherwise)."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise APIError(400, "Expected a JSON object body.") from exc
+    if not isinstance(body, dict):
+        raise APIError(400, "Expected a JSON object body.")
+    return body
