@@ -165,6 +165,9 @@ class OpenAIBatchOperator(BaseOperator):
         self.max_shards_in_flight = max_shards_in_flight
         self._active_batch_ids: list[str] = []
         self._reattached = False
+        # Statuses this process has just seen (re-attach checks, listing, create): the checks that follow a
+        # re-attach read them instead of fetching every batch again.
+        self._seen_status: dict[str, str] = {}
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -282,6 +285,7 @@ class OpenAIBatchOperator(BaseOperator):
                 output_expires_after=self.output_expires_after,
             )
             ids[str(shard.index)] = batch.id
+            self._seen_status[batch.id] = batch.status
             state["creating"] = None
             store.save(state)
             self.log.info(
@@ -366,7 +370,7 @@ class OpenAIBatchOperator(BaseOperator):
         """
         for batch_id in _recorded_batch_ids(record):
             try:
-                status = self.hook.get_batch(batch_id).status
+                status = self._seen_status[batch_id] = self.hook.get_batch(batch_id).status
             except Exception as err:  # a batch that cannot be read is not one to wait for
                 self.log.warning(
                     "Recorded batch %s cannot be read (%s); submitting anew", batch_id, type(err).__name__
@@ -399,6 +403,7 @@ class OpenAIBatchOperator(BaseOperator):
                     index,
                 )
                 found[index] = batch.id
+                self._seen_status[batch.id] = batch.status
         return found
 
     def _user_metadata(self) -> dict[str, str]:
@@ -453,9 +458,10 @@ class OpenAIBatchOperator(BaseOperator):
             return _event(TriggerStatus.TIMEOUT, batch_ids, statuses, "The operator's timeout passed")
         try:
             for batch_id in batch_ids:
-                statuses[batch_id] = self.hook.get_batch(batch_id).status
-                if statuses[batch_id] not in results.TERMINAL_STATUSES:
+                status = self._seen_status.get(batch_id) or self.hook.get_batch(batch_id).status
+                if status not in results.TERMINAL_STATUSES:
                     return None
+                statuses[batch_id] = status
         except openai.APIError:  # the trigger will poll, and report a lasting problem
             return None
         return _event(TriggerStatus.TERMINAL, batch_ids, statuses, "All batches were already terminal")
@@ -572,7 +578,9 @@ class OpenAIBatchOperator(BaseOperator):
     ) -> list[list[str]]:
         """A new try that re-attached to an expired round keeps what finished (it was paid for) and submits
         only the unfinished requests as a follow-up round, instead of re-landing the same partial result."""
-        if not self._reattached:
+        if not self._reattached or not any(
+            self._seen_status.get(b, "expired") == "expired" for b in rounds[-1]
+        ):
             return rounds
         try:
             last = [results.as_dict(self.hook.get_batch(bid)) for bid in rounds[-1]]
@@ -599,7 +607,7 @@ class OpenAIBatchOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
             outputs: list[Path] = []
             errors: list[Path] = []
-            output_lines = error_lines = 0
+            output_lines = error_lines = failed_lines = 0
             for round_index, round_ids in enumerate(rounds):
                 later_round = round_index + 1 < len(rounds)
                 for batch_id in round_ids:
@@ -612,11 +620,11 @@ class OpenAIBatchOperator(BaseOperator):
                         output_lines += lines
                     if batch.get("error_file_id"):
                         path = Path(workdir, f"{batch_id}.errors.jsonl")
-                        self.hook.download_file(batch["error_file_id"], path)
-                        if later_round:  # those were resubmitted: their last outcome is in a later round
-                            path, lines = _drop_retryable(path)
-                        else:
-                            lines = _count_lines(path)
+                        _, lines = self.hook.download_file(batch["error_file_id"], path)
+                        if len(rounds) > 1:
+                            # Resubmitted lines have their last outcome in a later round: drop them here.
+                            path, lines, failed = _scan_errors(path, drop_retryable=later_round)
+                            failed_lines += failed
                         errors.append(path)
                         error_lines += lines
             output_path = folder / "output.jsonl"
@@ -626,7 +634,6 @@ class OpenAIBatchOperator(BaseOperator):
                 storage.write_concatenated(errors, error_path)
             else:
                 storage.remove_if_exists(error_path)
-            failed_lines = sum(_count_failed(p) for p in errors) if len(rounds) > 1 else 0
         result = results.build_result(
             batches,
             output_path=str(output_path),
@@ -702,6 +709,7 @@ class OpenAIBatchOperator(BaseOperator):
                 else:
                     self.log.info("Reusing follow-up batch %s made by an earlier try", batch.id)
                 ids.append(batch.id)
+                self._seen_status[batch.id] = batch.status
             record["rounds"] = [*rounds, ids]
             store.save(record)
             self._remember_batch_ids(context, [b for rnd in record["rounds"] for b in rnd])
@@ -816,11 +824,6 @@ def _check_event(event: Any) -> TriggerStatus:
         raise OpenAIBatchPollError(f"Unknown trigger event status {event['status']!r}") from None
 
 
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
-
-
 def _verify_lines(batch: dict[str, Any], field: str, lines: int) -> None:
     expected = (batch.get("request_counts") or {}).get(field)
     if batch.get("status") == "completed" and expected is not None and lines != expected:
@@ -830,25 +833,22 @@ def _verify_lines(batch: dict[str, Any], field: str, lines: int) -> None:
         )
 
 
-def _count_failed(path: Path) -> int:
-    """Error lines of requests that ran and failed (not the ones a cancel or expiry stopped)."""
-    stopped = ("batch_expired", "batch_cancelled")
-    with open(path, "rb") as fh:
-        return sum(
-            1
-            for line in fh
-            if line.strip() and (json.loads(line).get("error") or {}).get("code") not in stopped
-        )
-
-
-def _drop_retryable(path: Path) -> tuple[Path, int]:
+def _scan_errors(path: Path, *, drop_retryable: bool) -> tuple[Path, int, int]:
+    """One pass over an error file: the file to land (retryable lines dropped if asked), its line count, and
+    how many of those are requests that ran and failed (not ones a cancel or expiry stopped)."""
     from airflow_provider_openai_batch.resubmit import is_retryable
 
+    stopped = ("batch_expired", "batch_cancelled")
     kept = path.with_suffix(".kept.jsonl")
-    count = 0
+    count = failed = 0
     with open(path, "rb") as src, open(kept, "wb") as dst:
-        for line in src:
-            if line.strip() and not is_retryable(json.loads(line)):
-                dst.write(line if line.endswith(b"\n") else line + b"\n")
-                count += 1
-    return kept, count
+        for raw in src:
+            if not raw.strip():
+                continue
+            line = json.loads(raw)
+            if drop_retryable and is_retryable(line):
+                continue
+            dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            count += 1
+            failed += (line.get("error") or {}).get("code") not in stopped
+    return kept, count, failed
