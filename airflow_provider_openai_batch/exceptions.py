@@ -54,3 +54,18 @@ class OpenAIBatchPollError(OpenAIBatchError):
 
 class OpenAIBatchInputChanged(OpenAIBatchError):
     """A retry found an earlier batch for this task instance built from different input (``on_input_change='fail'``)."""
+
+
+class OpenAIBatchCostExceeded(OpenAIBatchError):
+    """The upper-bound cost estimate of the input exceeds ``max_cost_usd``; nothing was uploaded.
+
+    :param estimate: the estimate (a dict with at least ``total_usd``) that was refused.
+    """
+
+    def __init__(self, message: str, estimate: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
+
+
+class OpenAIBatchStorageError(OpenAIBatchError):
+    """Reading the input or landing results on storage failed; the message names the URL."""

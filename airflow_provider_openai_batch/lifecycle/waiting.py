@@ -1,0 +1,132 @@
+"""One wait behaviour for the trigger (async, on the triggerer) and the in-place loop (sync, on the worker).
+
+:class:`WaitTracker` is the pure part both share: the last status of each batch, a consecutive-error budget
+per batch, which errors can never get better, the deadline, and the one event a wait ends with. The callers
+only fetch statuses (their own way) and sleep; so the two waits cannot drift apart again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_openai_batch.statuses import KNOWN, PERMANENT_POLL_HTTP_STATUSES, TERMINAL, EventStatus
+
+#: ``(batch_id, status, request_counts)``: what one poll learns about one batch.
+StatusResult = tuple[str, Any, dict[str, Any]]
+
+
+class PermanentPollError(Exception):
+    """Polling this batch cannot succeed (unknown or malformed id): a later poll will not change it."""
+
+
+def is_permanent(error: BaseException) -> bool:
+    """An error no later poll gets past: ours, or an HTTP 400/404/422 for the batch."""
+    if isinstance(error, PermanentPollError):
+        return True
+    return getattr(error, "status_code", None) in PERMANENT_POLL_HTTP_STATUSES and hasattr(error, "response")
+
+
+def first_poll_delay(poll_interval: float, jitter: float | None) -> float:
+    """Soon (short batches finish quickly), but spread so a restart does not send every poll at once."""
+    spread = min(poll_interval, 5.0) if jitter is None else jitter
+    return random.uniform(0, spread) if spread > 0 else 0.0
+
+
+@dataclass
+class WaitTracker:
+    """The state of one wait for ``batch_ids``; :meth:`record` what polls return, :meth:`outcome` decides."""
+
+    batch_ids: list[str]
+    deadline: float | None = None
+    max_consecutive_errors: int = 5
+    statuses: dict[str, str | None] = field(default_factory=dict)
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    last_error: dict[str, BaseException] = field(default_factory=dict)
+    permanent: dict[str, BaseException] = field(default_factory=dict)
+    unknown_seen: set[tuple[str, Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.batch_ids = list(dict.fromkeys(self.batch_ids))
+        for batch_id in self.batch_ids:
+            self.statuses.setdefault(batch_id, None)
+
+    def pending(self) -> list[str]:
+        """The batches still worth polling."""
+        return [b for b in self.batch_ids if self.statuses[b] not in TERMINAL and b not in self.permanent]
+
+    def record(self, batch_id: str, result: StatusResult | BaseException) -> bool:
+        """Take one poll's answer for ``batch_id``; True when its status or counts changed (worth a log line)."""
+        if isinstance(result, BaseException):
+            if is_permanent(result):
+                self.permanent[batch_id] = result
+            else:
+                self.errors[batch_id] = self.errors.get(batch_id, 0) + 1
+                self.last_error[batch_id] = result
+            return False
+        _, status, counts = result
+        self.errors[batch_id] = 0
+        changed = self.statuses.get(batch_id) != status or self.counts.get(batch_id) != counts
+        self.statuses[batch_id] = status if isinstance(status, str) else None
+        self.counts[batch_id] = dict(counts or {})
+        return changed
+
+    def record_all(self, batch_ids: Iterable[str], results: Iterable[StatusResult | BaseException]) -> list[str]:
+        """Record answers in order; returns the ids whose status or counts changed."""
+        return [b for b, r in zip(batch_ids, results, strict=True) if self.record(b, r)]
+
+    def is_unknown(self, batch_id: str) -> bool:
+        """True once per (batch, status) the API documents no such status for (log it, keep waiting)."""
+        key = (batch_id, self.statuses.get(batch_id))
+        if key[1] is None or key[1] in KNOWN or key in self.unknown_seen:
+            return False
+        self.unknown_seen.add(key)
+        return True
+
+    def remaining(self, now: float | None = None) -> float | None:
+        return None if self.deadline is None else self.deadline - (time.time() if now is None else now)
+
+    def outcome(self, now: float | None = None) -> tuple[EventStatus, str] | None:
+        """How the wait ends now, or None to keep waiting: an error beats completion beats the deadline."""
+        if self.permanent:
+            batch_id, error = next(iter(self.permanent.items()))
+            return EventStatus.ERROR, f"Polling cannot succeed for batch {batch_id}: {_describe(error)}"
+        exhausted = [b for b, n in self.errors.items() if n >= self.max_consecutive_errors]
+        if exhausted:
+            batch_id = exhausted[0]
+            return (
+                EventStatus.ERROR,
+                f"Polling batch {batch_id} failed {self.errors[batch_id]} consecutive times; last error "
+                f"{_describe(self.last_error[batch_id])}",
+            )
+        if all(self.statuses[b] in TERMINAL for b in self.batch_ids):
+            summary = ", ".join(f"{b}={self.statuses[b]}" for b in self.batch_ids)
+            return EventStatus.TERMINAL, f"All batches are terminal: {summary}"
+        remaining = self.remaining(now)
+        if remaining is not None and remaining <= 0:
+            unfinished = [b for b in self.batch_ids if self.statuses[b] not in TERMINAL]
+            return (
+                EventStatus.TIMEOUT,
+                f"Deadline passed with {len(unfinished)} batch(es) unfinished: {', '.join(unfinished)}",
+            )
+        return None
+
+    def event(self, status: EventStatus, message: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The one event a wait ends with (the trigger's payload; the in-place loop returns the same dict)."""
+        payload: dict[str, Any] = {
+            "status": status.value,
+            "batch_ids": list(self.batch_ids),
+            "batches": dict(self.statuses),
+            "message": message,
+        }
+        if context is not None:
+            payload["context"] = context
+        return payload
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
