@@ -1,10 +1,14 @@
-"""One exception hierarchy for the provider; the operator picks the class from an event's reason, never from text."""
+"""One exception hierarchy for the provider; the operator picks the class from an event's reason, never from text.
+
+Errors a retry cannot mend (bad input, a person's cancel, a changed input under ``on_input_change="fail"``, a cost
+over budget) are also ``AirflowFailException``s: Airflow fails the task without spending its retries on them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_openai_batch.batch_input import InvalidRequestsError
 
@@ -13,7 +17,7 @@ class OpenAIBatchError(AirflowException):
     """Base class of every error this provider raises."""
 
 
-class OpenAIBatchInputError(OpenAIBatchError, InvalidRequestsError):
+class OpenAIBatchInputError(OpenAIBatchError, AirflowFailException, InvalidRequestsError):
     """The requests did not pass pre-flight validation; nothing was uploaded."""
 
 
@@ -36,8 +40,9 @@ class OpenAIBatchExpired(OpenAIBatchTerminalError):
     """The completion window passed (status ``expired``); finished requests were landed."""
 
 
-class OpenAIBatchCancelled(OpenAIBatchTerminalError):
-    """The batch was cancelled (status ``cancelled``); finished requests were landed."""
+class OpenAIBatchCancelled(OpenAIBatchTerminalError, AirflowFailException):
+    """The batch was cancelled (status ``cancelled``); finished requests were landed. Not retried: a person
+    stopped it. A clear lands the finished part again and submits only the requests that did not run."""
 
 
 class OpenAIBatchTimeout(OpenAIBatchTerminalError):
@@ -52,11 +57,11 @@ class OpenAIBatchPollError(OpenAIBatchError):
     """Polling gave up after too many consecutive errors, or the trigger sent no usable event."""
 
 
-class OpenAIBatchInputChanged(OpenAIBatchError):
+class OpenAIBatchInputChanged(OpenAIBatchError, AirflowFailException):
     """A retry found an earlier batch for this task instance built from different input (``on_input_change='fail'``)."""
 
 
-class OpenAIBatchCostExceeded(OpenAIBatchError):
+class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
     """The upper-bound cost estimate of the input exceeds ``max_cost_usd``; nothing was uploaded.
 
     :param estimate: the estimate (a dict with at least ``total_usd``) that was refused.

@@ -1,6 +1,6 @@
-"""Follow-up rounds for requests that failed through no fault of their own (429, 5xx, expiry).
+"""Follow-up rounds: the original requests whose last outcome says they are worth sending again.
 
-Pure except for the two hook calls it is handed; the operator decides when to use it.
+Pure except for the hook's ``download_file`` it is handed; the planner decides when a round is due.
 """
 
 from __future__ import annotations
@@ -11,23 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_openai_batch.batch_input import SpoolResult, spool_requests
-from airflow_provider_openai_batch.results import RETRYABLE_ERROR_CODES
+from airflow_provider_openai_batch.statuses import should_resubmit
 
-RETRYABLE_HTTP_STATUSES = frozenset({408, 409, 429})
-
-
-def is_retryable(line: Mapping[str, Any]) -> bool:
-    """Whether an error-file line is worth sending again: rate limits, server errors, expiry."""
-    error = line.get("error") or {}
-    if error.get("code") in RETRYABLE_ERROR_CODES - {"batch_cancelled"}:
-        return True
-    status = (line.get("response") or {}).get("status_code")
-    return isinstance(status, int) and (status in RETRYABLE_HTTP_STATUSES or status >= 500)
+is_retryable = should_resubmit  # the name version 0.1 exported
 
 
 def _downloaded_lines(hook: Any, file_id: str, path: Path) -> Iterator[dict[str, Any]]:
     """Download an OpenAI file to ``path`` (streamed) and yield its JSON lines one at a time."""
-    hook.download_file(file_id, path)
+    hook.download_file(file_id, local_path=path)
     with open(path, "rb") as fh:
         for raw in fh:
             if raw.strip():
@@ -35,16 +26,25 @@ def _downloaded_lines(hook: Any, file_id: str, path: Path) -> Iterator[dict[str,
 
 
 def collect_retryable(
-    hook: Any, batches: list[Mapping[str, Any]], workdir: str, *, endpoint: str, source_name: str
+    hook: Any,
+    batches: list[Mapping[str, Any]],
+    workdir: str,
+    *,
+    endpoint: str,
+    source_name: str,
+    include_cancelled: bool = False,
 ) -> SpoolResult | None:
-    """Spool the original requests whose last outcome was a retryable failure; None when there are none."""
+    """Spool the original requests whose last outcome was worth a resend; None when there are none.
+
+    :param include_cancelled: also the requests a cancel stopped (a new try after a cancelled batch).
+    """
     work = Path(workdir)
     with_errors = [b for b in batches if b.get("error_file_id")]
     retry_ids = {
         line["custom_id"]
         for batch in with_errors
         for line in _downloaded_lines(hook, batch["error_file_id"], work / f"{batch['id']}.errors.jsonl")
-        if is_retryable(line)
+        if should_resubmit(line, include_cancelled=include_cancelled)
     }
     if not retry_ids:
         return None

@@ -1,19 +1,73 @@
-"""The BatchResult returned through XCom, and the pure bookkeeping behind it (no Airflow import).
+"""The BatchResult a task returns through XCom (and writes as ``_manifest.json``), built in one place.
 
-A task may run several OpenAI batches (shards of one input, or follow-up rounds of failed requests); a
-BatchResult sums them into one answer for the task.
+A task may run several OpenAI batches (shards of one input, follow-up rounds of failed or unfinished requests);
+the BatchResult sums them into one answer for the task. Pure: no Airflow import, no network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+from airflow_provider_openai_batch.statuses import TERMINAL, combined_status
+
+TERMINAL_STATUSES = TERMINAL  # the name version 0.1 exported
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
-# Error codes OpenAI puts on requests that did not run through no fault of the request itself.
-RETRYABLE_ERROR_CODES = frozenset({"batch_expired", "batch_cancelled", "rate_limit_exceeded", "server_error"})
+
+class RequestCounts(TypedDict):
+    total: int
+    completed: int
+    failed: int
+
+
+class Usage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+
+
+class ShardSummary(TypedDict):
+    batch_id: str
+    status: str
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    request_counts: RequestCounts
+
+
+class BatchResult(TypedDict):
+    """What the task returns (XCom ``return_value``) and what ``_manifest.json`` holds.
+
+    ``batch_id`` is the first batch (the only one unless sharded or resubmitted); ``batch_ids`` every batch of
+    every round; ``rounds`` the batch ids per round (round 0: the input's shards). ``output_file_id`` and
+    ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``request_counts`` count each
+    request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
+    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model).
+    """
+
+    batch_id: str | None
+    batch_ids: list[str]
+    status: str
+    output_path: str | None
+    error_path: str | None
+    manifest_path: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    output_file_ids: list[str]
+    error_file_ids: list[str]
+    request_counts: RequestCounts
+    output_lines: int
+    error_lines: int
+    usage: Usage
+    cost: dict[str, Any] | None
+    model: str | None
+    shards: list[ShardSummary]
+    rounds: list[list[str]]
+    input_fingerprint: str
+    custom_id_prefix: str | None
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -23,32 +77,27 @@ def as_dict(batch: Any) -> dict[str, Any]:
     return batch.model_dump(mode="json", exclude_none=False)
 
 
-def combined_status(statuses: Iterable[str]) -> str:
-    """The status a task reports for several batches: the worst one wins."""
-    statuses = list(statuses)
-    for status in ("failed", "expired", "cancelled"):
-        if status in statuses:
-            return status
-    if statuses and all(s == "completed" for s in statuses):
-        return "completed"
-    return next((s for s in statuses if s not in TERMINAL_STATUSES), "unknown")
-
-
-def sum_counts(batches: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    total = {"total": 0, "completed": 0, "failed": 0}
+def sum_counts(batches: Iterable[Mapping[str, Any]]) -> RequestCounts:
+    total: RequestCounts = {"total": 0, "completed": 0, "failed": 0}
     for batch in batches:
         counts = batch.get("request_counts") or {}
-        for key in total:
-            total[key] += int(counts.get(key) or 0)
+        for key in ("total", "completed", "failed"):
+            total[key] += int(counts.get(key) or 0)  # type: ignore[literal-required]
     return total
 
 
-def sum_usage(batches: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    usage = dict.fromkeys(_USAGE_KEYS, 0) | {"cached_tokens": 0, "reasoning_tokens": 0}
+def sum_usage(batches: Iterable[Mapping[str, Any]]) -> Usage:
+    usage: Usage = {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+    }
     for batch in batches:
         u = batch.get("usage") or {}
         for key in _USAGE_KEYS:
-            usage[key] += int(u.get(key) or 0)
+            usage[key] += int(u.get(key) or 0)  # type: ignore[literal-required]
         usage["cached_tokens"] += int((u.get("input_tokens_details") or {}).get("cached_tokens") or 0)
         usage["reasoning_tokens"] += int((u.get("output_tokens_details") or {}).get("reasoning_tokens") or 0)
     return usage
@@ -67,7 +116,7 @@ def failure_details(batch: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def shard_summary(batch: Mapping[str, Any]) -> dict[str, Any]:
+def shard_summary(batch: Mapping[str, Any]) -> ShardSummary:
     return {
         "batch_id": batch["id"],
         "status": batch["status"],
@@ -79,30 +128,68 @@ def shard_summary(batch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_result(
-    batches: list[Mapping[str, Any]],
+    rounds: list[list[Mapping[str, Any]]],
     *,
     output_path: str | None,
     error_path: str | None,
     manifest_path: str | None,
     output_lines: int,
     error_lines: int,
-) -> dict[str, Any]:
-    """The BatchResult dict: what the task returns through XCom (JSON-safe, no secrets)."""
-    ids = [b["id"] for b in batches]
+    failed_lines: int | None = None,
+    fingerprint: str = "",
+    custom_id_prefix: str | None = None,
+    cost: dict[str, Any] | None = None,
+) -> BatchResult:
+    """The BatchResult of every round's batches (JSON-safe, no secrets).
+
+    :param rounds: the batches (dicts) of each round, round 0 first.
+    :param failed_lines: landed error lines of requests that ran and failed; with follow-up rounds a request is
+        in the counts of every round it ran in, so the counts are then taken from the landed lines instead.
+    """
+    batches = [b for rnd in rounds for b in rnd]
+    counts = sum_counts(batches)
+    if len(rounds) > 1:
+        counts = {
+            "total": sum_counts(rounds[0])["total"],
+            "completed": counts["completed"],
+            "failed": int(failed_lines or 0),
+        }
+    single = batches[0] if len(batches) == 1 else {}
     return {
-        "batch_id": ids[0] if ids else None,
-        "batch_ids": ids,
-        "status": combined_status(b["status"] for b in batches),
+        "batch_id": batches[0]["id"] if batches else None,
+        "batch_ids": [b["id"] for b in batches],
+        "status": combined_status(b["status"] for b in (rounds[-1] if rounds else [])),
         "output_path": output_path,
         "error_path": error_path,
         "manifest_path": manifest_path,
-        "output_file_id": batches[0].get("output_file_id") if len(batches) == 1 else None,
-        "error_file_id": batches[0].get("error_file_id") if len(batches) == 1 else None,
+        "output_file_id": single.get("output_file_id"),
+        "error_file_id": single.get("error_file_id"),
         "output_file_ids": [b["output_file_id"] for b in batches if b.get("output_file_id")],
         "error_file_ids": [b["error_file_id"] for b in batches if b.get("error_file_id")],
-        "request_counts": sum_counts(batches),
+        "request_counts": counts,
         "output_lines": output_lines,
         "error_lines": error_lines,
         "usage": sum_usage(batches),
+        "cost": cost,
+        "model": next((b.get("model") for b in batches if b.get("model")), None),
         "shards": [shard_summary(b) for b in batches],
+        "rounds": [[b["id"] for b in rnd] for rnd in rounds],
+        "input_fingerprint": fingerprint,
+        "custom_id_prefix": custom_id_prefix,
     }
+
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "BatchResult",
+    "as_dict",
+    "RequestCounts",
+    "ShardSummary",
+    "Usage",
+    "build_result",
+    "combined_status",
+    "failure_details",
+    "shard_summary",
+    "sum_counts",
+    "sum_usage",
+]

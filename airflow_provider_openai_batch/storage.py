@@ -2,19 +2,21 @@
 
 A result file is never written in place: it is streamed to a hidden temporary name beside its destination and
 moved into place only when complete, so a crash midway leaves no file that looks finished. ``_manifest.json``
-is written last; its presence marks a complete results folder.
+is written last; its presence marks a complete results folder. Every error names the URL it was about.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageError
 
 # 5 MiB parts keep an S3 multipart upload's buffer small (the fsspec default buffers 50 MiB per open file).
 BLOCK_SIZE = 5 * 2**20
@@ -32,14 +34,28 @@ def to_path(url_or_path: str | Path | ObjectStoragePath) -> ObjectStoragePath:
     return ObjectStoragePath(text)
 
 
+@contextmanager
+def _about(what: str, url: Any) -> Iterator[None]:
+    """Re-raise a storage failure as one that names the URL (the underlying error stays as the cause)."""
+    try:
+        yield
+    except OpenAIBatchStorageError:
+        raise
+    except Exception as err:
+        raise OpenAIBatchStorageError(f"Could not {what} {url}: {type(err).__name__}: {err}") from err
+
+
 def open_input(url_or_path: str | Path) -> BinaryIO:
     """Open an input for streaming reads; raises FileNotFoundError naming the path."""
-    path = to_path(url_or_path)
-    if not path.exists():
+    with _about("open the input", url_or_path):
+        path = to_path(url_or_path)
+        exists = path.exists()
+    if not exists:
         raise FileNotFoundError(f"Input file not found: {url_or_path}")
-    if path.protocol == "file":
-        return open(path.path, "rb")  # noqa: SIM115 - the caller closes it
-    return path.open("rb", block_size=BLOCK_SIZE)
+    with _about("open the input", url_or_path):
+        if path.protocol == "file":
+            return open(path.path, "rb")  # noqa: SIM115 - the caller closes it
+        return path.open("rb", block_size=BLOCK_SIZE)
 
 
 def _open_write(path: ObjectStoragePath) -> BinaryIO:
@@ -56,7 +72,7 @@ def _move(src: ObjectStoragePath, dst: ObjectStoragePath) -> None:
         src.fs.mv(src.path, dst.path)
 
 
-def _remove(path: ObjectStoragePath) -> None:
+def _discard(path: ObjectStoragePath) -> None:
     try:
         if path.exists():
             path.unlink()
@@ -64,30 +80,66 @@ def _remove(path: ObjectStoragePath) -> None:
         pass
 
 
-def write_concatenated(sources: Iterable[str | Path], destination: ObjectStoragePath) -> None:
-    """Stream the local files ``sources`` one after another into ``destination``, atomically."""
-    temp = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        with _open_write(temp) as out:
-            for source in sources:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, COPY_CHUNK)
-        _move(temp, destination)
-    except BaseException:
-        _remove(temp)
-        raise
+def _temp_beside(destination: ObjectStoragePath) -> ObjectStoragePath:
+    return destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:12]}"
+
+
+def check_writable(folder: str | Path | ObjectStoragePath) -> None:
+    """Prove results can land in ``folder`` (write and remove a small probe) before anything is paid for."""
+    with _about("write results to", folder):
+        probe = to_path(folder) / f".openai-batch-probe-{uuid.uuid4().hex[:12]}"
+        with _open_write(probe) as out:
+            out.write(b"probe\n")
+        probe.unlink()
+
+
+def write_concatenated(sources: Iterable[str | Path], destination: ObjectStoragePath) -> int:
+    """Stream the local JSONL files ``sources`` one after another into ``destination``, atomically.
+
+    Parts are joined on line boundaries: a part whose last line lacks its newline gets one, so two records are
+    never glued together. Returns the number of lines written.
+    """
+    temp = _temp_beside(destination)
+    lines = 0
+    with _about("write", destination):
+        try:
+            with _open_write(temp) as out:
+                for source in sources:
+                    lines += _copy_lines(source, out)
+            _move(temp, destination)
+        except BaseException:
+            _discard(temp)
+            raise
+    return lines
+
+
+def _copy_lines(source: str | Path, out: BinaryIO) -> int:
+    lines, last = 0, b"\n"
+    with open(source, "rb") as src:
+        while chunk := src.read(COPY_CHUNK):
+            out.write(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        out.write(b"\n")
+        lines += 1
+    return lines
 
 
 def write_json(data: Any, destination: ObjectStoragePath) -> None:
-    temp = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        with _open_write(temp) as out:
-            out.write(json.dumps(data, indent=2, sort_keys=True).encode())
-        _move(temp, destination)
-    except BaseException:
-        _remove(temp)
-        raise
+    temp = _temp_beside(destination)
+    with _about("write", destination):
+        try:
+            with _open_write(temp) as out:
+                out.write(json.dumps(data, indent=2, sort_keys=True).encode())
+            _move(temp, destination)
+        except BaseException:
+            _discard(temp)
+            raise
 
 
 def remove_if_exists(path: ObjectStoragePath) -> None:
-    _remove(path)
+    """Remove ``path`` if it is there; a failure to remove it raises (never leave a stale file behind silently)."""
+    with _about("remove", path):
+        if path.exists():
+            path.unlink()

@@ -75,7 +75,9 @@ class WaitTracker:
         self.counts[batch_id] = dict(counts or {})
         return changed
 
-    def record_all(self, batch_ids: Iterable[str], results: Iterable[StatusResult | BaseException]) -> list[str]:
+    def record_all(
+        self, batch_ids: Iterable[str], results: Iterable[StatusResult | BaseException]
+    ) -> list[str]:
         """Record answers in order; returns the ids whose status or counts changed."""
         return [b for b, r in zip(batch_ids, results, strict=True) if self.record(b, r)]
 
@@ -115,7 +117,9 @@ class WaitTracker:
             )
         return None
 
-    def event(self, status: EventStatus, message: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    def event(
+        self, status: EventStatus, message: str, context: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The one event a wait ends with (the trigger's payload; the in-place loop returns the same dict)."""
         payload: dict[str, Any] = {
             "status": status.value,
@@ -130,3 +134,53 @@ class WaitTracker:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def wait_in_place(
+    get_status: Any,
+    batch_ids: list[str],
+    *,
+    deadline: float | None,
+    poll_interval: float,
+    log: Any,
+    max_consecutive_errors: int = 5,
+    sleep: Any = time.sleep,
+) -> dict[str, Any]:
+    """The non-deferrable wait on the worker: the trigger's loop, with a blocking ``get_status(batch_id)``.
+
+    :param get_status: returns a :data:`StatusResult` for one batch, or raises.
+    :return: the event dict the trigger would have fired.
+    """
+    tracker = WaitTracker(batch_ids, deadline=deadline, max_consecutive_errors=max_consecutive_errors)
+    sleep(min(first_poll_delay(poll_interval, None), max(tracker.remaining() or 5.0, 0.0)))
+    while True:
+        pending = tracker.pending()
+        answers: list[StatusResult | BaseException] = []
+        for batch_id in pending:
+            try:
+                answers.append(get_status(batch_id))
+            except Exception as err:
+                answers.append(err)
+        for batch_id in tracker.record_all(pending, answers):
+            counts = tracker.counts.get(batch_id) or {}
+            log.info(
+                "Batch %s is %s (%s/%s completed, %s failed)",
+                batch_id,
+                tracker.statuses[batch_id],
+                counts.get("completed"),
+                counts.get("total"),
+                counts.get("failed"),
+            )
+        for batch_id in pending:
+            if batch_id in tracker.last_error and tracker.errors.get(batch_id):
+                log.warning(
+                    "Polling batch %s failed (%d in a row): %s",
+                    batch_id,
+                    tracker.errors[batch_id],
+                    type(tracker.last_error[batch_id]).__name__,
+                )
+        ended = tracker.outcome()
+        if ended is not None:
+            return tracker.event(*ended)
+        remaining = tracker.remaining()
+        sleep(poll_interval if remaining is None else max(0.0, min(poll_interval, remaining)))

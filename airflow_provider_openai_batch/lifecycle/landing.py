@@ -1,0 +1,123 @@
+"""Landing: every round's output and error files downloaded, joined and written to storage, manifest last.
+
+A folder being rewritten must never look complete: the old manifest is removed first (a failure to remove it
+fails the task), files are written under temporary names and moved into place, and each landed file's line count
+is checked against what was downloaded before the manifest goes in. With follow-up rounds, a request's error line
+is dropped from a round whose next round sent it again, so every ``custom_id`` lands once, with its last outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.exceptions import OpenAIBatchError
+from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
+
+OUTPUT_FILE, ERROR_FILE = "output.jsonl", "errors.jsonl"
+
+
+@dataclass(frozen=True)
+class Landed:
+    output_path: str
+    error_path: str | None
+    manifest_path: str
+    output_lines: int
+    error_lines: int
+    failed_lines: int  # error lines of requests that ran and failed (not ones a stop left unrun)
+
+
+def land(
+    hook: Any,
+    output_path: str,
+    rounds: list[list[Mapping[str, Any]]],
+    resubmitted_cancelled: list[bool],
+    workdir: str,
+) -> Landed:
+    """Download and land every round's files on ``output_path``; the caller writes the manifest with :func:`finish`.
+
+    :param rounds: each round's batches (dicts, as re-read on the worker), round 0 first.
+    :param resubmitted_cancelled: per round but the last, whether the next round also resent the requests a
+        cancel stopped (so their ``batch_cancelled`` lines are superseded too).
+    """
+    folder = storage.to_path(output_path)
+    storage.remove_if_exists(folder / storage.MANIFEST)
+    outputs: list[Path] = []
+    errors: list[Path] = []
+    expected_out = expected_err = failed = 0
+    for r, batches in enumerate(rounds):
+        superseded = r + 1 < len(rounds)
+        for batch in batches:
+            if batch.get("output_file_id"):
+                path = Path(workdir, f"{batch['id']}.output.jsonl")
+                _, lines = hook.download_file(batch["output_file_id"], local_path=path)
+                _check_complete(batch, lines)
+                outputs.append(path)
+                expected_out += lines
+            if batch.get("error_file_id"):
+                path = Path(workdir, f"{batch['id']}.errors.jsonl")
+                _, lines = hook.download_file(batch["error_file_id"], local_path=path)
+                if len(rounds) > 1:
+                    cancelled = superseded and resubmitted_cancelled[r]
+                    path, lines, ran = _keep_last_outcomes(path, superseded=superseded, cancelled=cancelled)
+                    failed += ran
+                errors.append(path)
+                expected_err += lines
+    output_file, error_file = folder / OUTPUT_FILE, folder / ERROR_FILE
+    _written(storage.write_concatenated(outputs, output_file), expected_out, output_file)
+    if expected_err:
+        _written(storage.write_concatenated(errors, error_file), expected_err, error_file)
+    else:
+        storage.remove_if_exists(error_file)
+    return Landed(
+        output_path=str(output_file),
+        error_path=str(error_file) if expected_err else None,
+        manifest_path=str(folder / storage.MANIFEST),
+        output_lines=expected_out,
+        error_lines=expected_err,
+        failed_lines=failed,
+    )
+
+
+def finish(landed: Landed, manifest: Mapping[str, Any]) -> None:
+    """Write the manifest, last: from now on the folder is complete."""
+    storage.write_json(dict(manifest), storage.to_path(landed.manifest_path))
+
+
+def _check_complete(batch: Mapping[str, Any], lines: int) -> None:
+    expected = (batch.get("request_counts") or {}).get("completed")
+    if batch.get("status") == "completed" and expected is not None and lines != expected:
+        raise OpenAIBatchError(
+            f"Batch {batch['id']}: downloaded {lines} output line(s) but OpenAI counts {expected} completed "
+            "requests; the download was incomplete."
+        )
+
+
+def _written(written: int, expected: int, where: Any) -> None:
+    if written != expected:
+        raise OpenAIBatchError(
+            f"Landed {written} line(s) at {where} but downloaded {expected}: the landed file is not trusted "
+            "and no manifest was written."
+        )
+
+
+def _keep_last_outcomes(path: Path, *, superseded: bool, cancelled: bool) -> tuple[Path, int, int]:
+    """One pass over an error file: drop the lines the next round sent again (when ``superseded``); return the
+    file to land, its line count, and how many of its lines are requests that ran and failed."""
+    kept = path.with_suffix(".kept.jsonl")
+    count = ran = 0
+    with open(path, "rb") as src, open(kept, "wb") as dst:
+        for raw in src:
+            if not raw.strip():
+                continue
+            line = json.loads(raw)
+            if superseded and should_resubmit(line, include_cancelled=cancelled):
+                continue
+            dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            count += 1
+            ran += not is_stopped_line(line)
+    return kept, count, ran
