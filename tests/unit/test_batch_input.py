@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_openai_batch import batch_input
+from airflow_provider_openai_batch.requests_input import codec, duplicates, reading
 from airflow_provider_openai_batch.batch_input import (
     InvalidRequestsError,
     Limits,
@@ -30,7 +30,7 @@ EMB = "/v1/embeddings"
 def read_size(request, monkeypatch):
     """Run every test with one big read (careful mode) and with tiny reads (many batches, fast mode)."""
     if request.param == "small-reads":
-        monkeypatch.setattr(batch_input, "CHUNK_SIZE", 300)
+        monkeypatch.setattr(reading, "CHUNK_SIZE", 300)
 
 
 def req(i: int | str, model: str = "gpt-4o-mini", url: str = CHAT, **body: object) -> dict:
@@ -116,7 +116,7 @@ def test_local_path_source(tmp_path):
 
 
 def test_lines_spanning_read_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_input, "CHUNK_SIZE", 7)
+    monkeypatch.setattr(reading, "CHUNK_SIZE", 7)
     data = jsonl(*(req(i) for i in range(50)))
     result = spool(data, tmp_path)
     assert Path(result.shards[0].path).read_bytes() == data
@@ -190,7 +190,7 @@ def test_hash_collision_is_not_a_duplicate(tmp_path, monkeypatch):
     # Force every id into one 64-bit hash: only the second pass over the strings can tell them apart.
     real_hash = hash
     monkeypatch.setattr(
-        batch_input, "hash", lambda s: 42 if isinstance(s, str) else real_hash(s), raising=False
+        duplicates, "hash", lambda s: 42 if isinstance(s, str) else real_hash(s), raising=False
     )
     result = spool(jsonl(req(1), req(2), req(3)), tmp_path / "ok")
     assert result.total_requests == 3
@@ -209,7 +209,7 @@ def test_line_too_large(tmp_path):
 
 
 def test_line_too_large_across_read_chunks_is_not_assembled(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_input, "CHUNK_SIZE", 64)
+    monkeypatch.setattr(reading, "CHUNK_SIZE", 64)
     limits = Limits(max_bytes=300, safety_margin=1)
     data = jsonl(req(1), req(2, pad="x" * 5000), req(3)) + b"x" * 1000  # and an unfinished huge last line
     err = failure(data, tmp_path, limits=limits)
@@ -463,8 +463,8 @@ def test_source_read_error_leaves_nothing(tmp_path):
 
 
 def test_stdlib_json_fallback(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_input, "_loads", batch_input._stdlib_loads)
-    monkeypatch.setattr(batch_input, "_dumps", batch_input._stdlib_dumps)
+    monkeypatch.setattr(codec, "loads", codec.stdlib_loads)
+    monkeypatch.setattr(codec, "dumps", codec.stdlib_dumps)
     result = spool(jsonl(req(1), req(2)), tmp_path, workdir="ok")
     assert result.total_requests == 2
     assert spool(iter([req(1), req(2)]), tmp_path, workdir="it").fingerprint == result.fingerprint
@@ -479,7 +479,7 @@ def test_stdlib_json_fallback(tmp_path, monkeypatch):
         (2, "cannot be serialized to JSON"),
         (3, "expected a dict"),
     ]
-    monkeypatch.setattr(batch_input, "CHUNK_SIZE", 64)
+    monkeypatch.setattr(reading, "CHUNK_SIZE", 64)
     err = failure(
         jsonl(req(1), req(2, pad="x" * 500)), tmp_path, limits=Limits(max_bytes=300, safety_margin=1)
     )

@@ -1,0 +1,316 @@
+"""Validation of request lines: each must be valid UTF-8 and a JSON object with ``custom_id`` a non-empty
+string, ``method == "POST"``, ``url`` equal to the batch endpoint and ``body`` an object, and must fit in one
+input file. ``body.model`` must be a non-empty string, the same on every line: the first line that names a
+model sets it (on :data:`MODEL_OPTIONAL_ENDPOINTS` it may be left out, but lines that name one must agree).
+On ``/v1/embeddings``, ``body.input`` must hold from one to a shard's limit of embedding inputs. Each line is
+parsed once and checked by one condition of a few dict lookups; only a line that fails it is diagnosed field
+by field. Problems are all counted, the first :data:`MAX_PROBLEMS` kept, each named by line number and field.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_openai_batch.requests_input import codec
+from airflow_provider_openai_batch.requests_input.reading import _BOM, TooLong, Unusable
+from airflow_provider_openai_batch.requests_input.shards import Limits
+
+MAX_PROBLEMS = 20
+"""How many problems :class:`InvalidRequestsError` keeps (``total`` still counts them all)."""
+
+MODEL_OPTIONAL_ENDPOINTS = frozenset({"/v1/moderations"})
+"""Endpoints whose request body may leave out ``model``."""
+
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+
+# Until a model is seen, the accept check compares body.model with this, which no body matches, so the
+# first line naming a model is diagnosed, and sets it.
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid request line.
+
+    :param line: 1-based physical line number in the input (blank lines count); for an iterable
+        source, the item's 1-based position. 0 means the input as a whole.
+    :param field: the offending field (``custom_id``, ``method``, ``url``, ``body``, ``body.model``,
+        ``body.input``), or None when the line as a whole is bad (not UTF-8, not JSON, too large).
+    :param message: what was expected and what was received.
+    """
+
+    line: int
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = "input" if self.line == 0 else f"line {self.line}"
+        if self.field is not None:
+            where += f", field {self.field!r}"
+        return f"{where}: {self.message}"
+
+
+class InvalidRequestsError(ValueError):
+    """The requests did not pass validation; nothing was uploaded and no shard file was left behind.
+
+    :param source: name of the input, as shown to the user (e.g. ``requests.jsonl`` or an S3 URL).
+    :param problems: the first problems, in line order (at most :data:`MAX_PROBLEMS` are kept).
+    :param total: how many invalid lines the input has in all.
+
+    Constructed with only a message (as Airflow's exception deserialization does), it keeps that
+    message and has no problems.
+    """
+
+    def __init__(self, source: str, problems: Iterable[Problem] | None = None, total: int | None = None):
+        if problems is None and total is None:
+            message = source
+            problems = ()
+        self.source = source
+        self.problems: list[Problem] = list(problems)[:MAX_PROBLEMS]
+        self.total = len(self.problems) if total is None else total
+        if total is not None or self.problems:
+            message = self._format()
+        super().__init__(message)
+
+    def _format(self) -> str:
+        noun = "invalid request line" if self.total == 1 else "invalid request lines"
+        head = f"{self.source}: {self.total} {noun} (showing {len(self.problems)}):"
+        lines = [head, *(f"  {p}" for p in self.problems)]
+        if self.total > len(self.problems):
+            lines.append(f"  ... and {self.total - len(self.problems)} more")
+        return "\n".join(lines)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.source, self.problems, self.total))
+
+
+def count_embedding_inputs(body_input: Any) -> int | None:
+    """How many embedding inputs ``body.input`` holds, or None if it is not a valid input.
+
+    A string is one input, a list of token ids (ints) is one input, a list of strings or of token
+    lists is one input per element.
+
+    :param body_input: the ``input`` of an embeddings request body.
+    """
+    if type(body_input) is str:
+        return 1
+    if type(body_input) is list and body_input:
+        return 1 if type(body_input[0]) is int else len(body_input)
+    return None
+
+
+def show(value: Any) -> str:
+    """``repr`` of a received value, cut to 60 characters for messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+class ProblemLog:
+    """The problems found so far: the first :data:`MAX_PROBLEMS`, how many in all, and which lines were skipped.
+
+    ``skipped`` holds, for every line not spooled (blank or invalid), its position: how many requests were
+    accepted before it. That maps a request's index back to its physical line number without keeping a
+    number per request.
+    """
+
+    def __init__(self) -> None:
+        self.first: list[Problem] = []
+        self.total = 0
+        self.skipped = array("q")
+
+    def add(self, line: int, position: int, field: str | None, message: str) -> None:
+        """Record an invalid line.
+
+        :param line: its 1-based line number.
+        :param position: how many requests were accepted before it.
+        :param field: the offending field, or None for the line as a whole.
+        :param message: what was expected and what was received.
+        """
+        self.total += 1
+        if len(self.first) < MAX_PROBLEMS:
+            self.first.append(Problem(line, field, message))
+        self.skipped.append(position)
+
+    def skip(self, position: int) -> None:
+        """Record a blank line (tolerated, not a request) at ``position``."""
+        self.skipped.append(position)
+
+
+class RequestChecker:
+    """Checks the lines of one input, batch after batch in input order, for one endpoint.
+
+    Carries from batch to batch the line number, the count of accepted requests and the input's model.
+
+    :param endpoint: the batch endpoint, e.g. ``/v1/chat/completions``; every ``url`` must equal it.
+    :param limits: the per-file limits (a line must fit in one file; embedding inputs in one shard).
+    :param problems: where invalid and blank lines are recorded.
+    """
+
+    def __init__(self, endpoint: str, limits: Limits, problems: ProblemLog) -> None:
+        self.endpoint = endpoint
+        self.limits = limits
+        self.problems = problems
+        self.byte_cap = limits.shard_bytes
+        self.emb_cap = limits.shard_embedding_inputs
+        self.embeddings = endpoint == EMBEDDINGS_ENDPOINT
+        self.model_optional = endpoint in MODEL_OPTIONAL_ENDPOINTS
+        self.model: str | None = None
+        self.model_line = 0
+        self.line = 0  # lines checked so far
+        self.accepted = 0  # requests accepted so far
+
+    def check(
+        self, lines: list[Any], check_size: bool = True
+    ) -> tuple[list[Any], list[str], list[int] | None]:
+        """Check the next lines; returns the accepted lines, their ``custom_id``\\s, and on ``/v1/embeddings``
+        their embedding input counts (else None).
+
+        :param lines: raw lines without their newline: bytes, or :class:`TooLong`/:class:`Unusable`.
+        :param check_size: False when the caller knows that no line in ``lines`` is too large for a file.
+        """
+        loads = codec.loads
+        endpoint = self.endpoint
+        problems = self.problems
+        embeddings = self.embeddings
+        byte_cap, emb_cap = self.byte_cap, self.emb_cap
+        per_line_limits = embeddings or check_size
+        model = self.model if self.model is not None else (None if self.model_optional else _UNSET)
+        accepted: list[Any] = []
+        ids: list[str] = []
+        embs: list[int] = []
+        emb = 0
+        base = self.accepted
+        line = self.line
+        for raw in lines:
+            line += 1
+            try:
+                obj = loads(raw)
+            except (ValueError, TypeError) as exc:
+                self._bad_raw(raw, line, base + len(ids), exc)
+                continue
+            # The accept check: a line passing it is valid; one failing it is diagnosed.
+            if (
+                type(obj) is not dict
+                or type(cid := obj.get("custom_id")) is not str
+                or not cid
+                or obj.get("method") != "POST"
+                or obj.get("url") != endpoint
+                or type(body := obj.get("body")) is not dict
+                or body.get("model") != model
+            ):
+                found = self._diagnose(obj, line)
+                if found is not None:
+                    problems.add(line, base + len(ids), *found)
+                    continue
+                model = self.model if self.model is not None else model
+                cid = obj["custom_id"]
+                body = obj["body"]
+            if per_line_limits:
+                if embeddings:
+                    emb = count_embedding_inputs(body.get("input")) or 0
+                    if not 0 < emb <= emb_cap:
+                        problems.add(line, base + len(ids), "body.input", self._embedding_problem(body))
+                        continue
+                if check_size and len(raw) >= byte_cap:
+                    problems.add(line, base + len(ids), None, self._too_large(len(raw) + 1))
+                    continue
+                if embeddings:
+                    embs.append(emb)
+            accepted.append(raw)
+            ids.append(cid)
+        self.line = line
+        self.accepted = base + len(ids)
+        return accepted, ids, embs if embeddings else None
+
+    def _bad_raw(self, raw: Any, line: int, position: int, exc: Exception) -> None:
+        """A line that did not parse: blank, too long, unusable, not UTF-8, or not JSON."""
+        if isinstance(raw, TooLong):
+            self.problems.add(line, position, None, self._too_large(int(raw) + 1))
+        elif isinstance(raw, Unusable):
+            self.problems.add(line, position, raw.field, raw.message)
+        elif not raw.strip():
+            self.problems.skip(position)
+        else:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                self.problems.add(line, position, None, f"not valid UTF-8 ({err.reason} at byte {err.start})")
+                return
+            message = str(exc)
+            if line == 1 and raw.startswith(_BOM):
+                message = "UTF-8 byte order mark inside the line"
+            self.problems.add(line, position, None, f"not valid JSON ({message})")
+
+    def _too_large(self, size: int) -> str:
+        return (
+            f"line is {size:,} bytes, more than the {self.byte_cap:,} bytes a batch input file may hold "
+            f"(max_bytes {self.limits.max_bytes:,} x safety_margin {self.limits.safety_margin})"
+        )
+
+    def _diagnose(self, obj: Any, line: int) -> tuple[str | None, str] | None:
+        """Find the first problem of a parsed line the accept check did not pass; None if it is valid.
+
+        Sets the input's model from the first line that names one.
+        """
+        if type(obj) is not dict:
+            return None, f"expected a JSON object, received {_json_type(obj)}"
+        if "custom_id" not in obj:
+            return "custom_id", "missing"
+        cid = obj["custom_id"]
+        if type(cid) is not str or not cid:
+            return "custom_id", f"expected a non-empty string, received {show(cid)}"
+        if "method" not in obj:
+            return "method", "missing"
+        if obj["method"] != "POST":
+            return "method", f"expected 'POST', received {show(obj['method'])}"
+        if "url" not in obj:
+            return "url", f"missing (expected {self.endpoint!r})"
+        if obj["url"] != self.endpoint:
+            return "url", f"expected {self.endpoint!r} (the batch endpoint), received {show(obj['url'])}"
+        if "body" not in obj:
+            return "body", "missing"
+        body = obj["body"]
+        if type(body) is not dict:
+            return "body", f"expected a JSON object, received {_json_type(body)}"
+        model = body.get("model")
+        if model is None:
+            if not self.model_optional:
+                return "body.model", f"missing (every request to {self.endpoint} must name its model)"
+        elif type(model) is not str or not model:
+            return "body.model", f"expected a non-empty string, received {show(model)}"
+        elif self.model is None:
+            self.model = model
+            self.model_line = line
+        elif model != self.model:
+            return (
+                "body.model",
+                f"expected {self.model!r} (the model of line {self.model_line}; a batch holds one model), "
+                f"received {show(model)}",
+            )
+        return None
+
+    def _embedding_problem(self, body: dict[str, Any]) -> str:
+        count = count_embedding_inputs(body.get("input"))
+        if count is None:
+            return (
+                "expected a string, a list of strings or a list of token lists, "
+                f"received {show(body.get('input'))}"
+            )
+        return f"{count:,} embedding inputs, more than the {self.emb_cap:,} one batch may hold"
