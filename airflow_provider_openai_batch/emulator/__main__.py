@@ -1,6 +1,7 @@
 """``python -m airflow_provider_openai_batch.emulator`` / ``openai-batch-emulator``: run the emulator.
 
 Prints exactly one line, ``OPENAI_BASE_URL=http://HOST:PORT/v1``, once the server accepts connections.
+The settings flags come from :class:`~.settings.Settings`; the others say where and how to serve.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import tempfile
 from pathlib import Path
 
 from .faults import parse_fault_spec
-from .settings import DEFAULT_MAX_FILE_BYTES, Settings
+from .settings import Settings, add_setting_flags, settings_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: server flags, ``--fault``, and one flag per setting."""
     parser = argparse.ArgumentParser(
         prog="openai-batch-emulator", description="Local emulator of the OpenAI Files + Batch API."
     )
@@ -25,18 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", type=Path, help="where file bytes live (default: a temporary directory)"
     )
-    parser.add_argument("--time-scale", type=float, default=1.0, help="multiplies the 24h completion window")
-    parser.add_argument("--rate", type=float, default=2000.0, help="requests/second per batch; 0 = unlimited")
-    parser.add_argument("--validating-seconds", type=float, default=0.2)
-    parser.add_argument("--finalizing-seconds", type=float, default=0.2)
-    parser.add_argument("--cancelling-seconds", type=float, default=0.2)
-    parser.add_argument("--fail-custom-id-regex", help="requests whose custom_id matches fail")
-    parser.add_argument(
-        "--fail-status", type=int, default=500, help="status for --fail-custom-id-regex failures"
-    )
-    parser.add_argument("--embedding-dim", type=int, default=8)
-    parser.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
-    parser.add_argument("--max-requests", type=int, default=50_000)
     parser.add_argument(
         "--fault",
         action="append",
@@ -44,35 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD:PATH:KIND[:key=value...]",
         help="arm a fault at start, e.g. POST:/v1/batches:429:times=1:retry_after=1 (repeatable)",
     )
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
+    add_setting_flags(parser)
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = Settings()
-    settings.update(
-        {
-            "time_scale": args.time_scale,
-            "rate": args.rate,
-            "validating_seconds": args.validating_seconds,
-            "finalizing_seconds": args.finalizing_seconds,
-            "cancelling_seconds": args.cancelling_seconds,
-            "fail_custom_id_regex": args.fail_custom_id_regex,
-            "fail_status": args.fail_status,
-            "embedding_dim": args.embedding_dim,
-            "max_file_bytes": args.max_file_bytes,
-            "max_requests": args.max_requests,
-        }
-    )
-    return settings
-
-
-async def _serve(args: argparse.Namespace, data_dir: Path) -> None:
+async def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path) -> None:
     import uvicorn
 
     from .app import create_app
 
-    app = create_app(settings_from_args(args), data_dir)
+    app = create_app(settings, data_dir)
     for spec in args.fault:
         app.emulator.faults.add(parse_fault_spec(spec))
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -94,17 +66,17 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings_from_args(args)
+        settings = settings_from_args(args)
         for spec in args.fault:
             parse_fault_spec(spec)
-    except ValueError as exc:
+    except ValueError as exc:  # SettingsError included
         print(f"openai-batch-emulator: {exc}", file=sys.stderr)
         return 2
     if args.data_dir is not None:
-        asyncio.run(_serve(args, args.data_dir))
+        asyncio.run(_serve(args, settings, args.data_dir))
     else:
         with tempfile.TemporaryDirectory(prefix="openai-emulator-") as tmp:
-            asyncio.run(_serve(args, Path(tmp)))
+            asyncio.run(_serve(args, settings, Path(tmp)))
     return 0
 
 

@@ -1,8 +1,12 @@
-"""The HTTP API: ``/v1/files`` and ``/v1/batches`` as the service serves them, plus the ``/_emulator`` admin API."""
+"""The HTTP API: ``/v1/files`` and ``/v1/batches`` as the service serves them; the app that also mounts the
+``/_emulator`` admin API and the batch pages.
+
+Every route module registers its routes the same way: an ``add_routes(api)``-style function whose handlers
+take the ``Request``, reach the state through :func:`~.state.emulator_of` and return a response object.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -12,61 +16,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from . import admin
+from . import admin, pages
+from .checks import check_endpoint, check_metadata, expires_seconds, int_param
 from .engine import BatchWorker
 from .errors import APIError, error_body, json_object
-from .faults import FaultMiddleware, Faults, Journal
+from .faults import FaultMiddleware, Faults, Journal, note_created
 from .settings import Settings
+from .state import Emulator, emulator_of
 from .store import TERMINAL, BatchRecord, Store, new_batch_id, paginate
 from .uploads import read_upload
 
-ENDPOINTS = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/videos",
-)
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 BATCH_FILE_TTL = 30 * 24 * 3600
 
 
-@dataclasses.dataclass
-class Emulator:
-    """Everything one emulator process holds; ``defaults`` are the settings a reset returns to."""
-
-    store: Store
-    settings: Settings
-    defaults: Settings
-    faults: Faults
-    journal: Journal
-
-
 def create_app(settings: Settings, data_dir: Path) -> Any:
-    """The ASGI app: the FastAPI routes wrapped in the fault-injection and journal middleware."""
+    """The ASGI app: the FastAPI routes wrapped in the fault-injection and journal middleware.
+
+    :param settings: the settings at start, which a reset returns to.
+    :param data_dir: where file bytes are stored.
+    """
     emulator = Emulator(
-        store=Store(data_dir),
-        settings=settings,
-        defaults=dataclasses.replace(settings),
-        faults=Faults(),
-        journal=Journal(),
+        store=Store(data_dir), settings=settings, defaults=settings, faults=Faults(), journal=Journal()
     )
     api = FastAPI(title="OpenAI Files + Batch API emulator", openapi_url=None, docs_url=None, redoc_url=None)
     api.state.emulator = emulator
-    api.include_router(admin.router)
     _add_error_handlers(api)
     _add_file_routes(api)
     _add_batch_routes(api)
+    admin.add_routes(api)
+    pages.add_routes(api)
     app = FaultMiddleware(api, emulator.faults, emulator.journal)
     app.emulator = emulator  # type: ignore[attr-defined]
     return app
-
-
-def _state(request: Request) -> Emulator:
-    return request.app.state.emulator
 
 
 def _add_error_handlers(api: FastAPI) -> None:
@@ -87,40 +69,10 @@ def _add_error_handlers(api: FastAPI) -> None:
         return JSONResponse(error_body(500, f"Emulator error: {exc!r}"), status_code=500)
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise APIError(400, f"Expected `{name}` between {low} and {high} but received {raw!r}.", param=name)
-    return value
-
-
-def _expires_seconds(value: Any, param: str) -> int:
-    seconds = value.get("seconds") if isinstance(value, dict) else None
-    if (
-        not isinstance(value, dict)
-        or value.get("anchor") != "created_at"
-        or isinstance(seconds, bool)
-        or not isinstance(seconds, int)
-        or not 3600 <= seconds <= 2592000
-    ):
-        raise APIError(
-            400,
-            f'Expected `{param}` as {{"anchor": "created_at", "seconds": 3600..2592000}} but received {value!r}.',
-            param=param,
-        )
-    return seconds
-
-
 def _add_file_routes(api: FastAPI) -> None:
     @api.post("/v1/files")
     async def create_file(request: Request) -> JSONResponse:
-        emulator = _state(request)
+        emulator = emulator_of(request)
         limit = emulator.settings.max_file_bytes
         tmp = emulator.store.data_dir / f".upload-{time.monotonic_ns()}.tmp"
         try:
@@ -141,7 +93,7 @@ def _add_file_routes(api: FastAPI) -> None:
                     "anchor": upload.fields.get("expires_after[anchor]"),
                     "seconds": int(raw) if raw.isdigit() else raw,
                 }
-                ttl = _expires_seconds(after, "expires_after")
+                ttl = expires_seconds(after, "expires_after")
             if purpose == "batch":
                 if not upload.filename.endswith(".jsonl"):
                     raise APIError(400, "Invalid file format for Batch API. Must be .jsonl", param="file")
@@ -153,14 +105,15 @@ def _add_file_routes(api: FastAPI) -> None:
                         code="file_too_large",
                     )
             record = emulator.store.add_file(tmp, upload.filename, purpose, ttl)
+            note_created(request.scope, record.id)
         finally:
             tmp.unlink(missing_ok=True)
         return JSONResponse(record.to_api())
 
     @api.get("/v1/files")
     async def list_files(request: Request) -> JSONResponse:
-        store = _state(request).store
-        limit = _int_param(request, "limit", 10000, 1, 10000)
+        store = emulator_of(request).store
+        limit = int_param(request, "limit", 10000, 1, 10000)
         order = request.query_params.get("order", "desc")
         if order not in ("asc", "desc"):
             raise APIError(400, f"Expected `order` 'asc' or 'desc' but received {order!r}.", param="order")
@@ -183,53 +136,34 @@ def _add_file_routes(api: FastAPI) -> None:
 
     @api.get("/v1/files/{file_id}")
     async def retrieve_file(request: Request, file_id: str) -> JSONResponse:
-        return JSONResponse(_state(request).store.get_file(file_id).to_api())
+        return JSONResponse(emulator_of(request).store.get_file(file_id).to_api())
 
     @api.get("/v1/files/{file_id}/content")
     async def file_content(request: Request, file_id: str) -> FileResponse:
-        record = _state(request).store.get_file(file_id)
+        record = emulator_of(request).store.get_file(file_id)
         return FileResponse(record.path, media_type="application/octet-stream")
 
     @api.delete("/v1/files/{file_id}")
     async def delete_file(request: Request, file_id: str) -> JSONResponse:
-        _state(request).store.delete_file(file_id)
+        emulator_of(request).store.delete_file(file_id)
         return JSONResponse({"id": file_id, "object": "file", "deleted": True})
-
-
-def _check_metadata(metadata: Any) -> dict[str, str] | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict) or len(metadata) > 16:
-        raise APIError(400, "Expected `metadata` as an object of at most 16 pairs.", param="metadata")
-    for key, value in metadata.items():
-        if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
-            raise APIError(
-                400,
-                f"Invalid metadata pair {key!r}: keys are at most 64 characters, values strings of at most 512.",
-                param=f"metadata.{key}",
-            )
-    return metadata
 
 
 def _add_batch_routes(api: FastAPI) -> None:
     @api.post("/v1/batches")
     async def create_batch(request: Request) -> JSONResponse:
-        emulator = _state(request)
+        emulator = emulator_of(request)
         body = await json_object(request)
-        endpoint = body.get("endpoint")
-        if endpoint not in ENDPOINTS:
-            raise APIError(
-                400, f"Expected `endpoint` in {list(ENDPOINTS)} but received {endpoint!r}.", param="endpoint"
-            )
+        endpoint = check_endpoint(body.get("endpoint"))
         window = body.get("completion_window")
         if window != "24h":
             raise APIError(
                 400, f"Expected `completion_window` '24h' but received {window!r}.", param="completion_window"
             )
-        metadata = _check_metadata(body.get("metadata"))
+        metadata = check_metadata(body.get("metadata"))
         output_expires = body.get("output_expires_after")
         seconds = (
-            _expires_seconds(output_expires, "output_expires_after") if output_expires is not None else None
+            expires_seconds(output_expires, "output_expires_after") if output_expires is not None else None
         )
         input_file_id = body.get("input_file_id")
         record = emulator.store.files.get(input_file_id) if isinstance(input_file_id, str) else None
@@ -254,19 +188,19 @@ def _add_batch_routes(api: FastAPI) -> None:
             metadata=metadata,
             output_expires_seconds=seconds,
         )
-        emulator.store.batches[batch.id] = batch
-        BatchWorker(emulator.store, batch, dataclasses.replace(emulator.settings)).start()
+        emulator.store.add_batch(batch)
+        note_created(request.scope, batch.id)  # the journal then says which batch a 200 paid for
+        BatchWorker(emulator.store, batch, emulator.settings).start()
         return JSONResponse(batch.to_api())
 
     @api.get("/v1/batches")
     async def list_batches(request: Request) -> JSONResponse:
-        store = _state(request).store
-        limit = _int_param(request, "limit", 20, 1, 100)
-        ids = list(reversed(store.batches))
-        page, has_more = paginate(ids, request.query_params.get("after"), limit)
+        limit = int_param(request, "limit", 20, 1, 100)
+        batches = {batch.id: batch for batch in emulator_of(request).store.batches_newest_first()}
+        page, has_more = paginate(list(batches), request.query_params.get("after"), limit)
         result: dict[str, Any] = {
             "object": "list",
-            "data": [store.batches[i].to_api() for i in page],
+            "data": [batches[i].to_api() for i in page],
             "has_more": has_more,
         }
         if page:
@@ -275,11 +209,11 @@ def _add_batch_routes(api: FastAPI) -> None:
 
     @api.get("/v1/batches/{batch_id}")
     async def retrieve_batch(request: Request, batch_id: str) -> JSONResponse:
-        return JSONResponse(_state(request).store.get_batch(batch_id).to_api())
+        return JSONResponse(emulator_of(request).store.get_batch(batch_id).to_api())
 
     @api.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(request: Request, batch_id: str) -> JSONResponse:
-        batch = _state(request).store.get_batch(batch_id)
+        batch = emulator_of(request).store.get_batch(batch_id)
         with batch.lock:
             if batch.status in TERMINAL or batch.status == "finalizing":
                 raise APIError(

@@ -106,8 +106,24 @@ class Faults:
         return None
 
 
+JOURNAL_ENTRY = "emulator.journal_entry"  # the ASGI scope key under which a route finds its journal entry
+
+
+def is_api_call(path: str) -> bool:
+    """Whether ``path`` is journalled and may be faulted: the ``/v1`` API, not the admin API, the batch
+    pages or what a browser fetches along with them (``/favicon.ico``)."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def note_created(scope: dict[str, Any], object_id: str) -> None:
+    """Record in the call's journal entry the id of the object the call created."""
+    entry = scope.get(JOURNAL_ENTRY)
+    if entry is not None:
+        entry["id"] = object_id
+
+
 class Journal:
-    """The API calls received (not the ``/_emulator`` ones), oldest first, capped in size."""
+    """The API calls received (only ``/v1`` ones), oldest first, capped in size."""
 
     def __init__(self, maxlen: int = 100_000) -> None:
         self.entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=maxlen)
@@ -146,11 +162,12 @@ class FaultMiddleware:
         self.journal = journal
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+        if scope["type"] != "http" or not is_api_call(scope["path"]):
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
         entry = self.journal.record(method, path, scope.get("query_string", b"").decode("latin-1"))
+        scope[JOURNAL_ENTRY] = entry
         fault = self.faults.take(method, path)
         if fault is not None:
             entry["fault"] = fault.kind

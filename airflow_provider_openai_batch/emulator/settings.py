@@ -1,72 +1,156 @@
-"""Runtime settings of the emulator: set by command-line flags, changed by ``POST /_emulator/config``."""
+"""The emulator's runtime settings, defined once in :class:`Settings`.
+
+The command-line flags (name, type, default, help), the ``/_emulator/config`` route and the test helpers'
+``settings=`` all derive from the model's fields, so a new setting is one new field and nothing else.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import re
+import types
+import typing
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
-@dataclasses.dataclass
-class Settings:
-    """Knobs that shape timing and failures.
-
-    :param time_scale: multiplies the ``24h`` completion window (0.001 makes it 86.4 s).
-    :param rate: requests processed per second per batch; 0 means as fast as possible.
-    :param validating_seconds: time a batch spends in ``validating`` before its file is checked.
-    :param finalizing_seconds: time a batch spends in ``finalizing``.
-    :param cancelling_seconds: time a cancelled batch spends in ``cancelling`` after it stops working.
-    :param fail_custom_id_regex: requests whose ``custom_id`` matches fail with ``fail_status``.
-    :param fail_status: HTTP status given to requests matched by ``fail_custom_id_regex``.
-    :param embedding_dim: length of the fake embedding vectors.
-    :param max_file_bytes: upload limit for ``purpose=batch`` files (the service allows 200 MB).
-    :param max_requests: requests allowed in one input file (the service allows 50,000).
-    """
-
-    time_scale: float = 1.0
-    rate: float = 2000.0
-    validating_seconds: float = 0.2
-    finalizing_seconds: float = 0.2
-    cancelling_seconds: float = 0.2
-    fail_custom_id_regex: str | None = None
-    fail_status: int = 500
-    embedding_dim: int = 8
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    max_requests: int = 50_000
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def update(self, changes: dict[str, Any]) -> None:
-        """Apply ``changes`` after checking every key and value; nothing changes if one is wrong."""
-        checked = {name: _check(name, value) for name, value in changes.items()}
-        for name, value in checked.items():
-            setattr(self, name, value)
+class SettingsError(ValueError):
+    """A setting name or value the model rejects; the message names the field and the value received."""
 
 
-_NUMBERS = {"time_scale", "rate", "validating_seconds", "finalizing_seconds", "cancelling_seconds"}
-_INTEGERS = {"fail_status", "embedding_dim", "max_file_bytes", "max_requests"}
+class Settings(BaseModel):
+    """Knobs that shape timing and failures. Immutable: a change makes a new object, so a running batch
+    keeps the settings it was created with."""
 
+    # strict: a JSON ``true`` is not the number 1, and ``"5"`` is not an integer.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-def _check(name: str, value: Any) -> Any:
-    if name in _NUMBERS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"Expected `{name}` to be a number >= 0 but received {value!r}")
-        return float(value)
-    if name in _INTEGERS:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Expected `{name}` to be an integer >= 1 but received {value!r}")
-        return value
-    if name == "fail_custom_id_regex":
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise ValueError(f"Expected `{name}` to be a regex string or null but received {value!r}")
+    time_scale: float = Field(
+        1.0, ge=0, description="multiplies the 24h completion window: 0.001 makes it 86.4 s"
+    )
+    rate: float = Field(
+        2000.0, ge=0, description="requests processed per second per batch; 0 = as fast as possible"
+    )
+    validating_seconds: float = Field(
+        0.2, ge=0, description="time in `validating` before the file is checked"
+    )
+    finalizing_seconds: float = Field(0.2, ge=0, description="time in `finalizing`")
+    cancelling_seconds: float = Field(0.2, ge=0, description="time in `cancelling` after the work stopped")
+    fail_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches (re.search) fail with fail_status"
+    )
+    fail_status: int = Field(500, ge=400, le=599, description="HTTP status of those failures")
+    embedding_dim: int = Field(
+        8, ge=1, description="length of fake embedding vectors (a request's `dimensions` wins)"
+    )
+    max_file_bytes: int = Field(
+        DEFAULT_MAX_FILE_BYTES, ge=1, description="size limit of purpose=batch uploads (413 above it)"
+    )
+    max_requests: int = Field(50_000, ge=1, description="requests allowed per input file")
+
+    @field_validator("fail_custom_id_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # "" clears the regex, which is how a flag or a form says "none"
         try:
             re.compile(value)
         except re.error as exc:
-            raise ValueError(f"Expected `{name}` to be a valid regex but received {value!r}: {exc}") from exc
+            raise ValueError(f"Expected a valid regex but received {value!r}: {exc}") from exc
         return value
-    raise ValueError(f"Unknown setting {name!r}; expected one of {sorted(Settings.__dataclass_fields__)}")
+
+    def changed(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with ``changes`` applied, validated as a whole (nothing changes when one is wrong).
+
+        :param changes: setting names (the field names) and their new values.
+        :raises SettingsError: on an unknown name or a value the field does not accept.
+        """
+        return parse_settings({**self.model_dump(), **changes})
+
+
+def parse_settings(values: Mapping[str, Any]) -> Settings:
+    """Validate ``values`` into :class:`Settings`; unset names keep their defaults.
+
+    :param values: setting names and values, as JSON or the command line gives them.
+    :raises SettingsError: naming each wrong field and the value received.
+    """
+    try:
+        return Settings.model_validate(dict(values))
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: Any) -> str:
+    name = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"Unknown setting {name!r}; expected one of {sorted(Settings.model_fields)}"
+    if error["type"] == "value_error":
+        return f"`{name}`: {error['ctx']['error']}"
+    expected = error["msg"].removeprefix("Input should be ")
+    return f"Expected `{name}` to be {expected} but received {error['input']!r}"
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: ``time_scale`` is ``--time-scale``."""
+    return "--" + name.replace("_", "-")
+
+
+def _flag_type(name: str) -> type:
+    annotation = Settings.model_fields[name].annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if annotation not in (bool, int, float, str):
+        raise TypeError(f"Expected setting {name!r} to be bool, int, float or str but it is {annotation!r}")
+    return annotation
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting to ``parser``, with the field's type, default and description.
+
+    :param parser: the emulator's argument parser.
+    """
+    group = parser.add_argument_group("settings (also changeable at runtime through POST /_emulator/config)")
+    for name, field in Settings.model_fields.items():
+        kind = _flag_type(name)
+        shown = "none" if field.default is None else field.default
+        help_text = f"{field.description} (default: {shown})".replace("%", "%%")
+        # default=SUPPRESS: an unset flag stays absent, so the model, not argparse, supplies every default.
+        options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options.update(type=kind, metavar=kind.__name__.upper())
+        group.add_argument(flag_name(name), **options)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings given by the flags that :func:`add_setting_flags` added.
+
+    :param args: the parsed command line.
+    :raises SettingsError: when a flag's value is out of range or invalid.
+    """
+    return parse_settings(
+        {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
+    )
+
+
+def settings_as_flags(values: Mapping[str, Any]) -> list[str]:
+    """The command-line flags that start an emulator with ``values`` (validated first).
+
+    :param values: setting names and values, e.g. ``{"rate": 500, "fail_custom_id_regex": None}``.
+    :raises SettingsError: on an unknown name or a bad value, before any process starts.
+    """
+    checked = parse_settings(values)
+    flags: list[str] = []
+    for name in values:
+        value = getattr(checked, name)
+        if isinstance(value, bool):
+            flags.append(flag_name(name) if value else "--no-" + flag_name(name)[2:])
+        else:
+            # One token with "=": a value such as the regex "-bad$" is not taken for a flag.
+            flags.append(f"{flag_name(name)}={'' if value is None else value}")
+    return flags

@@ -188,6 +188,18 @@ class Store:
             self.files[file_id] = record
         return record
 
+    def add_batch(self, batch: BatchRecord) -> None:
+        self.batches[batch.id] = batch
+
+    def batches_newest_first(self) -> list[BatchRecord]:
+        """Newest first by ``created_at``; among batches of the same second, the last created first.
+
+        The tie order is fixed by creation, so cursor pages neither lose nor repeat a batch.
+        """
+        ordered = list(reversed(self.batches.values()))
+        ordered.sort(key=lambda batch: batch.created_at, reverse=True)  # stable: ties keep creation order
+        return ordered
+
     def delete_file(self, file_id: str) -> None:
         record = self.get_file(file_id)
         with self._files_lock:

@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 
-# Fast enough that a test sees every state within a second or so, slow enough that a poller sees them at all.
+from .settings import settings_as_flags
+
+# Setting names are the fields of ``settings.Settings``. Fast enough that a test sees every state within a second or so, slow enough that a poller sees them at all.
 TEST_SETTINGS: dict[str, Any] = {
     "time_scale": 1.0,
     "rate": 500.0,
@@ -52,12 +54,39 @@ class EmulatorClient:
         """Every API call received since the last reset: ``{"method", "path", "status", "query", "time"}``."""
         return self._call("GET", "/journal")
 
-    def calls(self, method: str | None = None, path_prefix: str = "") -> list[dict[str, Any]]:
-        """The journal entries with this method (any when None) whose path starts with ``path_prefix``."""
+    def calls(
+        self, method: str | None = None, path_prefix: str = "", *, status: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The journal entries matching every filter given.
+
+        :param method: the HTTP method; any when None.
+        :param path_prefix: what the path starts with (``"/v1/batches"`` also matches ``/v1/batches/x``).
+        :param status: the HTTP status answered; any when None (a dropped call's entry has status None).
+        """
         return [
             entry
             for entry in self.journal()
-            if (method is None or entry["method"] == method.upper()) and entry["path"].startswith(path_prefix)
+            if (method is None or entry["method"] == method.upper())
+            and entry["path"].startswith(path_prefix)
+            and (status is None or entry["status"] == status)
+        ]
+
+    def paid_creates(self) -> list[str]:
+        """Ids of the batches created (``POST /v1/batches`` answered 200, even if the answer was then lost)."""
+        return [
+            entry["id"]
+            for entry in self.journal()
+            if entry["method"] == "POST" and entry["path"] == "/v1/batches" and entry["status"] == 200
+        ]
+
+    def deleted_files(self) -> list[str]:
+        """Ids of the files deleted (``DELETE /v1/files/{id}`` answered 200), in order."""
+        return [
+            entry["path"].removeprefix("/v1/files/")
+            for entry in self.journal()
+            if entry["method"] == "DELETE"
+            and entry["path"].startswith("/v1/files/")
+            and entry["status"] == 200
         ]
 
     def add_fault(self, **spec: Any) -> dict[str, Any]:
@@ -81,6 +110,21 @@ class EmulatorClient:
         """Make the batch expire now, as if its completion window had passed."""
         return self._call("POST", f"/batches/{batch_id}/expire")
 
+    def seed_batches(
+        self, count: int, status: str = "completed", metadata: dict[str, str] | None = None, **fields: Any
+    ) -> list[str]:
+        """Insert ``count`` batches directly (no input file, no processing; they never change status).
+
+        :param count: how many, 1..10000.
+        :param status: the status they all have.
+        :param metadata: the metadata they all carry.
+        :param fields: ``endpoint`` or ``created_at`` (Unix seconds; default now).
+        :return: their ids, oldest first.
+        """
+        return self._call(
+            "POST", "/batches/seed", {"count": count, "status": status, "metadata": metadata, **fields}
+        )["ids"]
+
     def close(self) -> None:
         self._http.close()
 
@@ -88,8 +132,15 @@ class EmulatorClient:
 def start_emulator(
     data_dir: Path, *extra_args: str, settings: dict[str, Any] | None = None, timeout: float = 30
 ) -> EmulatorClient:
-    """Start ``python -m airflow_provider_openai_batch.emulator`` on a free port and wait for its URL line."""
-    flags = {**TEST_SETTINGS, **(settings or {})}
+    """Start ``python -m airflow_provider_openai_batch.emulator`` on a free port and wait for its URL line.
+
+    :param data_dir: where the emulator keeps file bytes.
+    :param extra_args: more command-line flags, e.g. ``"--fault", "POST:/v1/batches:429"``.
+    :param settings: settings by name (the fields of ``Settings``) over :data:`TEST_SETTINGS`; checked here,
+        so an unknown name or bad value raises ``SettingsError`` before any process starts.
+    :param timeout: seconds to wait for the URL line.
+    """
+    flags = settings_as_flags({**TEST_SETTINGS, **(settings or {})})
     args = [
         sys.executable,
         "-m",
@@ -99,9 +150,7 @@ def start_emulator(
         "--port",
         "0",
     ]
-    args += ["--data-dir", str(data_dir)]
-    for name, value in flags.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
+    args += ["--data-dir", str(data_dir), *flags]
     process = subprocess.Popen(
         [*args, *extra_args],
         stdout=subprocess.PIPE,
