@@ -1,3 +1,18 @@
 """Apache Airflow provider for the OpenAI Batch API."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "read_results"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: Airflow imports this package to discover the provider, which needs none of it.
+    if name == "read_results":
+        from airflow_provider_openai_batch.reader import read_results
+
+        return read_results
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

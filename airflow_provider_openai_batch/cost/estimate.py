@@ -1,0 +1,258 @@
+"""An upper-bound cost estimate of spooled requests, computed before anything is uploaded, and the budget check.
+
+The bound assumes every request writes its full output limit (``max_completion_tokens``, ``max_tokens``
+or ``max_output_tokens``; the model's maximum output from the price table when a request sets none) and
+that no input is cached. Output usually dominates a batch's cost, and this side of the bound is exact.
+Input tokens are counted from the request text (see :mod:`.tokens`), plus a few tokens per message;
+images count at a fixed figure; files and audio are not counted, and the estimate says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from airflow_provider_openai_batch.batch_input import iter_jsonl_lines
+from airflow_provider_openai_batch.cost.prices import (
+    CONFIG_OPTION,
+    CONFIG_SECTION,
+    cost_of_usage,
+    load_prices,
+    lookup,
+)
+from airflow_provider_openai_batch.cost.tokens import token_counter
+
+CHAT, RESPONSES, COMPLETIONS = "/v1/chat/completions", "/v1/responses", "/v1/completions"
+EMBEDDINGS, MODERATIONS = "/v1/embeddings", "/v1/moderations"
+ESTIMATED_ENDPOINTS = (CHAT, RESPONSES, COMPLETIONS, EMBEDDINGS, MODERATIONS)
+NO_OUTPUT_ENDPOINTS = (EMBEDDINGS, MODERATIONS)
+OUTPUT_LIMIT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+# Chat formatting around each message and before the reply (OpenAI's cookbook counts 3 + 1 for a name, and 3).
+MESSAGE_OVERHEAD = 4
+REQUEST_OVERHEAD = 3
+# An image at high detail on gpt-4o-class models costs at most 85 + 8 tiles x 170 tokens.
+IMAGE_TOKENS = 1445
+# /v1/completions writes at most 16 tokens when max_tokens is not set (the API's default).
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+_SCHEMA_KEYS = ("tools", "functions", "response_format", "text")
+_IMAGE_PARTS = frozenset({"image_url", "input_image"})
+_OPAQUE_PARTS = frozenset({"file", "input_file", "input_audio", "audio"})
+_SKIP_KEYS = frozenset({"type", "role", "id", "call_id", "status", "detail"})
+
+
+class _Tally:
+    __slots__ = ("texts", "tokens", "images", "opaque")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.tokens = self.images = self.opaque = 0
+
+    def walk(self, value: Any) -> None:
+        """Collect the text of a message, input or prompt: strings, token-id arrays and content parts."""
+        if isinstance(value, str):
+            self.texts.append(value)
+        elif isinstance(value, list):
+            if value and isinstance(value[0], int):
+                self.tokens += len(value)
+            else:
+                for item in value:
+                    self.walk(item)
+        elif isinstance(value, dict):
+            kind = value.get("type")
+            if kind in _IMAGE_PARTS:
+                self.images += 1
+            elif kind in _OPAQUE_PARTS:
+                self.opaque += 1
+            else:
+                for key, item in value.items():
+                    if key not in _SKIP_KEYS:
+                        self.walk(item)
+
+
+def _tally(body: Mapping[str, Any], endpoint: str) -> _Tally:
+    tally = _Tally()
+    if endpoint == CHAT:
+        messages = body.get("messages") or []
+        tally.tokens += REQUEST_OVERHEAD + MESSAGE_OVERHEAD * len(messages)
+        tally.walk(messages)
+    elif endpoint == RESPONSES:
+        items = body.get("input")
+        tally.tokens += REQUEST_OVERHEAD + MESSAGE_OVERHEAD * (len(items) if isinstance(items, list) else 1)
+        tally.walk(items)
+        tally.walk(body.get("instructions"))
+    elif endpoint == COMPLETIONS:
+        tally.walk(body.get("prompt"))
+        tally.walk(body.get("suffix"))
+    else:
+        tally.walk(body.get("input"))
+    if endpoint in (CHAT, RESPONSES):
+        # Tool and schema definitions are sent to the model too; their JSON text is a fair measure.
+        tally.texts.extend(orjson.dumps(body[key]).decode() for key in _SCHEMA_KEYS if body.get(key))
+    return tally
+
+
+def _output_limit(body: Mapping[str, Any], endpoint: str) -> int | None:
+    limit = next((body[k] for k in OUTPUT_LIMIT_KEYS if isinstance(body.get(k), int)), None)
+    if limit is None and endpoint == COMPLETIONS:
+        limit = COMPLETIONS_DEFAULT_MAX_TOKENS
+    return limit
+
+
+def _choices(body: Mapping[str, Any]) -> int:
+    # n answers (and best_of candidates on completions) are each billed as output.
+    values = [body.get("n"), body.get("best_of")]
+    return max([v for v in values if isinstance(v, int) and v > 0] or [1])
+
+
+def estimate_upper_bound(
+    shard_paths: Iterable[Any],
+    *,
+    endpoint: str,
+    model: str | None,
+    prices: Mapping[str, Any] | None = None,
+    tokenizer: str = "auto",
+) -> dict[str, Any]:
+    """Stream the spooled request files and bound what the batch can cost.
+
+    :param shard_paths: the JSONL files to submit (paths or URLs, or ``Shard`` objects from ``spool_requests``).
+    :param endpoint: the batch endpoint; images, videos and other endpoints are not estimated
+        (``total_usd: None`` with a ``reason``).
+    :param model: the model the requests name.
+    :param prices: a table from :func:`load_prices` (default: ``load_prices()``).
+    :param tokenizer: ``"auto"``, ``"tiktoken"`` or ``"approximate"`` (see :func:`token_counter`).
+    :return: :func:`cost_of_usage`'s dict for the bounded usage, plus ``upper_bound`` (False when some part
+        could not be bounded), ``requests``, ``input_tokens``, ``output_tokens``, ``input_tokens_method``,
+        ``input_tokens_exact``, ``requests_without_output_limit``, ``image_parts``, ``uncounted_parts``,
+        ``notes`` (what the figures assume) and ``seconds`` (streaming and counting, after the table and
+        tokenizer are loaded).
+    """
+    from airflow_provider_openai_batch.reader.sources import open_binary
+
+    prices = load_prices() if prices is None else prices
+    entry = lookup(model, prices)[1] or {}
+    default_limit = entry.get("max_output_tokens")
+    counter = token_counter(model, tokenizer)
+    started = time.perf_counter()
+    count = counter.count
+    requests = input_tokens = output_tokens = images = opaque = no_limit = unbounded = 0
+    for shard in shard_paths if endpoint in ESTIMATED_ENDPOINTS else ():
+        path = getattr(shard, "path", shard)
+        with open_binary(path) as fh:
+            for number, line in enumerate(iter_jsonl_lines(fh), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    body = orjson.loads(line).get("body") or {}
+                except (orjson.JSONDecodeError, AttributeError):
+                    raise ValueError(f"Expected a request object on line {number} of {path}") from None
+                tally = _tally(body, endpoint)
+                requests += 1
+                images += tally.images
+                opaque += tally.opaque
+                input_tokens += tally.tokens + tally.images * IMAGE_TOKENS + sum(map(count, tally.texts))
+                if endpoint in NO_OUTPUT_ENDPOINTS:
+                    continue
+                limit = _output_limit(body, endpoint)
+                if limit is None:
+                    no_limit += 1
+                    limit = default_limit
+                    if limit is None:
+                        unbounded += 1
+                        continue
+                output_tokens += limit * _choices(body)
+    cost = cost_of_usage(model, {"input_tokens": input_tokens, "output_tokens": output_tokens}, prices)
+    if endpoint not in ESTIMATED_ENDPOINTS:
+        cost.update(
+            total_usd=None, reason=f"endpoint {endpoint} is not estimated (only {ESTIMATED_ENDPOINTS})"
+        )
+    notes = ["assumes no cached input and that every request writes its full output limit"]
+    if not counter.exact:
+        notes.append(
+            f"input tokens by {counter.method} ({counter.reason}): close for English prose, "
+            "low for digit runs and dense punctuation"
+        )
+    if no_limit:
+        notes.append(
+            f"{no_limit} request(s) set none of {', '.join(OUTPUT_LIMIT_KEYS)}: their output is counted at "
+            f"the model's max_output_tokens from the price table ({default_limit})"
+        )
+    if unbounded:
+        notes.append(
+            f"the price table has no max_output_tokens for {model!r}, so the output of those {unbounded} "
+            f"request(s) is not counted: this is NOT an upper bound (add it with [{CONFIG_SECTION}] {CONFIG_OPTION})"
+        )
+    if images:
+        notes.append(
+            f"{images} image part(s) counted at {IMAGE_TOKENS} tokens each (gpt-4o-class high detail)"
+        )
+    if opaque:
+        notes.append(f"{opaque} file or audio part(s) are not counted: this is NOT an upper bound")
+    return {
+        **cost,
+        "upper_bound": not unbounded and not opaque,
+        "endpoint": endpoint,
+        "requests": requests,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "input_tokens_method": counter.method,
+        "input_tokens_exact": counter.exact,
+        "requests_without_output_limit": no_limit,
+        "image_parts": images,
+        "uncounted_parts": opaque,
+        "notes": notes,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
+
+
+def describe(cost: Mapping[str, Any]) -> str:
+    """One line for the task log: the figure, what it is, and how old its prices are."""
+    if cost.get("total_usd") is None:
+        return f"no cost estimate: {cost.get('reason')}"
+    kind = "upper-bound estimate" if "upper_bound" in cost else "estimate"
+    return (
+        f"{_usd(cost['total_usd'])} ({kind}, {cost.get('model')} at {cost.get('priced_as')} prices as of "
+        f"{cost.get('as_of')}, batch discount {cost.get('batch_discount', 0):.0%}; {cost.get('note')})"
+    )
+
+
+def check_budget(estimate: Mapping[str, Any], max_cost_usd: float | None) -> None:
+    """Refuse a batch whose upper-bound estimate exceeds ``max_cost_usd``.
+
+    :param estimate: the dict from :func:`estimate_upper_bound`.
+    :param max_cost_usd: the budget in USD; None turns the check off.
+    :raises OpenAIBatchCostExceeded: when the estimate exceeds the budget, or when there is no estimate to
+        check (a model without a price): a budget that cannot be checked is not silently ignored.
+    """
+    if max_cost_usd is None:
+        return
+    if isinstance(max_cost_usd, bool) or not isinstance(max_cost_usd, (int, float)) or max_cost_usd < 0:
+        raise ValueError(f"Expected `max_cost_usd` to be a number >= 0 or None but received {max_cost_usd!r}")
+    from airflow_provider_openai_batch.exceptions import OpenAIBatchCostExceeded
+
+    total = estimate.get("total_usd")
+    if total is None:
+        raise OpenAIBatchCostExceeded(
+            f"Expected a cost estimate to check max_cost_usd={_usd(max_cost_usd)} against but received none "
+            f"({estimate.get('reason')}). Nothing was uploaded. Add the model's prices with "
+            f"[{CONFIG_SECTION}] {CONFIG_OPTION}, or set max_cost_usd=None to submit without a budget.",
+            dict(estimate),
+        )
+    if total <= max_cost_usd:
+        return
+    raise OpenAIBatchCostExceeded(
+        f"Expected an estimated cost of at most max_cost_usd={_usd(max_cost_usd)} but the upper-bound estimate "
+        f"is {_usd(total)} for {estimate.get('requests')} request(s) to {estimate.get('model')} (input "
+        f"{estimate.get('input_tokens'):,} tokens by {estimate.get('input_tokens_method')}, output at most "
+        f"{estimate.get('output_tokens'):,} tokens; prices as of {estimate.get('as_of')}). Nothing was uploaded. "
+        "To go ahead: raise max_cost_usd, lower the requests' max_completion_tokens / max_tokens / "
+        "max_output_tokens, or submit fewer requests; prices come from "
+        f"[{CONFIG_SECTION}] {CONFIG_OPTION}.",
+        dict(estimate),
+    )

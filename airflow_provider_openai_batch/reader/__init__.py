@@ -1,0 +1,209 @@
+"""Read landed batch results as one record per request, optionally joined back to the requests by ``custom_id``.
+
+Downstream tasks otherwise parse ``output.jsonl`` and ``errors.jsonl`` by hand and join them to their input
+themselves. :func:`read_results` streams both files (1 MiB reads, one line parsed at a time), so memory
+stays flat in the number of results; the join keeps the requests on disk (see :mod:`.join`). No Airflow
+import, unless a path names an Airflow connection. ``to_pandas()``, ``to_polars()`` and ``to_arrow()``
+load everything into memory, by nature: iterate for large results.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from airflow_provider_openai_batch.batch_input import iter_jsonl_lines
+from airflow_provider_openai_batch.reader import sources
+from airflow_provider_openai_batch.reader.join import RequestIndex, joined
+from airflow_provider_openai_batch.reader.shapes import embedding, text
+
+__all__ = ["Results", "embedding", "read_results", "text"]
+
+INCLUDE = ("output", "errors")
+COLUMNS = ("custom_id", "status_code", "response", "error")
+_NESTED = ("response", "error", "request")
+
+
+def _record(line: Any, number: int, name: str) -> dict[str, Any]:
+    """One output or error line as a record: the body on success, the error otherwise (never both)."""
+    if not isinstance(line, dict):
+        raise ValueError(
+            f"Expected a JSON object on line {number} of {name} but received {type(line).__name__}"
+        )
+    response = line.get("response") or {}
+    status = response.get("status_code")
+    body = response.get("body")
+    error = line.get("error")
+    if error is None and (status is None or status >= 400):
+        # A request the endpoint refused: the error file holds its response, with the error in the body.
+        error = (body.get("error") if isinstance(body, dict) else None) or {
+            "code": None,
+            "message": f"HTTP {status}" if status is not None else "no response and no error",
+        }
+    return {
+        "custom_id": line.get("custom_id"),
+        "status_code": status,
+        "response": None if error is not None else body,
+        "error": error,
+    }
+
+
+def _lines(location: Any) -> Iterator[dict[str, Any]]:
+    name = sources._text(location)
+    with sources.open_binary(location) as fh:
+        for number, raw in enumerate(iter_jsonl_lines(fh), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                raise ValueError(
+                    f"Expected a JSON object on line {number} of {name} but received: {err}"
+                ) from None
+            yield _record(line, number, name)
+
+
+def _require(module: str, method: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"Results.{method}() needs {module}, which is not installed: "
+            f"pip install 'airflow-provider-openai-batch[{extra}]'"
+        ) from err
+
+
+class Results:
+    """The records of one landed result; iterate to stream them. Made by :func:`read_results`.
+
+    Iterating again re-reads the files; the request index is built once and removed by :meth:`close`
+    (also on exit from a ``with`` block, or when the object is garbage collected).
+    """
+
+    def __init__(
+        self,
+        files: sources.ResultFiles,
+        requests: Any = None,
+        *,
+        include: Iterable[str] = INCLUDE,
+        custom_id_prefix: str | None = None,
+    ) -> None:
+        self.files = files
+        self.include = tuple(include)
+        self._requests = requests
+        self._prefix = custom_id_prefix or files.custom_id_prefix
+        self._index: RequestIndex | None = None
+        self._cleanup: weakref.finalize | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS + (("request",) if self._requests is not None else ())
+
+    def _request_index(self) -> RequestIndex:
+        if self._index is None:
+            self._index = RequestIndex(self._requests, custom_id_prefix=self._prefix)
+            self._cleanup = weakref.finalize(self, self._index.close)
+        return self._index
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        files = [self.files.output if "output" in self.include else None]
+        files.append(self.files.errors if "errors" in self.include else None)
+        records = itertools.chain.from_iterable(_lines(f) for f in files if f is not None)
+        if self._requests is None:
+            return records
+        return joined(records, self._request_index())
+
+    def close(self) -> None:
+        """Remove the temporary request index (a no-op without ``requests``)."""
+        if self._cleanup is not None:
+            self._cleanup()
+        self._index = None
+
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, json_columns: bool) -> list[dict[str, Any]]:
+        if not json_columns:
+            return list(self)
+        rows = []
+        for record in self:
+            for key in _NESTED:
+                if record.get(key) is not None:
+                    record[key] = orjson.dumps(record[key]).decode()
+            rows.append(record)
+        return rows
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per record; ``response``, ``error`` and ``request`` hold dicts.
+
+        :raises ImportError: when pandas is not installed (extra ``pandas``).
+        """
+        pd = _require("pandas", "to_pandas", "pandas")
+        return pd.DataFrame.from_records(self._rows(False), columns=list(self.columns))
+
+    def to_arrow(self, *, json_columns: bool = False) -> Any:
+        """A pyarrow Table, one row per record.
+
+        :param json_columns: keep ``response``, ``error`` and ``request`` as JSON strings instead of structs
+            (for bodies whose fields change type from one record to the next, which structs cannot hold).
+        :raises ImportError: when pyarrow is not installed (extra ``pyarrow``).
+        """
+        pa = _require("pyarrow", "to_arrow", "pyarrow")
+        rows = self._rows(json_columns)
+        try:
+            return pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in self.columns})
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise ValueError(
+                f"Expected bodies Arrow can type as structs but received: {err}; pass json_columns=True"
+            ) from err
+
+    def to_polars(self, *, json_columns: bool = False) -> Any:
+        """A polars DataFrame, one row per record (nested bodies as structs; see ``to_arrow``'s ``json_columns``).
+
+        :raises ImportError: when polars is not installed (extra ``polars``).
+        """
+        pl = _require("polars", "to_polars", "polars")
+        rows = self._rows(json_columns)
+        if not rows:
+            return pl.DataFrame({c: [] for c in self.columns})
+        return pl.from_dicts(rows, infer_schema_length=None)
+
+
+def read_results(
+    source: Any,
+    requests: Any = None,
+    *,
+    include: Iterable[str] = INCLUDE,
+    custom_id_prefix: str | None = None,
+) -> Results:
+    """Stream the results of a batch task, one record per request, from its output and error files.
+
+    Each record is a dict: ``custom_id``; ``status_code`` (the HTTP status OpenAI got, None when the request
+    never ran); ``response``, the response body, or None; ``error``, None on success, else the error
+    (``{"code", "message"}`` for requests that did not run, the body's ``error`` for refused ones); and
+    with ``requests``, ``request``, the original request body (None when no request has that id). Records
+    come in file order (OpenAI's, not the input's): output first, then errors.
+
+    :param source: a BatchResult dict (the operator's return value), a results folder (holding
+        ``output.jsonl``, ``errors.jsonl`` when there are errors, and ``_manifest.json``), or the path of
+        one output file (a path ending in ``.jsonl``). Local paths, fsspec URLs, Airflow connection URLs
+        (``s3://aws_conn@bucket/results/``) and ObjectStoragePath objects are accepted.
+    :param requests: the input path (any of the above), or an iterable of requests (dicts, bare bodies or
+        JSONL lines, as the operator takes them), to join by ``custom_id``.
+    :param include: which files to read: ``("output", "errors")`` (the default), or one of them.
+    :param custom_id_prefix: the operator's ``custom_id_prefix``, needed to join an iterable of bare bodies
+        when ``source`` is an output file (a BatchResult or a results folder already carries it).
+    :raises FileNotFoundError: when a folder has no ``_manifest.json`` (still landing) or a file is missing.
+    """
+    include = (include,) if isinstance(include, str) else tuple(include)
+    if not include or any(i not in INCLUDE for i in include):
+        raise ValueError(f"Expected `include` to hold some of {INCLUDE} but received {include!r}")
+    return Results(sources.resolve(source), requests, include=include, custom_id_prefix=custom_id_prefix)

@@ -1,0 +1,159 @@
+"""Find each request by ``custom_id`` without holding the requests in memory.
+
+Results come back in any order, so joining them to their requests needs random access by id. The requests
+stay in a local JSONL file (a remote or iterable source is first copied to one), and a temporary sqlite
+database maps each ``custom_id`` to the byte offset and length of its line: memory stays at sqlite's page
+cache (a few MB) whatever the number of requests, where a dict of the bodies would grow with the input.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from airflow_provider_openai_batch.reader import sources
+
+_INSERT_BATCH = 10_000
+_BOM = b"\xef\xbb\xbf"
+_REQUEST_KEYS = ("custom_id", "method", "url")
+
+
+def _is_bare_body(item: Any) -> bool:
+    # The rule spool_requests applies: a dict with none of the request keys is a body to wrap.
+    return isinstance(item, dict) and not any(key in item for key in _REQUEST_KEYS)
+
+
+class RequestIndex:
+    """Requests by ``custom_id``, read back from disk one line at a time.
+
+    :param requests: the input path (local, fsspec URL, Airflow connection URL) or an iterable of request
+        dicts, bare bodies or JSONL lines (as the operator accepts them).
+    :param custom_id_prefix: the prefix the operator generated ids with for bare bodies from an iterable;
+        ids are ``f"{custom_id_prefix}-{position:06d}"``.
+    """
+
+    def __init__(self, requests: Any, *, custom_id_prefix: str | None = None) -> None:
+        self._dir = tempfile.mkdtemp(prefix="openai-batch-join-")
+        self._file: Any = None
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._build(requests, custom_id_prefix)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, requests: Any, prefix: str | None) -> None:
+        if isinstance(requests, (str, os.PathLike)) or sources._is_upath(requests):
+            self.name = sources._text(requests)
+            local = sources._local(requests)
+            if local is None:
+                local = os.path.join(self._dir, "requests.jsonl")
+                with sources.open_binary(requests) as src, open(local, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 2**20)
+            path, generated = local, False
+        elif isinstance(requests, Iterable) and not isinstance(requests, (bytes, dict)):
+            self.name = "the requests iterable"
+            path = os.path.join(self._dir, "requests.jsonl")
+            with open(path, "wb") as dst:
+                for item in requests:
+                    if isinstance(item, str):
+                        item = item.encode()
+                    dst.write(item.rstrip(b"\n") if isinstance(item, bytes) else orjson.dumps(item))
+                    dst.write(b"\n")
+            generated = True
+        else:
+            raise TypeError(
+                "Expected the requests path or an iterable of requests as `requests` but received "
+                f"{type(requests).__name__}"
+            )
+        self._db = sqlite3.connect(os.path.join(self._dir, "index.sqlite"))
+        self._db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+            "CREATE TABLE req (cid TEXT PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID;"
+        )
+        rows: list[tuple[str, int, int, int]] = []
+        offset = 0
+        # A local file's own line iterator is C code: offsets are exact, and blank lines are skipped.
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                start, line = offset, raw.rstrip(b"\r\n")
+                offset += len(raw)
+                if number == 1 and line.startswith(_BOM):
+                    start, line = start + len(_BOM), line[len(_BOM) :]
+                if not line.strip():
+                    continue
+                rows.append((self._custom_id(line, number, generated, prefix), start, len(line), number))
+                if len(rows) >= _INSERT_BATCH:
+                    self._insert(rows)
+                    rows = []
+        self._insert(rows)
+        self._db.commit()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+
+    def _custom_id(self, line: bytes, number: int, generated: bool, prefix: str | None) -> str:
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            raise ValueError(
+                f"Expected a JSON object on line {number} of {self.name} but received: {err}"
+            ) from None
+        if generated and _is_bare_body(item):
+            if not prefix:
+                raise ValueError(
+                    f"Expected item {number - 1} of {self.name} to carry a `custom_id`, or a `custom_id_prefix` "
+                    "to rebuild the ids the operator generated, but received a bare body and no prefix"
+                )
+            return f"{prefix}-{number - 1:06d}"
+        cid = item.get("custom_id") if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not cid:
+            raise ValueError(
+                f"Expected a non-empty string `custom_id` on line {number} of {self.name} but received {cid!r}"
+            )
+        return cid
+
+    def _insert(self, rows: list[tuple[str, int, int, int]]) -> None:
+        assert self._db is not None
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO req VALUES (?, ?, ?)", [row[:3] for row in rows])
+        if self._db.total_changes - before == len(rows):
+            return
+        for cid, offset, _, number in rows:  # the first line of an id is kept: a later one is the repeat
+            if self._db.execute("SELECT off FROM req WHERE cid = ?", (cid,)).fetchone()[0] != offset:
+                raise ValueError(
+                    f"Expected each custom_id once in {self.name} but {cid!r} on line {number} appeared before"
+                )
+
+    def body(self, custom_id: str) -> Any:
+        """The request ``body`` of ``custom_id`` (a bare body as given), or None when no request has that id."""
+        assert self._db is not None and self._file is not None
+        row = self._db.execute("SELECT off, len FROM req WHERE cid = ?", (custom_id,)).fetchone()
+        if row is None:
+            return None
+        self._file.seek(row[0])
+        item = orjson.loads(self._file.read(row[1]))
+        return item if _is_bare_body(item) else item.get("body")
+
+    def __len__(self) -> int:
+        assert self._db is not None
+        return int(self._db.execute("SELECT count(*) FROM req").fetchone()[0])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def joined(records: Iterator[dict[str, Any]], index: RequestIndex) -> Iterator[dict[str, Any]]:
+    for record in records:
+        record["request"] = index.body(record["custom_id"]) if record["custom_id"] is not None else None
+        yield record
