@@ -284,6 +284,7 @@ class Ledger:
     cancel: Callable[[list[str]], None] = lambda ids: None
     now: Callable[[], float] = time.time
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)  # batches of a changed input, already dealt with
 
     @property
     def keys(self) -> set[str]:
@@ -379,14 +380,17 @@ class Ledger:
             self._input_changed(stale)
 
     def _input_changed(self, stale: list[str]) -> None:
+        stale = [b for b in stale if b not in self.stale]
+        if not stale:
+            return
+        self.stale.update(stale)
         if self.on_input_change == "fail":
             raise OpenAIBatchInputChanged(
                 f"The input changed since this task instance created batch(es) {stale}. "
                 "Set on_input_change='resubmit' or fresh_run=True to submit the new input."
             )
-        if stale:
-            log.warning("The input changed since batch(es) %s were created: cancelling them", stale)
-            self.cancel(stale)
+        log.warning("The input changed since batch(es) %s were created: cancelling them", stale)
+        self.cancel(stale)
 
     # -- pay -----------------------------------------------------------------------------------
     def upload(self, record: SubmissionRecord, lbl: str, path: str, filename: str) -> str:

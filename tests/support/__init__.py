@@ -1,0 +1,1 @@
+"""Shared test helpers: builders, JSONL readers, the "each custom_id once" assertion, fakes and connections."""

@@ -1,0 +1,234 @@
+"""The submission ledger against an in-memory hook: what is paid for, what is re-attached, what is searched."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
+from airflow_provider_openai_batch.lifecycle.ledger import (
+    STATE_KEY,
+    TAG_DAG,
+    TAG_INPUT,
+    TAG_KEY,
+    TAG_RUN,
+    TAG_SHARD,
+    TAG_TASK,
+    Ledger,
+    RecordStore,
+    SubmissionRecord,
+    TaskIdentity,
+    build_metadata,
+    check_user_metadata,
+    label,
+    parse_label,
+    search,
+)
+from tests.support.builders import batch
+from tests.support.fakes import FakeBatchHook, FakeStore, server_error
+
+ME = TaskIdentity("daily", "run_batch", "scheduled__2026-11-01", -1, "2026-11-01T00:00:00+00:00")
+OTHER_RUN = TaskIdentity("daily", "run_batch", "manual__2026-11-02", -1, "2026-11-01T00:00:00+00:00")
+NOW = 2_000_000_000.0
+
+
+def tagged(bid, identity=ME, fp="fp", lbl="0/1", status="in_progress", created_at=NOW - 60):
+    return batch(bid, status, metadata=build_metadata(identity, fp, lbl, {}), created_at=int(created_at))
+
+
+def ledger(hook, store=None, identity=ME, **kwargs):
+    cancelled: list[str] = []
+    led = Ledger(hook, RecordStore(store), identity, cancel=cancelled.extend, now=lambda: NOW, **kwargs)
+    return led, cancelled
+
+
+def test_labels_round_trip():
+    assert (
+        label(0, 2, 5) == "2/5"
+        and label(1, 0, 2) == "r1.0/2"
+        and label(2, 1, 3, include_cancelled=True) == "r2c.1/3"
+    )
+    assert parse_label("r2c.1/3") == parse_label(label(2, 1, 3, include_cancelled=True))
+    assert parse_label("2/5").round == 0 and parse_label("garbage") is None
+
+
+def test_partition_key_is_shared_across_runs_of_a_date_and_differs_across_dates():
+    assert ME.partition_key == OTHER_RUN.partition_key
+    assert ME.legacy_key != OTHER_RUN.legacy_key
+    other_date = TaskIdentity("daily", "run_batch", "scheduled__2026-11-02", -1, "2026-11-02T00:00:00+00:00")
+    assert other_date.partition_key != ME.partition_key
+    no_date = TaskIdentity("daily", "run_batch", "manual__x", -1, None)
+    assert no_date.partition_key != TaskIdentity("daily", "run_batch", "manual__y", -1, None).partition_key
+
+
+def test_metadata_readable_tags_yield_to_user_metadata():
+    tags = build_metadata(ME, "fp", "0/1", {})
+    assert tags[TAG_DAG] == "daily" and tags[TAG_TASK] == "run_batch" and tags[TAG_RUN] == ME.run_id
+    full = build_metadata(ME, "fp", "0/1", {f"k{i}": "v" for i in range(12)})
+    assert len(full) == 16 and TAG_DAG not in full and full[TAG_KEY] == ME.partition_key
+    with pytest.raises(ValueError, match="at most 12"):
+        check_user_metadata({f"k{i}": "v" for i in range(13)})
+    with pytest.raises(ValueError, match="other than the operator's own"):
+        check_user_metadata({TAG_INPUT: "x"})
+
+
+def test_record_json_round_trip_and_version_01_shape():
+    record = SubmissionRecord("fp", 2, batches={"0/2": "a", "1/2": "b", "r1.0/1": "c"}, files={"0/2": "f"})
+    assert SubmissionRecord.from_json(record.to_json()) == record
+    assert record.rounds() == [["a", "b"], ["c"]]
+    old = {"fingerprint": "fp", "count": 2, "shards": {"0": "a"}, "rounds": [["a"], ["c"]], "creating": 1}
+    migrated = SubmissionRecord.from_json(old)
+    assert migrated.batches == {"0/2": "a", "r1.0/1": "c"} and migrated.intent["label"] == "1/2"
+
+
+def test_search_reaches_back_by_time_past_busy_pages():
+    hook = FakeBatchHook()
+    hook.add(tagged("ours", created_at=NOW - 3600))
+    for i in range(450):  # other users' batches created after ours: four and a half pages of them
+        hook.add(batch(f"other{i}", created_at=int(NOW - 10)))
+    found = search(hook, keys={ME.partition_key}, since=NOW - 7200)
+    assert [b["id"] for b in found] == ["ours"]
+    assert hook.list_calls == 5
+
+
+def test_search_stops_at_batches_older_than_since():
+    hook = FakeBatchHook()
+    for i in range(300):
+        hook.add(batch(f"old{i}", created_at=int(NOW - 10_000)))
+    hook.add(tagged("new", created_at=NOW))
+    assert [b["id"] for b in search(hook, keys={ME.partition_key}, since=NOW - 100)] == ["new"]
+    assert hook.list_calls == 1
+
+
+def test_create_writes_intent_before_and_id_after():
+    hook, store = FakeBatchHook(), FakeStore()
+    led, _ = ledger(hook, store)
+    record = led.attach("fp", 1)
+    led.upload(record, "0/1", __file__, "x.jsonl")
+    seen_intent = {}
+    original = hook.create_batch
+
+    def create(**kwargs):
+        seen_intent.update(store.values[STATE_KEY]["intent"] or {})
+        return original(**kwargs)
+
+    hook.create_batch = create
+    made = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
+    assert seen_intent["label"] == "0/1"
+    assert (
+        store.values[STATE_KEY]["batches"] == {"0/1": made["id"]}
+        and store.values[STATE_KEY]["intent"] is None
+    )
+    assert hook.uploads == 1 and hook.creates == 1
+    # The same label again pays nothing.
+    led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
+    assert hook.creates == 1
+
+
+def test_retry_with_a_record_reattaches_without_searching():
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("b1"))
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "b1"}).to_json())
+    led, _ = ledger(hook, store)
+    record = led.attach("fp", 1)
+    assert record.batches == {"0/1": "b1"} and hook.list_calls == 0 and record.missing_shards() == []
+
+
+def test_a_transient_read_error_fails_the_try_instead_of_paying_again():
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("b1"))
+    hook.read_errors["b1"] = server_error()
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "b1"}).to_json())
+    led, _ = ledger(hook, store)
+    with pytest.raises(OpenAIBatchError, match="Not submitting anew"):
+        led.attach("fp", 1)
+    assert hook.creates == 0 and store.values[STATE_KEY]["batches"] == {"0/1": "b1"}
+
+
+@pytest.mark.parametrize(("status", "kept"), [("failed", False), ("cancelled", True), ("expired", True)])
+def test_recorded_batch_dropped_only_on_evidence(status, kept):
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("b1", status=status))
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "b1"}).to_json())
+    led, _ = ledger(hook, store)
+    assert (led.attach("fp", 1).batches == {"0/1": "b1"}) is kept
+
+
+def test_a_recorded_batch_that_is_gone_404_is_dropped():
+    hook, store = FakeBatchHook(), FakeStore()
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "gone"}).to_json())
+    led, _ = ledger(hook, store)
+    assert led.attach("fp", 1).batches == {}
+
+
+def test_intent_without_id_is_settled_by_search_from_the_intent():
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("made", created_at=NOW - 30))
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, intent={"label": "0/1", "at": NOW - 40}).to_json())
+    led, _ = ledger(hook, store)
+    record = led.attach("fp", 1)
+    assert record.batches == {"0/1": "made"} and record.intent is None and record.adopted == []
+
+
+def test_another_run_of_the_same_date_with_identical_input_adopts_the_batch():
+    hook = FakeBatchHook()
+    hook.add(tagged("theirs", identity=ME))
+    led, cancelled = ledger(hook, None, identity=OTHER_RUN)
+    record = led.attach("fp", 1)
+    assert record.batches == {"0/1": "theirs"} and record.adopted == ["theirs"]
+    assert record.own_batch_ids() == [] and cancelled == [] and hook.creates == 0
+
+
+def test_another_run_with_different_input_is_left_alone():
+    hook = FakeBatchHook()
+    hook.add(tagged("theirs", identity=ME, fp="old"))
+    led, cancelled = ledger(hook, None, identity=OTHER_RUN)
+    assert led.attach("new", 1).batches == {} and cancelled == []
+
+
+@pytest.mark.parametrize("policy", ["resubmit", "fail"])
+def test_changed_input_in_the_same_run_without_a_record_follows_on_input_change(policy):
+    hook = FakeBatchHook()
+    hook.add(tagged("stale", fp="old"))
+    led, cancelled = ledger(hook, None, on_input_change=policy)
+    if policy == "fail":
+        with pytest.raises(OpenAIBatchInputChanged, match="stale"):
+            led.attach("new", 1)
+    else:
+        assert led.attach("new", 1).batches == {} and cancelled == ["stale"]
+
+
+def test_changed_input_with_a_record_cancels_only_batches_this_task_created():
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("mine", fp="old"))
+    hook.add(tagged("adopted", fp="old", identity=OTHER_RUN))
+    store.set(
+        STATE_KEY,
+        SubmissionRecord("old", 2, batches={"0/2": "mine", "1/2": "adopted"}, adopted=["adopted"]).to_json(),
+    )
+    led, cancelled = ledger(hook, store)
+    record = led.attach("new", 1)
+    assert cancelled == ["mine"] and record.fingerprint == "new" and record.batches == {}
+
+
+def test_fresh_run_neither_reads_the_record_nor_searches():
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("b1"))
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "b1"}).to_json())
+    led, _ = ledger(hook, store, fresh=True)
+    assert led.attach("fp", 1).batches == {} and hook.list_calls == 0
+
+
+def test_without_a_state_store_the_tags_alone_reattach():
+    hook = FakeBatchHook()
+    hook.add(tagged("b0", lbl="0/2"))
+    hook.add(tagged("r", lbl="r1.0/1", status="completed"))
+    led, _ = ledger(hook, None)
+    record = led.attach("fp", 2)
+    assert record.batches == {"0/2": "b0", "r1.0/1": "r"} and record.missing_shards() == [1]
+
+
+def test_shards_of_another_sharding_are_not_mixed_in():
+    hook = FakeBatchHook()
+    hook.add(tagged("b0", lbl="0/3"))
+    led, _ = ledger(hook, None)
+    assert led.attach("fp", 2).batches == {}

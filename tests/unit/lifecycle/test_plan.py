@@ -1,0 +1,244 @@
+"""The planner as a table: (state, observation) → action, and (last round, counts) → outcome. No network."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_openai_batch.lifecycle import plan
+from airflow_provider_openai_batch.lifecycle.ledger import SubmissionRecord, label
+from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
+from airflow_provider_openai_batch.statuses import EventStatus
+from tests.support.builders import batch
+
+T, TO, ERR = EventStatus.TERMINAL, EventStatus.TIMEOUT, EventStatus.ERROR
+
+
+def state(shards=1, created=(0,), follow_ups=(), phase=Phase.WAITING, adopted=()):
+    """Round 0 has ``shards`` shards of which ``created`` exist (ids b0, b1, ...); follow-up round r has ids fR.j."""
+    batches = {label(0, i, shards): f"b{i}" for i in created}
+    for r, (count, cancelled) in enumerate(follow_ups, start=1):
+        batches.update({label(r, j, count, include_cancelled=cancelled): f"f{r}.{j}" for j in range(count)})
+    record = SubmissionRecord("fp", shards, batches=batches, adopted=list(adopted))
+    return RunState(record=record, phase=phase, deadline=None)
+
+
+def seen(*specs):
+    """``("b0", "completed")`` or ``("b0", "completed", failed_count)``."""
+    out = {}
+    for spec in specs:
+        bid, status, failed = (*spec, 0)[:3]
+        out[bid] = batch(bid, status, counts=(3, 3 - failed, failed))
+    return out
+
+
+POLICY = plan.Policy()
+WAVES = plan.Policy(max_shards_in_flight=2)
+RESUBMIT = plan.Policy(resubmit_failed=1)
+KEEP = plan.Policy(on_timeout="keep")
+
+CASES = [
+    # (name, state, event, observed, policy, expected action)
+    ("poll error fails the try", state(), ERR, {}, POLICY, plan.Fail(plan.FailReason.POLL, "m")),
+    ("timeout cancels own batches", state(), TO, {}, POLICY, plan.CancelThenWait(("b0",), 100.0 + 900)),
+    ("timeout keep leaves it running", state(), TO, {}, KEEP, plan.Fail(plan.FailReason.TIMEOUT_KEPT, "m")),
+    (
+        "timeout never cancels an adopted batch",
+        state(adopted=["b0"]),
+        TO,
+        {},
+        POLICY,
+        plan.Fail(plan.FailReason.TIMEOUT_KEPT, "m"),
+    ),
+    (
+        "grace passed after cancelling",
+        state(phase=Phase.CANCELLING),
+        TO,
+        {},
+        POLICY,
+        plan.Fail(plan.FailReason.CANCEL_UNCONFIRMED, "m"),
+    ),
+    ("running: wait", state(), None, seen(("b0", "in_progress")), POLICY, plan.Wait()),
+    ("unobserved batch: wait", state(), T, {}, POLICY, plan.Wait()),
+    ("completed clean: land", state(), T, seen(("b0", "completed")), POLICY, plan.Land()),
+    (
+        "re-attached to a finished batch: land without waiting",
+        state(),
+        None,
+        seen(("b0", "completed")),
+        POLICY,
+        plan.Land(),
+    ),
+    (
+        "nothing created yet: submit every shard",
+        state(3, created=()),
+        None,
+        {},
+        POLICY,
+        plan.SubmitWave((0, 1, 2)),
+    ),
+    ("nothing created yet, waves of 2", state(3, created=()), None, {}, WAVES, plan.SubmitWave((0, 1))),
+    (
+        "wave done: next wave",
+        state(3, created=(0, 1)),
+        T,
+        seen(("b0", "completed"), ("b1", "completed")),
+        WAVES,
+        plan.SubmitWave((2,)),
+    ),
+    (
+        "wave still running: wait",
+        state(3, created=(0, 1)),
+        None,
+        seen(("b0", "completed"), ("b1", "in_progress")),
+        WAVES,
+        plan.Wait(),
+    ),
+    (
+        "a person cancelled a wave: no next wave, land",
+        state(3, created=(0,)),
+        T,
+        seen(("b0", "cancelled")),
+        WAVES,
+        plan.Land(),
+    ),
+    (
+        "a new try after a cancelled wave submits the rest",
+        state(3, created=(0,)),
+        None,
+        seen(("b0", "cancelled")),
+        WAVES,
+        plan.SubmitWave((1, 2)),
+    ),
+    (
+        "rejected shard: land (and fail)",
+        state(2, created=(0, 1)),
+        T,
+        seen(("b0", "failed"), ("b1", "completed")),
+        POLICY,
+        plan.Land(),
+    ),
+    ("failed requests, no budget: land", state(), T, seen(("b0", "completed", 1)), POLICY, plan.Land()),
+    (
+        "failed requests with budget: resubmit",
+        state(),
+        T,
+        seen(("b0", "completed", 1)),
+        RESUBMIT,
+        plan.Resubmit(include_cancelled=False),
+    ),
+    (
+        "expired in this try with budget: resubmit",
+        state(),
+        T,
+        seen(("b0", "expired")),
+        RESUBMIT,
+        plan.Resubmit(include_cancelled=False),
+    ),
+    (
+        "budget spent: land the last round",
+        state(follow_ups=[(1, False)]),
+        T,
+        seen(("f1.0", "completed", 1)),
+        RESUBMIT,
+        plan.Land(),
+    ),
+    (
+        "cancelled by a person in this try: land, never resubmit",
+        state(),
+        T,
+        seen(("b0", "cancelled")),
+        RESUBMIT,
+        plan.Land(),
+    ),
+    (
+        "new try finds it expired: keep the paid part, resubmit the rest",
+        state(),
+        None,
+        seen(("b0", "expired")),
+        POLICY,
+        plan.Resubmit(include_cancelled=True),
+    ),
+    (
+        "new try finds it cancelled: keep the paid part, resubmit the rest",
+        state(),
+        None,
+        seen(("b0", "cancelled")),
+        POLICY,
+        plan.Resubmit(include_cancelled=True),
+    ),
+    (
+        "after our own cancel: land what finished",
+        state(phase=Phase.CANCELLING),
+        T,
+        seen(("b0", "cancelled")),
+        POLICY,
+        plan.Land(),
+    ),
+    (
+        "a crash left a follow-up round half made: build it again",
+        RunState(SubmissionRecord("fp", 1, batches={"0/1": "b0", "r1c.0/2": "f1.0"})),
+        None,
+        {},
+        POLICY,
+        plan.Resubmit(include_cancelled=True),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "st", "event", "observed", "policy", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_next_step(name, st, event, observed, policy, expected):
+    assert plan.next_step(st, plan.Observation(event, observed, "m", now=100.0), policy) == expected
+
+
+OUTCOMES = [
+    ("clean", Phase.WAITING, ["completed"], 0, plan.Policy(), plan.Outcome.SUCCESS),
+    (
+        "failed requests over the ratio",
+        Phase.WAITING,
+        ["completed"],
+        1,
+        plan.Policy(),
+        plan.Outcome.REQUESTS_FAILED,
+    ),
+    (
+        "failed requests within the ratio",
+        Phase.WAITING,
+        ["completed"],
+        1,
+        plan.Policy(max_failed_ratio=0.5),
+        plan.Outcome.SUCCESS,
+    ),
+    ("rejected beats expired", Phase.WAITING, ["expired", "failed"], 0, plan.Policy(), plan.Outcome.FAILED),
+    (
+        "expired beats cancelled",
+        Phase.WAITING,
+        ["cancelled", "expired"],
+        0,
+        plan.Policy(),
+        plan.Outcome.EXPIRED,
+    ),
+    ("cancelled", Phase.WAITING, ["cancelled"], 0, plan.Policy(), plan.Outcome.CANCELLED),
+    ("our timeout cancelled it", Phase.CANCELLING, ["cancelled"], 0, plan.Policy(), plan.Outcome.TIMEOUT),
+    (
+        "completed before our cancel took effect",
+        Phase.CANCELLING,
+        ["completed"],
+        0,
+        plan.Policy(),
+        plan.Outcome.SUCCESS,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "phase", "statuses", "errors", "policy", "expected"), OUTCOMES, ids=[o[0] for o in OUTCOMES]
+)
+def test_outcome(name, phase, statuses, errors, policy, expected):
+    st = state(phase=phase)
+    last = [batch(f"b{i}", s) for i, s in enumerate(statuses)]
+    assert (
+        plan.outcome(st, last, {"total": 2, "completed": 2 - errors, "failed": errors}, errors, policy)
+        == expected
+    )
