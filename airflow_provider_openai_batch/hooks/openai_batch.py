@@ -1,17 +1,10 @@
-"""OpenAIBatchHook: sync and async openai clients built from an Airflow connection, one thin method per verb.
+"""OpenAIBatchHook: the openai client built from an Airflow connection, one thin method per API verb.
 
-Connection mapping (one pure function, :func:`client_kwargs_from_connection`, used by both paths):
-
-* ``password`` is the API key; ``host`` the base URL (optional, defaults to the client's own).
-* extras ``organization``, ``project``, ``timeout`` (seconds), ``max_retries``, ``default_headers`` (dict).
-* Azure when the extras have ``azure_endpoint`` or ``api_type: "azure"``: ``api_version`` (required) and an
-  optional ``azure_deployment``; the client is then ``AzureOpenAI`` / ``AsyncAzureOpenAI``.
-* Connections made for apache-airflow-providers-openai (type ``openai``) keep client arguments in
-  ``extra.openai_client_kwargs``; those are merged first, and the connection's own fields win over them.
-
-The async client is shared per process, per event loop and per connection settings, so thousands of triggers
-polling in one triggerer use one client and one connection pool; a connection whose settings change gets a
-new client. The API key is never logged, never in a repr and never in an exception message raised here.
+Verbs mirror openai-python's resources (keyword-only arguments, sync and async side by side). The async client
+is shared per process, event loop and connection settings, so thousands of triggers polling in one triggerer use
+one client and one connection pool; a connection whose settings change gets a new client. How a connection maps
+to client arguments lives in :mod:`.connection`, the create's retry policy in :mod:`.create_retry`. The API key
+is never logged, never in a repr and never in an exception message raised here.
 """
 
 from __future__ import annotations
@@ -20,16 +13,25 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import urllib.parse
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx2
 import openai
 from airflow.sdk import BaseHook
 
-from airflow_provider_openai_batch.exceptions import OpenAIBatchError
+from airflow_provider_openai_batch.hooks import create_retry, download
+from airflow_provider_openai_batch.hooks.connection import (
+    ClientKind,
+    client_kwargs_from_connection,
+    describe_failure,
+    safe_url,
+)
+from airflow_provider_openai_batch.links.openai_batch import batch_dashboard_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -38,32 +40,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ClientKind = Literal["openai", "azure"]
+__all__ = [
+    "ASYNC_MAX_CONNECTIONS",
+    "OpenAIBatchHook",
+    "clear_async_client_cache",
+    "client_kwargs_from_connection",
+]
 
 #: Pool size of the shared async client. Polls are short GETs: 1,000 triggers polling every minute need about
 #: 5 connections at 300 ms latency; 50 absorbs the burst after a triggerer restart, and a request waiting for a
 #: free connection is bounded by the client's pool timeout. (httpcore scans the whole pool on every request,
 #: so a much larger pool costs CPU per poll without adding throughput.)
 ASYNC_MAX_CONNECTIONS = 50
-
-# Client arguments a connection may set; anything else in ``openai_client_kwargs`` is dropped with a warning
-# (an ``http_client`` or a callable cannot come from JSON anyway).
-_ALLOWED_CLIENT_KWARGS = frozenset(
-    {
-        "api_key",
-        "organization",
-        "project",
-        "base_url",
-        "timeout",
-        "max_retries",
-        "default_headers",
-        "default_query",
-        "azure_endpoint",
-        "azure_deployment",
-        "api_version",
-    }
-)
-_AZURE_ONLY_KWARGS = frozenset({"azure_endpoint", "azure_deployment", "api_version"})
+#: Seconds the connection test waits for its one call.
+_TEST_TIMEOUT = 30.0
 
 
 def _non_empty(name: str, value: Any) -> None:
@@ -89,97 +79,6 @@ def _check_metadata(metadata: Any) -> None:
                 f"Expected `metadata` keys of at most 64 and values of at most 512 characters but key {key!r} "
                 f"has {len(key)} and its value {len(value)}"
             )
-
-
-def _as_dict(name: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError(
-                f"Expected connection extra `{name}` to be a JSON object but it is not valid JSON"
-            ) from None
-    if not isinstance(value, dict):
-        raise ValueError(
-            f"Expected connection extra `{name}` to be an object but received {type(value).__name__}"
-        )
-    return value
-
-
-def client_kwargs_from_connection(
-    conn: Connection, extra: dict[str, Any] | None = None
-) -> tuple[ClientKind, dict[str, Any]]:
-    """
-    Map an Airflow connection to the openai client class to use and its constructor arguments.
-
-    Pure: no network, no Airflow lookup. The sync and async paths both call it.
-
-    :param conn: the connection (``openai_batch`` or apache-airflow-providers-openai's ``openai`` type).
-    :param extra: the already-decoded extras; the async path passes ``await conn.aextra_dejson()`` so that
-        nothing here calls Airflow's synchronous secret masking inside an event loop.
-    :return: ``("openai" | "azure", kwargs)`` for ``OpenAI``/``AsyncOpenAI`` or ``AzureOpenAI``/``AsyncAzureOpenAI``.
-    """
-    extra = dict(conn.extra_dejson if extra is None else extra)
-    kwargs: dict[str, Any] = {}
-
-    if "openai_client_kwargs" in extra:
-        for key, value in _as_dict("openai_client_kwargs", extra.pop("openai_client_kwargs")).items():
-            if key in _ALLOWED_CLIENT_KWARGS:
-                kwargs[key] = value
-            else:
-                log.warning("Ignoring unsupported key %r in connection extra `openai_client_kwargs`", key)
-
-    if conn.password:
-        kwargs["api_key"] = conn.password
-    if conn.host:
-        host = conn.host.strip()
-        kwargs["base_url"] = host if "://" in host else f"https://{host}"
-    for key in ("organization", "project", "azure_endpoint", "azure_deployment", "api_version"):
-        if extra.get(key):
-            kwargs[key] = extra[key]
-    if extra.get("timeout") not in (None, ""):
-        kwargs["timeout"] = extra["timeout"]
-    if extra.get("max_retries") not in (None, ""):
-        kwargs["max_retries"] = extra["max_retries"]
-    if extra.get("default_headers"):
-        kwargs["default_headers"] = _as_dict("default_headers", extra["default_headers"])
-
-    # Connection forms hand back strings; the client wants numbers.
-    try:
-        if "timeout" in kwargs and kwargs["timeout"] is not None:
-            kwargs["timeout"] = float(kwargs["timeout"])
-        if "max_retries" in kwargs:
-            kwargs["max_retries"] = int(kwargs["max_retries"])
-    except (TypeError, ValueError):
-        raise ValueError(
-            "Expected connection extras `timeout` (seconds) and `max_retries` to be numbers but received "
-            f"timeout={kwargs.get('timeout')!r}, max_retries={kwargs.get('max_retries')!r}"
-        ) from None
-    if "default_headers" in kwargs:
-        kwargs["default_headers"] = {str(k): str(v) for k, v in kwargs["default_headers"].items()}
-
-    is_azure = "azure_endpoint" in kwargs or str(extra.get("api_type", "")).lower() == "azure"
-    if not is_azure:
-        dropped = sorted(_AZURE_ONLY_KWARGS & kwargs.keys())
-        if dropped:
-            log.warning("Ignoring Azure-only settings %s on a non-Azure connection %r", dropped, conn.conn_id)
-        return "openai", {k: v for k, v in kwargs.items() if k not in _AZURE_ONLY_KWARGS}
-
-    # AzureOpenAI takes the resource URL as azure_endpoint; base_url and azure_endpoint are mutually exclusive.
-    if "azure_endpoint" not in kwargs and "base_url" in kwargs:
-        kwargs["azure_endpoint"] = kwargs.pop("base_url")
-    kwargs.pop("base_url", None)
-    if not kwargs.get("azure_endpoint"):
-        raise ValueError(
-            f"Connection {conn.conn_id!r} is an Azure OpenAI connection: expected extra `azure_endpoint` "
-            "(or the host) to be set but received nothing"
-        )
-    if not kwargs.get("api_version"):
-        raise ValueError(
-            f"Connection {conn.conn_id!r} is an Azure OpenAI connection: expected extra `api_version` "
-            "(for example '2024-10-21') but received nothing"
-        )
-    return "azure", kwargs
 
 
 def _settings_key(kind: str, kwargs: dict[str, Any]) -> str:
@@ -223,8 +122,18 @@ def clear_async_client_cache() -> None:
     _async_clients.clear()
 
 
-class _IncompleteDownload(Exception):
-    pass
+async def _aextra_dejson(conn: Connection) -> dict[str, Any]:
+    """
+    The connection's extras, decoded and registered with the secrets masker, from inside an event loop.
+
+    Airflow 3.3 has ``Connection.aextra_dejson``, whose masking does not block the loop. Before 3.3 there is
+    only ``extra_dejson``; there its masking is built to run inside a loop (it does not raise, and tells the
+    supervisor only where that is safe), so it is the way the older triggerers expect.
+    """
+    aextra = getattr(conn, "aextra_dejson", None)
+    if aextra is not None:
+        return dict(await aextra())
+    return dict(conn.extra_dejson)
 
 
 class OpenAIBatchHook(BaseHook):
@@ -294,7 +203,7 @@ class OpenAIBatchHook(BaseHook):
         on connections with equal settings get the same client and its connection pool.
         """
         conn = await self.aget_connection(self.openai_conn_id)
-        kind, kwargs = client_kwargs_from_connection(conn, await conn.aextra_dejson())
+        kind, kwargs = client_kwargs_from_connection(conn, await _aextra_dejson(conn))
         key = _settings_key(kind, kwargs)
         loop = asyncio.get_running_loop()
         per_loop = _async_clients.setdefault(loop, {})
@@ -320,32 +229,69 @@ class OpenAIBatchHook(BaseHook):
             future.set_result(client)
         return await asyncio.shield(future)
 
+    # -- connection test and link -------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """
+        One cheap authenticated call (``GET /batches?limit=1``), for ``airflow connections test`` and the UI.
+
+        :return: ``(True, message)`` when the API answered, else ``(False, cause)``: authentication (401 or
+            403), not found (404: the base URL probably lacks ``/v1``), unreachable (naming the host), or
+            the connection's own settings. The API key is never in the message.
+        """
+        try:
+            client = self.client
+        except Exception as err:  # a connection that cannot be read or mapped: ValueError, not found, ...
+            return False, f"Connection {self.openai_conn_id!r} cannot be used: {err}"
+        url = safe_url(str(client.base_url))
+        try:
+            # One attempt, bounded: a button press should not wait out the client's 10-minute default.
+            client.with_options(max_retries=0, timeout=_TEST_TIMEOUT).batches.list(limit=1)
+        except (openai.APIConnectionError, openai.APIStatusError) as err:
+            return False, describe_failure(err, url)
+        return True, f"Connected to {url}: the API key can list batches."
+
+    def dashboard_url(self, batch_id: str) -> str:
+        """
+        Where a person can see the batch: OpenAI's dashboard, the Azure resource's batch page, or the base
+        URL's host for other servers (the bundled emulator serves a page there). A connection extra
+        ``dashboard_url`` (a template with ``{batch_id}``) overrides it.
+
+        :param batch_id: the batch's id.
+        """
+        _non_empty("batch_id", batch_id)
+        conn = self.get_connection(self.openai_conn_id)
+        template = conn.extra_dejson.get("dashboard_url")
+        if template:
+            return str(template).format(batch_id=urllib.parse.quote(batch_id, safe=""))
+        kind, kwargs = client_kwargs_from_connection(conn)
+        return batch_dashboard_url(kind, kwargs, batch_id)
+
     # -- sync verbs ------------------------------------------------------------------------------------
 
-    def upload_file(self, fileobj: IO[bytes], filename: str, purpose: str = "batch") -> FileObject:
+    def upload_file(self, *, file: IO[bytes], filename: str, purpose: str = "batch") -> FileObject:
         """
-        Upload a file, streaming it from ``fileobj`` (read in chunks by the HTTP client, never all at once).
+        Upload a file, streaming it from ``file`` (read in chunks by the HTTP client, never all at once).
 
-        :param fileobj: a binary file object positioned anywhere (it is read from the start).
+        :param file: a binary file object positioned anywhere (it is read from the start).
         :param filename: the name OpenAI records; batch input files must end with ``.jsonl``.
         :param purpose: the file's purpose, ``"batch"`` for batch input.
         """
         _non_empty("filename", filename)
         _non_empty("purpose", purpose)
-        if fileobj is None or not hasattr(fileobj, "read"):
-            raise ValueError(
-                f"Expected a binary file object for `fileobj` but received {type(fileobj).__name__}"
-            )
-        return self.client.files.create(file=(filename, fileobj), purpose=purpose)  # type: ignore[arg-type]
+        if file is None or not hasattr(file, "read"):
+            raise ValueError(f"Expected a binary file object for `file` but received {type(file).__name__}")
+        return self.client.files.create(file=(filename, file), purpose=purpose)  # type: ignore[arg-type]
 
     def create_batch(
         self,
+        *,
         input_file_id: str,
         endpoint: str,
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
         output_expires_after: dict[str, Any] | None = None,
-        max_retries: int | None = None,
+        find_existing: Callable[[], Batch | None] | None = None,
     ) -> Batch:
         """
         Create a batch from an uploaded input file.
@@ -355,8 +301,10 @@ class OpenAIBatchHook(BaseHook):
         :param completion_window: only ``"24h"`` is accepted by the API.
         :param metadata: at most 16 string pairs (keys up to 64, values up to 512 characters).
         :param output_expires_after: e.g. ``{"anchor": "created_at", "seconds": 86400}``.
-        :param max_retries: overrides the client's retries for this call; ``0`` lets the caller check whether
-            a create whose answer was lost made the batch before trying again (the client would just repost).
+        :param find_existing: returns the batch this call made, or ``None``. When given, a failure the client
+            would retry is not blindly posted again (which could bill a second batch): after openai's delay,
+            the batch is looked for and returned when found (see :func:`.create_retry.create_with_recovery`).
+            Without it, the client's own retries apply.
         """
         _non_empty("input_file_id", input_file_id)
         _non_empty("endpoint", endpoint)
@@ -367,13 +315,19 @@ class OpenAIBatchHook(BaseHook):
             extra["metadata"] = metadata
         if output_expires_after is not None:
             extra["output_expires_after"] = output_expires_after
-        client = self.client if max_retries is None else self.client.with_options(max_retries=max_retries)
-        return client.batches.create(
-            input_file_id=input_file_id,
-            endpoint=endpoint,  # type: ignore[arg-type]
-            completion_window=completion_window,  # type: ignore[arg-type]
-            **extra,
-        )
+
+        def create(client: openai.OpenAI) -> Batch:
+            return client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window=completion_window,  # type: ignore[arg-type]
+                **extra,
+            )
+
+        if find_existing is None:
+            return create(self.client)
+        once = self.client.with_options(max_retries=0)
+        return create_retry.create_with_recovery(lambda: create(once), find_existing, client=self.client)
 
     def get_batch(self, batch_id: str) -> Batch:
         """Retrieve a batch."""
@@ -385,25 +339,27 @@ class OpenAIBatchHook(BaseHook):
         _non_empty("batch_id", batch_id)
         return self.client.batches.cancel(batch_id)
 
-    def list_batches(self, after: str | None = None, limit: int = 100) -> SyncCursorPage[Batch]:
+    def list_batches(self, *, after: str | None = None, limit: int = 100) -> SyncCursorPage[Batch]:
         """
         One page of batches, newest first.
 
         :param after: cursor: the id of the last batch of the previous page.
         :param limit: page size, 1 to 100.
         """
-        if not 1 <= int(limit) <= 100:
-            raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
+        _check_limit(limit)
         if after is not None:
             _non_empty("after", after)
             return self.client.batches.list(after=after, limit=limit)
         return self.client.batches.list(limit=limit)
 
-    def iter_batches(self, max_pages: int = 5, limit: int = 100) -> Iterator[Batch]:
+    def iter_batches(self, *, max_pages: int = 5, limit: int = 100) -> Iterator[Batch]:
         """
         Iterate over the most recent batches, newest first, fetching at most ``max_pages`` pages.
 
         The API has no server-side filter, so scans must be bounded.
+
+        :param max_pages: pages to fetch at most.
+        :param limit: page size, 1 to 100.
         """
         if int(max_pages) < 1:
             raise ValueError(f"Expected `max_pages` to be at least 1 but received {max_pages!r}")
@@ -421,7 +377,12 @@ class OpenAIBatchHook(BaseHook):
         return self.client.files.delete(file_id)
 
     def download_file(
-        self, file_id: str, local_path: str, max_attempts: int = 3, chunk_size: int = 1024 * 1024
+        self,
+        file_id: str,
+        *,
+        local_path: str | os.PathLike[str],
+        max_attempts: int = 3,
+        chunk_size: int = 1024 * 1024,
     ) -> tuple[int, int]:
         """
         Stream a file's content to ``local_path``; return ``(bytes, lines)``.
@@ -436,54 +397,12 @@ class OpenAIBatchHook(BaseHook):
         :param chunk_size: bytes per read; memory use is bounded by it.
         """
         _non_empty("file_id", file_id)
-        _non_empty("local_path", str(local_path) if local_path else local_path)
+        _non_empty("local_path", os.fspath(local_path) if local_path else local_path)
         if int(max_attempts) < 1:
             raise ValueError(f"Expected `max_attempts` to be at least 1 but received {max_attempts!r}")
-        last_error: BaseException | None = None
-        for attempt in range(1, max_attempts + 1):
-            try:
-                return self._download_once(file_id, local_path, chunk_size)
-            except (
-                httpx2.TransportError,
-                httpx2.StreamError,
-                openai.APIConnectionError,
-                _IncompleteDownload,
-            ) as exc:
-                last_error = exc
-                log.warning(
-                    "Download of file %s to %s failed on attempt %d of %d (%s: %s)%s",
-                    file_id,
-                    local_path,
-                    attempt,
-                    max_attempts,
-                    type(exc).__name__,
-                    exc,
-                    "; retrying from the start" if attempt < max_attempts else "",
-                )
-        raise OpenAIBatchError(
-            f"Could not download file {file_id} to {local_path}: the connection dropped on each of "
-            f"{max_attempts} attempts (last error {type(last_error).__name__}: {last_error})"
-        ) from last_error
-
-    def _download_once(self, file_id: str, local_path: str, chunk_size: int) -> tuple[int, int]:
-        nbytes = lines = 0
-        last = b""
-        with (
-            self.client.files.with_streaming_response.content(file_id) as response,
-            open(local_path, "wb") as out,
-        ):
-            for chunk in response.iter_bytes(chunk_size):
-                out.write(chunk)
-                nbytes += len(chunk)
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-            expected = response.headers.get("content-length")
-            encoded = response.headers.get("content-encoding", "identity") != "identity"
-            if expected is not None and not encoded and int(expected) != nbytes:
-                raise _IncompleteDownload(f"received {nbytes} of {expected} bytes")
-        if last and last != b"\n":
-            lines += 1
-        return nbytes, lines
+        return download.download_to_path(
+            self.client, file_id, os.fspath(local_path), max_attempts=max_attempts, chunk_size=chunk_size
+        )
 
     # -- async verbs -----------------------------------------------------------------------------------
 
@@ -499,12 +418,21 @@ class OpenAIBatchHook(BaseHook):
         client = await self.get_async_client()
         return await client.batches.cancel(batch_id)
 
-    async def alist_batches(self, after: str | None = None, limit: int = 100) -> AsyncCursorPage[Batch]:
-        """One page of batches, newest first, with the shared async client."""
-        if not 1 <= int(limit) <= 100:
-            raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
+    async def alist_batches(self, *, after: str | None = None, limit: int = 100) -> AsyncCursorPage[Batch]:
+        """
+        One page of batches, newest first, with the shared async client.
+
+        :param after: cursor: the id of the last batch of the previous page.
+        :param limit: page size, 1 to 100.
+        """
+        _check_limit(limit)
         client = await self.get_async_client()
         if after is not None:
             _non_empty("after", after)
             return await client.batches.list(after=after, limit=limit)
         return await client.batches.list(limit=limit)
+
+
+def _check_limit(limit: Any) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")

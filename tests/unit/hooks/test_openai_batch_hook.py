@@ -258,10 +258,10 @@ def test_default_async_pool_limits():
         (lambda h: h.get_batch(""), "batch_id"),
         (lambda h: h.cancel_batch(""), "batch_id"),
         (lambda h: h.delete_file(""), "file_id"),
-        (lambda h: h.download_file("", "/tmp/x"), "file_id"),
-        (lambda h: h.create_batch("", "/v1/chat/completions"), "input_file_id"),
-        (lambda h: h.create_batch("file-1", ""), "endpoint"),
-        (lambda h: h.upload_file(io.BytesIO(b"{}"), ""), "filename"),
+        (lambda h: h.download_file("", local_path="/tmp/x"), "file_id"),
+        (lambda h: h.create_batch(input_file_id="", endpoint="/v1/chat/completions"), "input_file_id"),
+        (lambda h: h.create_batch(input_file_id="file-1", endpoint=""), "endpoint"),
+        (lambda h: h.upload_file(file=io.BytesIO(b"{}"), filename=""), "filename"),
         (lambda h: asyncio.run(h.aget_batch("")), "batch_id"),
         (lambda h: asyncio.run(h.acancel_batch("")), "batch_id"),
     ],
@@ -275,6 +275,24 @@ def test_arguments_are_validated_before_any_request(call, field):
 def test_list_limit_is_validated():
     with pytest.raises(ValueError, match="between 1 and 100"):
         OpenAIBatchHook("no_such_connection").list_batches(limit=500)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.upload_file(io.BytesIO(b"{}"), "in.jsonl"),
+        lambda h: h.create_batch("file-1", "/v1/chat/completions"),
+        lambda h: h.list_batches("batch_1"),
+        lambda h: h.iter_batches(5),
+        lambda h: h.download_file("file-1", "/tmp/out"),
+        lambda h: asyncio.run(h.alist_batches("batch_1")),
+    ],
+)
+def test_verb_options_are_keyword_only(call):
+    # As in openai-python: the id may be positional, everything else is named, so a reordered
+    # signature can never silently swap two arguments.
+    with pytest.raises(TypeError, match="positional"):
+        call(OpenAIBatchHook("no_such_connection"))
 
 
 def test_sync_verbs_hit_the_api(monkeypatch):
@@ -321,8 +339,9 @@ def test_sync_verbs_hit_the_api(monkeypatch):
 
     seen = use_transport(monkeypatch, handler)
     hook = OpenAIBatchHook(CONN_ID)
-    assert hook.upload_file(io.BytesIO(b"{}\n"), "in.jsonl").id == "file-1"
-    assert hook.create_batch("file-1", "/v1/chat/completions", metadata={"k": "v"}).status == "validating"
+    assert hook.upload_file(file=io.BytesIO(b"{}\n"), filename="in.jsonl").id == "file-1"
+    created = hook.create_batch(input_file_id="file-1", endpoint="/v1/chat/completions", metadata={"k": "v"})
+    assert created.status == "validating"
     assert hook.get_batch("batch_1").status == "in_progress"
     assert hook.cancel_batch("batch_1").status == "cancelling"
     assert [b.id for b in hook.list_batches().data] == ["b3", "b2"]
@@ -374,7 +393,7 @@ def test_upload_streams_the_file_object_in_chunks(monkeypatch):
     use_transport(monkeypatch, handler)
     payload = b'{"custom_id": "x"}\n' * 50_000  # about 1 MB
     reader = CountingReader(payload)
-    OpenAIBatchHook(CONN_ID).upload_file(reader, "big.jsonl")
+    OpenAIBatchHook(CONN_ID).upload_file(file=reader, filename="big.jsonl")
     assert payload in received["body"]
     # Never one read of the whole file: the HTTP client reads bounded chunks.
     assert reader.reads and all(0 < size < len(payload) for size in reader.reads)
@@ -418,7 +437,7 @@ def test_download_retries_after_a_mid_body_drop_and_writes_the_full_file(monkeyp
 
     use_transport(monkeypatch, handler)
     target = tmp_path / "out.jsonl"
-    nbytes, lines = OpenAIBatchHook(CONN_ID).download_file("file-out", str(target))
+    nbytes, lines = OpenAIBatchHook(CONN_ID).download_file("file-out", local_path=target)
     assert len(attempts) == 2
     assert (nbytes, lines) == (len(data), 20_000)
     assert target.read_bytes() == data
@@ -427,7 +446,7 @@ def test_download_retries_after_a_mid_body_drop_and_writes_the_full_file(monkeyp
 def test_download_counts_a_last_line_without_newline(monkeypatch, tmp_path):
     set_conn(monkeypatch, host="http://openai.test/v1")
     use_transport(monkeypatch, lambda request: httpx2.Response(200, content=b'{"a": 1}\n{"b": 2}'))
-    assert OpenAIBatchHook(CONN_ID).download_file("file-out", str(tmp_path / "o")) == (17, 2)
+    assert OpenAIBatchHook(CONN_ID).download_file("file-out", local_path=str(tmp_path / "o")) == (17, 2)
 
 
 def test_download_gives_up_after_max_attempts_with_a_clear_error(monkeypatch, tmp_path, caplog):
@@ -440,7 +459,7 @@ def test_download_gives_up_after_max_attempts_with_a_clear_error(monkeypatch, tm
     use_transport(monkeypatch, handler)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(Exception, match=r"Could not download file file-out .* on each of 3 attempts") as err:
-        OpenAIBatchHook(CONN_ID).download_file("file-out", str(tmp_path / "o"), max_attempts=3)
+        OpenAIBatchHook(CONN_ID).download_file("file-out", local_path=str(tmp_path / "o"), max_attempts=3)
     assert err.type.__name__ == "OpenAIBatchError"
     assert caplog.text.count("failed on attempt") == 3
     assert API_KEY not in str(err.value) and API_KEY not in caplog.text
@@ -452,7 +471,7 @@ def test_download_does_not_retry_http_errors(monkeypatch, tmp_path):
         monkeypatch, lambda r: httpx2.Response(404, json={"error": {"message": "No such file"}})
     )
     with pytest.raises(openai.NotFoundError):
-        OpenAIBatchHook(CONN_ID).download_file("file-gone", str(tmp_path / "o"))
+        OpenAIBatchHook(CONN_ID).download_file("file-gone", local_path=str(tmp_path / "o"))
     assert len(seen) == 1
 
 
@@ -483,5 +502,5 @@ def test_api_key_never_in_logs_reprs_or_errors(monkeypatch, caplog, tmp_path):
 def test_metadata_limits_are_checked_before_any_request(metadata, match):
     with pytest.raises(ValueError, match=match):
         OpenAIBatchHook("no_such_connection").create_batch(
-            "file-1", "/v1/chat/completions", metadata=metadata
+            input_file_id="file-1", endpoint="/v1/chat/completions", metadata=metadata
         )

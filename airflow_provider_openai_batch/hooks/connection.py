@@ -1,0 +1,227 @@
+"""From an Airflow connection to the openai client's class and arguments: pure, no network, no Airflow lookup.
+
+Kept apart from the hook so the sync and async paths, the connection test and the extra link all read a
+connection the same way. The API key is copied into the arguments and nowhere else: no message here names it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Literal
+
+import openai
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+log = logging.getLogger(__name__)
+
+ClientKind = Literal["openai", "azure"]
+
+# Client arguments a connection may set; anything else in ``openai_client_kwargs`` is dropped with a warning
+# (an ``http_client`` or a callable cannot come from JSON anyway).
+_ALLOWED_CLIENT_KWARGS = frozenset(
+    {
+        "api_key",
+        "organization",
+        "project",
+        "base_url",
+        "timeout",
+        "max_retries",
+        "default_headers",
+        "default_query",
+        "azure_endpoint",
+        "azure_deployment",
+        "api_version",
+    }
+)
+_AZURE_ONLY_KWARGS = frozenset({"azure_endpoint", "azure_deployment", "api_version"})
+
+
+def _non_empty(name: str, value: Any) -> None:
+    if not value or not isinstance(value, str):
+        raise ValueError(f"Expected a non-empty value for `{name}` but received {value!r}")
+
+
+def _check_metadata(metadata: Any) -> None:
+    """The Batch API's metadata limits, checked before a request is spent on them."""
+    if not isinstance(metadata, dict):
+        raise ValueError(
+            f"Expected `metadata` to be a dict of strings but received {type(metadata).__name__}"
+        )
+    if len(metadata) > 16:
+        raise ValueError(f"Expected at most 16 `metadata` pairs but received {len(metadata)}")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(
+                f"Expected `metadata` keys and values to be strings but received {key!r}: {value!r}"
+            )
+        if len(key) > 64 or len(value) > 512:
+            raise ValueError(
+                f"Expected `metadata` keys of at most 64 and values of at most 512 characters but key {key!r} "
+                f"has {len(key)} and its value {len(value)}"
+            )
+
+
+def _as_dict(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"Expected connection extra `{name}` to be a JSON object but it is not valid JSON"
+            ) from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"Expected connection extra `{name}` to be an object but received {type(value).__name__}"
+        )
+    return value
+
+
+def client_kwargs_from_connection(
+    conn: Connection, extra: dict[str, Any] | None = None
+) -> tuple[ClientKind, dict[str, Any]]:
+    """
+    Map an Airflow connection to the openai client class to use and its constructor arguments.
+
+    Pure: no network, no Airflow lookup. The sync and async paths both call it.
+
+    :param conn: the connection (``openai_batch`` or apache-airflow-providers-openai's ``openai`` type).
+    :param extra: the already-decoded extras; the async path passes ``await conn.aextra_dejson()`` so that
+        nothing here calls Airflow's synchronous secret masking inside an event loop.
+    :return: ``("openai" | "azure", kwargs)`` for ``OpenAI``/``AsyncOpenAI`` or ``AzureOpenAI``/``AsyncAzureOpenAI``.
+    """
+    extra = dict(conn.extra_dejson if extra is None else extra)
+    kwargs: dict[str, Any] = {}
+
+    if "openai_client_kwargs" in extra:
+        for key, value in _as_dict("openai_client_kwargs", extra.pop("openai_client_kwargs")).items():
+            if key in _ALLOWED_CLIENT_KWARGS:
+                kwargs[key] = value
+            else:
+                log.warning("Ignoring unsupported key %r in connection extra `openai_client_kwargs`", key)
+
+    if conn.password:
+        kwargs["api_key"] = conn.password
+    if conn.host:
+        kwargs["base_url"] = conn.host.strip()
+    for key in ("organization", "project", "azure_endpoint", "azure_deployment", "api_version"):
+        if extra.get(key):
+            kwargs[key] = extra[key]
+    if extra.get("timeout") not in (None, ""):
+        kwargs["timeout"] = extra["timeout"]
+    if extra.get("max_retries") not in (None, ""):
+        kwargs["max_retries"] = extra["max_retries"]
+    if extra.get("default_headers"):
+        kwargs["default_headers"] = _as_dict("default_headers", extra["default_headers"])
+
+    # Connection forms hand back strings; the client wants numbers.
+    try:
+        if "timeout" in kwargs and kwargs["timeout"] is not None:
+            kwargs["timeout"] = float(kwargs["timeout"])
+        if "max_retries" in kwargs:
+            kwargs["max_retries"] = int(kwargs["max_retries"])
+    except (TypeError, ValueError):
+        raise ValueError(
+            "Expected connection extras `timeout` (seconds) and `max_retries` to be numbers but received "
+            f"timeout={kwargs.get('timeout')!r}, max_retries={kwargs.get('max_retries')!r}"
+        ) from None
+    if "default_headers" in kwargs:
+        kwargs["default_headers"] = {str(k): str(v) for k, v in kwargs["default_headers"].items()}
+
+    is_azure = "azure_endpoint" in kwargs or str(extra.get("api_type", "")).lower() == "azure"
+    if not is_azure:
+        if conn.host:
+            kwargs["base_url"] = base_url_from_host(kwargs["base_url"])
+        dropped = sorted(_AZURE_ONLY_KWARGS & kwargs.keys())
+        if dropped:
+            log.warning("Ignoring Azure-only settings %s on a non-Azure connection %r", dropped, conn.conn_id)
+        return "openai", {k: v for k, v in kwargs.items() if k not in _AZURE_ONLY_KWARGS}
+
+    # AzureOpenAI takes the resource URL as azure_endpoint; base_url and azure_endpoint are mutually exclusive.
+    if "azure_endpoint" not in kwargs and "base_url" in kwargs:
+        endpoint = kwargs.pop("base_url")
+        kwargs["azure_endpoint"] = endpoint if "://" in endpoint else f"https://{endpoint}"
+    kwargs.pop("base_url", None)
+    if not kwargs.get("azure_endpoint"):
+        raise ValueError(
+            f"Connection {conn.conn_id!r} is an Azure OpenAI connection: expected extra `azure_endpoint` "
+            "(or the host) to be set but received nothing"
+        )
+    if not kwargs.get("api_version"):
+        raise ValueError(
+            f"Connection {conn.conn_id!r} is an Azure OpenAI connection: expected extra `api_version` "
+            "(for example '2024-10-21') but received nothing"
+        )
+    return "azure", kwargs
+
+
+def base_url_from_host(host: str) -> str:
+    """
+    The client's ``base_url`` for a connection host: a scheme is added when missing (``https``), and a host
+    without a path gets ``/v1``, the API's prefix (``http://127.0.0.1:8000`` becomes
+    ``http://127.0.0.1:8000/v1``); a host with a path is kept as it is (proxies and gateways mount the API
+    elsewhere).
+
+    :param host: the connection's host field.
+    """
+    host = host.strip()
+    url = host if "://" in host else f"https://{host}"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "Expected the connection host to be a URL such as https://api.openai.com/v1 or "
+            f"http://127.0.0.1:8000/v1 but received {_without_userinfo(parts)!r}"
+        )
+    if parts.path in ("", "/"):
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/v1", parts.query, ""))
+    return url
+
+
+def _without_userinfo(parts: urllib.parse.SplitResult) -> str:
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a message: credentials embedded in it, a query and a fragment are left out."""
+    return _without_userinfo(urllib.parse.urlsplit(url))
+
+
+def describe_failure(err: openai.APIConnectionError | openai.APIStatusError, url: str) -> str:
+    """
+    Why a call to the API at ``url`` failed, for a person fixing the connection: authentication (401 or
+    403), not found (404, most often a base URL without ``/v1``), unreachable (naming the host), or the
+    API's own answer. Built from the status and the API's error message, never from headers, so never the key.
+
+    :param err: what the openai client raised.
+    :param url: the client's base URL, as :func:`safe_url` renders it.
+    """
+    if isinstance(err, openai.APIConnectionError):
+        cause = err.__cause__ or err
+        return (
+            f"Cannot reach {url}: {type(cause).__name__}: {cause}. Expected the API at this host; check "
+            "the connection's host, the network and any proxy."
+        )
+    if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return (
+            f"Authentication failed: {url} answered HTTP {err.status_code} ({_api_message(err)}). "
+            "Expected a valid API key in the connection's password (and, if set, a matching "
+            "organization and project)."
+        )
+    if isinstance(err, openai.NotFoundError):
+        return (
+            f"Not found: {url.rstrip('/')}/batches answered HTTP 404. The base URL probably lacks `/v1`: "
+            "expected a host such as https://api.openai.com/v1 or http://127.0.0.1:8000/v1."
+        )
+    return f"{url.rstrip('/')}/batches answered HTTP {err.status_code} ({_api_message(err)})"
+
+
+def _api_message(err: openai.APIStatusError) -> str:
+    """The API's own error message (``error.message``), cut short."""
+    body = err.body if isinstance(err.body, dict) else {}
+    inner = body.get("error", body)
+    message = inner.get("message") if isinstance(inner, dict) else None
+    return str(message or err.message)[:200]

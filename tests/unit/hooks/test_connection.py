@@ -1,0 +1,207 @@
+"""Connection host paths, the connection test and the dashboard URL, over a mock transport and the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import httpx2
+import pytest
+from airflow.sdk import Connection
+
+from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks.connection import base_url_from_host, client_kwargs_from_connection
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+API_KEY = "sk-test-DO-NOT-LEAK-0123456789"
+CONN_ID = "openai_conntest"
+
+
+def set_conn(monkeypatch, conn_id: str = CONN_ID, **fields) -> None:
+    fields.setdefault("conn_type", "openai_batch")
+    fields.setdefault("password", API_KEY)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/v1"),
+        ("api.openai.com", "https://api.openai.com/v1"),
+        ("  https://api.openai.com  ", "https://api.openai.com/v1"),
+        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+        ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1/"),
+        ("https://gateway.example.com/openai/v1", "https://gateway.example.com/openai/v1"),
+        ("https://gateway.example.com/proxy", "https://gateway.example.com/proxy"),
+    ],
+)
+def test_a_host_without_a_path_gets_v1_and_a_path_is_kept(host, base_url):
+    assert base_url_from_host(host) == base_url
+    conn = Connection(conn_id="c", conn_type="openai_batch", password=API_KEY, host=host)
+    assert client_kwargs_from_connection(conn)[1]["base_url"] == base_url
+
+
+def test_azure_host_is_the_endpoint_and_gets_no_v1():
+    conn = Connection(
+        conn_id="c",
+        conn_type="openai_batch",
+        password=API_KEY,
+        host="res.openai.azure.com",
+        extra=json.dumps({"api_type": "azure", "api_version": "2024-10-21"}),
+    )
+    kind, kwargs = client_kwargs_from_connection(conn)
+    assert (kind, kwargs["azure_endpoint"]) == ("azure", "https://res.openai.azure.com")
+
+
+@pytest.mark.parametrize("host", ["ftp://files.example.com", "http://", "https://:443/v1"])
+def test_a_host_that_is_not_a_url_is_refused_without_credentials(host):
+    with pytest.raises(ValueError, match="Expected the connection host to be a URL"):
+        base_url_from_host(host)
+    with pytest.raises(ValueError) as err:
+        base_url_from_host("ftp://user:secret@files.example.com")
+    assert "secret" not in str(err.value)
+
+
+# -- test_connection over a mock transport -------------------------------------------------------------
+
+
+def mock_api(monkeypatch, handler) -> list[httpx2.Request]:
+    seen: list[httpx2.Request] = []
+
+    def recording(request):
+        seen.append(request)
+        return handler(request)
+
+    monkeypatch.setattr(
+        hook_module, "_new_sync_http_client", lambda: httpx2.Client(transport=httpx2.MockTransport(recording))
+    )
+    return seen
+
+
+def error(status):
+    return lambda request: httpx2.Response(status, json={"error": {"message": f"upstream says {status}"}})
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (401, ["Authentication failed", "HTTP 401", "upstream says 401", "API key"]),
+        (403, ["Authentication failed", "HTTP 403"]),
+        (404, ["Not found", "http://openai.test/proxy/batches", "lacks `/v1`"]),
+        (500, ["HTTP 500", "upstream says 500"]),
+    ],
+)
+def test_connection_test_names_the_cause(monkeypatch, status, expected):
+    set_conn(monkeypatch, host="http://openai.test/proxy")
+    seen = mock_api(monkeypatch, error(status))
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok is False
+    for part in expected:
+        assert part in message
+    assert API_KEY not in message
+    assert len(seen) == 1  # one call, no retries, even for a 500
+
+
+def test_connection_test_makes_one_cheap_authenticated_call(monkeypatch):
+    set_conn(monkeypatch, host="http://openai.test")
+    seen = mock_api(
+        monkeypatch, lambda r: httpx2.Response(200, json={"object": "list", "data": [], "has_more": False})
+    )
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok is True and "http://openai.test/v1/" in message
+    assert [(r.method, r.url.path, r.url.params.get("limit")) for r in seen] == [("GET", "/v1/batches", "1")]
+    assert seen[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+def test_connection_test_reports_a_bad_connection_without_raising(monkeypatch):
+    set_conn(monkeypatch, extra={"timeout": "soon"})
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok is False and "timeout" in message and API_KEY not in message
+
+
+# -- test_connection over real HTTP against the emulator -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_connection_test_against_the_emulator(monkeypatch, openai_emulator):
+    root = openai_emulator.root_url
+    set_conn(monkeypatch, host=root)  # no path: /v1 is added
+    assert OpenAIBatchHook(CONN_ID).test_connection() == (
+        True,
+        f"Connected to {root}/v1/: the API key can list batches.",
+    )
+
+    openai_emulator.add_fault(path="/v1/batches", method="GET", status=401)
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert not ok and message.startswith("Authentication failed") and API_KEY not in message
+
+    set_conn(monkeypatch, host=f"{root}/api")
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert not ok and message.startswith("Not found") and "lacks `/v1`" in message
+
+    set_conn(monkeypatch, host=f"http://127.0.0.1:{free_port()}")
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert not ok and message.startswith("Cannot reach http://127.0.0.1:") and "ConnectError" in message
+
+
+@pytest.mark.integration
+def test_airflow_connections_test_cli_against_the_emulator(openai_emulator, tmp_path):
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "AIRFLOW_CONN_OPENAI_CLI": json.dumps(
+            {"conn_type": "openai_batch", "password": API_KEY, "host": openai_emulator.root_url}
+        ),
+    }
+    cli = [sys.executable, "-m", "airflow", "connections", "test", "openai_cli"]
+    passed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "Connection success!" in passed.stdout
+
+    openai_emulator.add_fault(path="/v1/batches", method="GET", status=401)
+    failed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1
+    assert "Authentication failed" in failed.stdout and API_KEY not in failed.stdout + failed.stderr
+
+
+# -- dashboard URL -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "url"),
+    [
+        ({}, "https://platform.openai.com/batches/batch_1"),
+        ({"host": "https://api.openai.com/v1"}, "https://platform.openai.com/batches/batch_1"),
+        ({"host": "http://127.0.0.1:8000"}, "http://127.0.0.1:8000/batches/batch_1"),
+        (
+            {
+                "extra": {
+                    "api_type": "azure",
+                    "azure_endpoint": "https://r.openai.azure.com",
+                    "api_version": "v",
+                }
+            },
+            "https://oai.azure.com/resource/batch",
+        ),
+        (
+            {
+                "host": "http://127.0.0.1:8000",
+                "extra": {"dashboard_url": "https://ops.example.com/b/{batch_id}"},
+            },
+            "https://ops.example.com/b/batch_1",
+        ),
+    ],
+)
+def test_dashboard_url_follows_the_connection(monkeypatch, fields, url):
+    set_conn(monkeypatch, **fields)
+    assert OpenAIBatchHook(CONN_ID).dashboard_url("batch_1") == url
