@@ -1,6 +1,7 @@
 """Benchmark the input pipeline: spool_requests against a bare parse loop, and its peak memory.
 
     python bench/bench_input.py --mb 50 200 1000
+    python bench/bench_input.py --mb 50 --root /tmp/old   # time another checkout, e.g. a `git worktree`
 
 For each size, a realistic chat-completions JSONL (about 1 KB a line) is generated once under
 ``--dir`` and reused. Then, in the same run:
@@ -42,9 +43,6 @@ except ImportError:  # pragma: no cover
     PARSER = "json (stdlib)"
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from airflow_provider_openai_batch.batch_input import spool_requests  # noqa: E402
 
 ENDPOINT = "/v1/chat/completions"
 WORDS = (
@@ -98,7 +96,7 @@ def floor(path: Path) -> int:
     return n
 
 
-def spool(path: Path, workdir: str) -> int:
+def spool(spool_requests, path: Path, workdir: str) -> int:
     with open(path, "rb") as f:
         result = spool_requests(f, endpoint=ENDPOINT, workdir=workdir, source_name=path.name)
     return result.total_requests
@@ -142,8 +140,8 @@ print(peak_kib())
 """
 
 
-def peak_rss_mb(mode: str, path: Path, workdir: str) -> float:
-    code = CHILD.format(root=str(ROOT), endpoint=ENDPOINT)
+def peak_rss_mb(mode: str, path: Path, workdir: str, root: str) -> float:
+    code = CHILD.format(root=root, endpoint=ENDPOINT)
     out = subprocess.run(
         [sys.executable, "-c", code, mode, str(path), workdir], check=True, capture_output=True, text=True
     )
@@ -163,11 +161,23 @@ def main() -> None:
         help="where spool_requests writes its shards (default: under --dir); e.g. /dev/shm to leave the disk out",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip (c), the subprocess peak-RSS runs")
+    parser.add_argument(
+        "--root",
+        default=str(ROOT),
+        help="checkout whose spool_requests is timed (default: this one); e.g. a `git worktree` of an older "
+        "commit, to compare before and after in runs of the same bench",
+    )
     args = parser.parse_args()
+    args.root = str(Path(args.root).resolve())
+    sys.path.insert(0, args.root)
+    from airflow_provider_openai_batch import batch_input
+
+    code_dir = Path(batch_input.__file__).parent
 
     data_dir = Path(args.dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"python {sys.version.split()[0]}, parser {PARSER}, {os.cpu_count()} CPUs, data in {data_dir}")
+    print(f"spool_requests from {code_dir}")
     print()
     print("| input | lines | floor: read+parse | spool_requests | spool/floor | shards |")
     print("|---|---|---|---|---|---|")
@@ -181,7 +191,10 @@ def main() -> None:
         workdir = tempfile.mkdtemp(prefix="spool-", dir=args.workdir_in or data_dir)
         try:
             t_floor = best(lambda path=path: floor(path), args.repeat)
-            t_spool = best(lambda path=path, workdir=workdir: spool(path, workdir), args.repeat)
+            t_spool = best(
+                lambda path=path, workdir=workdir: spool(batch_input.spool_requests, path, workdir),
+                args.repeat,
+            )
             shards = len([n for n in os.listdir(workdir) if n.startswith("shard-")])
             print(
                 f"| {size:,.0f} MB | {lines:,} | {size / t_floor:,.0f} MB/s ({t_floor:.2f} s) "
@@ -199,9 +212,9 @@ def main() -> None:
         )
         print("|---|---|---|---|")
         for mb, path, workdir in rows:
-            idle = peak_rss_mb("idle", path, workdir)
-            spooled = peak_rss_mb("spool", path, workdir)
-            inmem = peak_rss_mb("inmem", path, workdir)
+            idle = peak_rss_mb("idle", path, workdir, args.root)
+            spooled = peak_rss_mb("spool", path, workdir, args.root)
+            inmem = peak_rss_mb("inmem", path, workdir, args.root)
             print(
                 f"| {mb:,} MB | {idle:,.1f} MB | {spooled - idle:,.1f} MB | {inmem - idle:,.0f} MB |",
                 flush=True,
