@@ -19,7 +19,7 @@ import orjson
 
 from airflow_provider_openai_batch.batch_input import iter_jsonl_lines
 from airflow_provider_openai_batch.reader import sources
-from airflow_provider_openai_batch.reader.join import RequestIndex, joined
+from airflow_provider_openai_batch.reader.join import RequestIndex
 from airflow_provider_openai_batch.reader.shapes import embedding, text
 
 __all__ = ["Results", "embedding", "read_results", "text"]
@@ -111,12 +111,15 @@ class Results:
         return self._index
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # A generator method: its frame holds `self`, so the index outlives a `read_results(...)` temporary.
         files = [self.files.output if "output" in self.include else None]
         files.append(self.files.errors if "errors" in self.include else None)
-        records = itertools.chain.from_iterable(_lines(f) for f in files if f is not None)
-        if self._requests is None:
-            return records
-        return joined(records, self._request_index())
+        index = self._request_index() if self._requests is not None else None
+        for record in itertools.chain.from_iterable(_lines(f) for f in files if f is not None):
+            if index is not None:
+                cid = record["custom_id"]
+                record["request"] = index.body(cid) if cid is not None else None
+            yield record
 
     def close(self) -> None:
         """Remove the temporary request index (a no-op without ``requests``)."""

@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -151,9 +151,3 @@ class RequestIndex:
             self._db.close()
             self._db = None
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def joined(records: Iterator[dict[str, Any]], index: RequestIndex) -> Iterator[dict[str, Any]]:
-    for record in records:
-        record["request"] = index.body(record["custom_id"]) if record["custom_id"] is not None else None
-        yield record
