@@ -55,4 +55,56 @@ def get_provider_info() -> dict[str, Any]:
                 "class-name": "airflow_provider_openai_batch.decorators.openai_batch.openai_batch_task",
             }
         ],
+        "config": {
+            "openai_batch": {
+                "description": "Settings of the OpenAI Batch provider.",
+                "options": {
+                    "coalesce": {
+                        "description": (
+                            "Poll batch statuses on the triggerer through shared `GET /batches` list pages, "
+                            "one status board per connection for every deferred task. Off, each batch is "
+                            "retrieved on its own every poll interval."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
+                    "list_page_size": {
+                        "description": "Batches per list page the status board reads (`limit`, 1 to 100).",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "50",
+                        "default": "100",
+                    },
+                    "max_list_pages": {
+                        "description": (
+                            "How deep, in list pages from the newest batch, the status board reads and "
+                            "remembers the list; watched batches older than that are retrieved one by one."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "20",
+                        "default": "100",
+                    },
+                    "summary_log_interval": {
+                        "description": "Seconds between the status board's one-line summaries in the triggerer log.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "300",
+                    },
+                    "progress_log_interval": {
+                        "description": (
+                            "A deferred task logs a batch whenever its status changes; request counts that "
+                            "changed without the status are logged at most this often (seconds)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "300",
+                    },
+                },
+            }
+        },
     }

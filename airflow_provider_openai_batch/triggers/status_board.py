@@ -1,85 +1,50 @@
-"""
-Coalesced batch status polling: one status board per event loop and shared client, used by every trigger.
+"""One status board per event loop and shared client: a single task polls for every trigger and pushes news.
 
-Every live :class:`~airflow_provider_openai_batch.triggers.openai_batch.OpenAIBatchTrigger` registers the
-batch ids it still waits for with the board of its client. The board is keyed by the shared ``AsyncOpenAI``
-itself, and the hook hands out one client per (event loop, connection settings), so a board lives exactly
-as long and as wide as the hook's client cache key; a connection whose settings change gets a new board.
-
-One task per board does the HTTP. A trigger that wants statuses calls :meth:`StatusBoard.poll`, which
-answers at once from the last refresh when that refresh is newer than what this trigger saw last and
-started at most one poll interval (the trigger's own) before the call; otherwise the trigger waits for
-the next refresh. So a status is at most one poll interval old when a trigger gets it (a change shows
-up at most one interval later than with a retrieve of its own), and triggers polling at different
-intervals share the refreshes of the most frequent one. The last refresh's pages
-are kept whole, so a trigger that registers (after a triggerer restart, say) finds its batch there
-instead of asking for a refresh of its own. A refresh:
-
-* with at least :data:`COALESCE_MIN_BATCHES` distinct watched ids, fetches ``batches.list(limit=100)``
-  pages, newest first, until every watched id was seen, fewer than two are left to find (a page would
-  cost what retrieving the last one does), or :func:`page_cap` pages were read (:data:`MAX_LIST_PAGES`,
-  or enough pages for the whole watched set if that is more); it reads only ``id``, ``status`` and
-  ``request_counts`` from the raw JSON;
-* retrieves, one request each, the ids a waiting trigger needs that the pages did not contain (batches
-  older than the pages). Such an id is remembered as old: ids only move down the list as batches are
-  created, so later refreshes retrieve it directly, without paging for it again;
-* with fewer watched ids (one batch), just retrieves: a page would cost more than it saves; so does a
-  board whose ``GET /batches`` answered 403/404/405/501 (a gateway that only routes retrieve, a key
-  without the permission), from then on.
-
-So N triggers polling every ``poll_interval`` cost about one refresh per interval: ``ceil(N / 100)`` list
-requests instead of N retrieves. A failed list page fails the refresh for every id it did not reach, and
-each waiting trigger counts it as one failed poll against its own error budget; a retrieve error belongs
-to its batch alone (a 400/404/422 is permanent, as before). The task stops, and the board leaves the
-registry, when no trigger watches anything, so nothing outlives a loop's triggers; boards of different
-event loops never share a task, a future or a client. Parsing a page is a ``json.loads`` of at most
-100 batches and a loop over them: nothing that blocks the loop.
+Each :class:`~airflow_provider_openai_batch.triggers.openai_batch.OpenAIBatchTrigger` subscribes its
+batch ids and waits on :meth:`Subscription.next`; it never polls on its own clock. The board refreshes on
+one cadence (the shortest poll interval of its subscribers; a batch whose triggers all poll less often is
+fetched only when its own interval is up), plus early refreshes for new subscribers' first look, and wakes
+exactly the triggers with news: a batch whose status changed (so a completion reaches its trigger on the
+refresh that saw it), an error (each counts against that trigger's budget), a first answer, or request
+counts that moved (at most every ``progress_log_interval``). A refresh reads what
+:class:`~.list_map.ListMap` plans: list pages anchored next to runs of watched batches, fetched
+concurrently, retrieves for batches alone, and pages read down from the top only for batches whose place
+in the list is not known yet. Wake-ups are handed out in chunks so that thousands of triggers finishing on
+one refresh do not hold the event loop. With ``[openai_batch] coalesce = False``, or when ``GET /batches``
+answers 403/404/405/501, every batch is retrieved on its own. The task stops when nobody subscribes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
+from airflow_provider_openai_batch.lifecycle.waiting import PermanentPollError, StatusResult
+from airflow_provider_openai_batch.statuses import PERMANENT_POLL_HTTP_STATUSES, TERMINAL
+from airflow_provider_openai_batch.triggers.list_map import ListMap, Window
+from airflow_provider_openai_batch.triggers.settings import BoardSettings
+
+__all__ = ["PermanentPollError", "StatusBoard", "StatusResult", "Subscription", "board_for", "live_boards"]
+
 log = logging.getLogger(__name__)
 
-#: Coalesce through ``batches.list`` when the board watches at least this many distinct batch ids;
-#: ``None`` turns coalescing off (every trigger retrieves its own batches, as before the board existed).
-COALESCE_MIN_BATCHES: int | None = 2
-#: Page size of ``batches.list`` (the API's maximum).
-LIST_PAGE_SIZE = 100
-#: Pages one refresh may read (more only when the watched set needs more); batches further down the list
-#: are retrieved one by one.
-MAX_LIST_PAGES = 10
-
-#: HTTP statuses that will not change on a later poll: the batch id is unknown or malformed.
-PERMANENT_HTTP_STATUSES = frozenset({400, 404, 422})
-#: HTTP statuses of ``GET /batches`` meaning this endpoint or key cannot list (a proxy or gateway that only
-#: routes retrieve, a key without the permission): the board falls back to retrieves for good.
+#: HTTP statuses of ``GET /batches`` meaning this endpoint or key cannot list (a gateway that only routes
+#: retrieve, a key without the permission): the board retrieves each batch from then on.
 LIST_UNSUPPORTED_HTTP_STATUSES = frozenset({403, 404, 405, 501})
-
-#: A batch's status as the trigger logs it: ``(batch_id, status, request_counts)``.
-StatusResult = tuple[str, Any, dict[str, Any]]
-
-
-class PermanentPollError(Exception):
-    """Polling this batch cannot succeed (unknown or malformed id)."""
-
-
-def page_cap(n_listable: int) -> int:
-    """
-    Most pages one refresh reads for ``n_listable`` watched ids: enough to cover them, and
-    :data:`MAX_LIST_PAGES` at least, because newer batches (finished ones, other users') come first.
-    """
-    return max(MAX_LIST_PAGES, -(-n_listable // LIST_PAGE_SIZE) + 1)
+#: Requests one refresh keeps in flight (the shared client pools 50 connections).
+CONCURRENCY = 32
+#: Triggers woken per event-loop turn: a turn stays a few milliseconds even when thousands finish at once.
+NOTIFY_CHUNK = 200
 
 
 async def retrieve_status(client: openai.AsyncOpenAI, batch_id: str) -> StatusResult:
@@ -87,29 +52,75 @@ async def retrieve_status(client: openai.AsyncOpenAI, batch_id: str) -> StatusRe
     try:
         raw = await client.batches.with_raw_response.retrieve(batch_id)
     except openai.APIStatusError as exc:
-        if exc.status_code in PERMANENT_HTTP_STATUSES:
+        if exc.status_code in PERMANENT_POLL_HTTP_STATUSES:
             raise PermanentPollError(f"batch {batch_id}: HTTP {exc.status_code} {exc.message}") from exc
         raise
     data = json.loads(raw.content)
     return batch_id, data.get("status"), data.get("request_counts") or {}
 
 
+async def list_page(client: openai.AsyncOpenAI, after: str | None, limit: int) -> tuple[list[dict], bool]:
+    """One ``GET /batches`` page as raw dicts (newest first) and whether more follow."""
+    options: dict[str, Any] = {"limit": limit} if after is None else {"limit": limit, "after": after}
+    raw = await client.batches.with_raw_response.list(**options)
+    data = json.loads(raw.content)
+    items = data.get("data")
+    if not isinstance(items, list):
+        raise ValueError(
+            f"Expected a list page with `data` from GET /batches but received keys {sorted(data)}"
+        )
+    return [i for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)], bool(
+        data.get("has_more")
+    )
+
+
 @dataclass
-class _Entry:
+class Entry:
+    """The board's latest word on one batch."""
+
     generation: int
-    started: float  # loop time at which the refresh that produced it started
     result: StatusResult | None = None
     error: Exception | None = None
 
 
-@dataclass(eq=False)
-class _Waiter:
-    batch_ids: list[str]
-    seen: dict[str, int]
-    max_age: float
-    future: asyncio.Future[list[StatusResult | Exception]]
-    asked: float  # loop time of the request: max_age counts from here, not from when a refresh ends
-    generation: int = 0  # the refresh that must answer it (0: not yet taken by a refresh)
+class Subscription:
+    """One trigger's view of the board: :meth:`next` waits until the board has news for its batches."""
+
+    def __init__(self, board: StatusBoard, batch_ids: list[str], poll_interval: float, first_due: float):
+        self.board = board
+        self.batch_ids = list(batch_ids)
+        self.poll_interval = poll_interval
+        self.first_due = first_due
+        self.delivered: dict[str, int] = {}
+        self.last_wake = float("-inf")
+        self.closed = False
+        self._ready = asyncio.Event()
+
+    async def next(self) -> tuple[list[str], list[StatusResult | Exception]]:
+        """The batch ids with news and, in the same order, each one's status or the error fetching it."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            ids = [b for b in self.batch_ids if self.board.entry_generation(b) > self.delivered.get(b, 0)]
+            if ids:
+                return ids, [self.board.take(self, b) for b in ids]
+            if self.board.closed:
+                raise RuntimeError("the status board stopped")
+
+    def unwatch(self, batch_ids: list[str]) -> None:
+        """Stop watching some batches (terminal ones): they leave the board when nobody else watches them."""
+        gone = set(batch_ids) & set(self.batch_ids)
+        self.batch_ids = [b for b in self.batch_ids if b not in gone]
+        self.board._drop(self, gone)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.unwatch(list(self.batch_ids))
+
+    def _wake(self, now: float) -> None:
+        self.last_wake = now
+        self._ready.set()
 
 
 @dataclass(eq=False)
@@ -118,232 +129,362 @@ class StatusBoard:
 
     client: openai.AsyncOpenAI
     loop: asyncio.AbstractEventLoop
-    watched: Counter[str] = field(default_factory=Counter)
-    generation: int = 0
+    settings: BoardSettings = field(default_factory=BoardSettings.from_conf)
     refreshes: int = 0
-    requests: int = 0
-    _entries: dict[str, _Entry] = field(default_factory=dict)
-    _old: set[str] = field(default_factory=set)
-    _waiters: list[_Waiter] = field(default_factory=list)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
+    pages: int = 0
+    retrieves: int = 0
     list_unsupported: bool = False
     closed: bool = False
 
-    # -- registration ------------------------------------------------------------------------------
-
-    def watch(self, batch_ids: list[str]) -> None:
-        if self.closed:
-            raise RuntimeError("this status board has stopped; get a new one with board_for()")
-        self.watched.update(batch_ids)
-        if self._task is None:
-            self._task = self.loop.create_task(self._run(), name=f"openai-batch-status-board-{id(self):x}")
-
-    def unwatch(self, batch_ids: list[str]) -> None:
-        for batch_id in batch_ids:
-            if self.watched[batch_id] <= 1:
-                self.watched.pop(batch_id, None)
-                self._entries.pop(batch_id, None)
-                self._old.discard(batch_id)
-            else:
-                self.watched[batch_id] -= 1
-        if not self.watched:
-            self._wake.set()  # let the task see that it has nothing left to do
+    def __post_init__(self) -> None:
+        self.map = ListMap(self.settings.list_page_size, self.settings.max_list_pages)
+        self.generation = 0
+        self._subs: dict[str, set[Subscription]] = {}
+        self._entries: dict[str, Entry] = {}
+        self._last_fetch: dict[str, float] = {}
+        self._first: list[tuple[float, int, Subscription]] = []
+        self._seq = itertools.count()
+        self._next_tick: float | None = None
+        self._sleeping_until = float("-inf")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_summary = self.loop.time() + self.settings.summary_log_interval
+        self._since_summary = Counter[str]()
 
     @property
-    def coalescing(self) -> bool:
-        return (
-            COALESCE_MIN_BATCHES is not None
-            and not self.list_unsupported
-            and len(self.watched) >= COALESCE_MIN_BATCHES
-        )
+    def requests(self) -> int:
+        return self.pages + self.retrieves
 
-    # -- polling -----------------------------------------------------------------------------------
+    @property
+    def watched(self) -> dict[str, int]:
+        """Batch id to how many subscriptions watch it."""
+        return {b: len(s) for b, s in self._subs.items()}
 
-    def _fresh(self, waiter: _Waiter) -> list[StatusResult | Exception] | None:
-        """The waiter's answer from the entries, or None if one of its ids needs a newer refresh."""
-        for batch_id in waiter.batch_ids:
-            entry = self._entries.get(batch_id)
-            if (
-                entry is None
-                or entry.generation <= waiter.seen.get(batch_id, 0)
-                or entry.started < waiter.asked - waiter.max_age
-            ):
-                return None
-        return self._take(waiter)
+    # -- subscriptions -------------------------------------------------------------------------------
 
-    def _take(self, waiter: _Waiter) -> list[StatusResult | Exception]:
-        answer: list[StatusResult | Exception] = []
-        for batch_id in waiter.batch_ids:
-            entry = self._entries.get(batch_id)
-            if entry is None:
-                answer.append(RuntimeError(f"batch {batch_id} is not watched on this status board"))
-                continue
-            waiter.seen[batch_id] = entry.generation
-            answer.append(entry.error if entry.error is not None else entry.result)  # type: ignore[arg-type]
-        return answer
+    def subscribe(self, batch_ids: list[str], poll_interval: float, first_delay: float = 0.0) -> Subscription:
+        """Watch ``batch_ids``; the first answer comes about ``first_delay`` seconds from now.
 
-    async def poll(
-        self, batch_ids: list[str], seen: dict[str, int], max_age: float
-    ) -> list[StatusResult | Exception]:
-        """
-        A status (or the error that prevented it) for each of ``batch_ids``, in order.
-
-        :param batch_ids: watched ids (see :meth:`watch`) to answer for.
-        :param seen: per id, the generation this caller saw last; updated in place. Each answer is newer.
-        :param max_age: seconds; an answer from a refresh that started longer before this call is not used.
+        :param batch_ids: the batches to watch.
+        :param poll_interval: seconds between refreshes of these batches, at most.
+        :param first_delay: seconds until the first look (a jitter that spreads a triggerer restart).
         """
         if self.closed:
             raise RuntimeError("this status board has stopped; get a new one with board_for()")
-        waiter = _Waiter(list(batch_ids), seen, max_age, self.loop.create_future(), self.loop.time())
-        answer = self._fresh(waiter)
-        if answer is not None:
-            return answer
-        self._waiters.append(waiter)
-        self._wake.set()
-        try:
-            return await waiter.future
-        finally:
-            if not waiter.future.done():  # cancelled: the trigger was stopped
-                waiter.future.cancel()
+        now = self.loop.time()
+        sub = Subscription(self, batch_ids, poll_interval, now + first_delay)
+        for batch_id in sub.batch_ids:
+            self._subs.setdefault(batch_id, set()).add(sub)
+        heapq.heappush(self._first, (sub.first_due, next(self._seq), sub))
+        if self._next_tick is not None and now + poll_interval < self._next_tick:
+            self._next_tick = now + poll_interval
+        if min(sub.first_due, self._next_tick or sub.first_due) < self._sleeping_until:
+            self._wake.set()  # only when the schedule moves: thousands registering must not spin the task
+        if self._task is None:
+            self._task = self.loop.create_task(self._run(), name=f"openai-batch-status-board-{id(self):x}")
+        return sub
 
-    # -- the refresh task --------------------------------------------------------------------------
+    def _drop(self, sub: Subscription, batch_ids: set[str]) -> None:
+        for batch_id in batch_ids:
+            subs = self._subs.get(batch_id)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self._subs[batch_id]
+                self._entries.pop(batch_id, None)
+                self._last_fetch.pop(batch_id, None)
+                self.map.forget([batch_id])
+        if not self._subs:
+            self._wake.set()  # let the task see that it has nothing left to do
+
+    def entry_generation(self, batch_id: str) -> int:
+        entry = self._entries.get(batch_id)
+        return 0 if entry is None else entry.generation
+
+    def take(self, sub: Subscription, batch_id: str) -> StatusResult | Exception:
+        entry = self._entries[batch_id]
+        sub.delivered[batch_id] = entry.generation
+        return entry.error if entry.error is not None else entry.result  # type: ignore[return-value]
+
+    # -- the schedule --------------------------------------------------------------------------------
+
+    def _cadence(self) -> float:
+        return min((s.poll_interval for subs in self._subs.values() for s in subs), default=60.0)
 
     async def _run(self) -> None:
         try:
-            while self.watched:
-                self._waiters = [w for w in self._waiters if not w.future.done()]
-                due = [w for w in self._waiters if w.generation == 0]
-                if not due:
+            while self._subs:
+                now = self.loop.time()
+                while self._first and self._first[0][2].closed:
+                    heapq.heappop(self._first)
+                wake_at = min(
+                    [
+                        t
+                        for t in (self._next_tick, self._first[0][0] if self._first else None)
+                        if t is not None
+                    ],
+                    default=None,
+                )
+                if wake_at is None or wake_at > now:
                     self._wake.clear()
-                    await self._wake.wait()
+                    self._sleeping_until = float("inf") if wake_at is None else wake_at
+                    timeout = None if wake_at is None else wake_at - now
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    except TimeoutError:
+                        pass
                     continue
-                self.generation += 1
-                for waiter in due:
-                    waiter.generation = self.generation
-                needed = {b for w in due for b in w.batch_ids if b in self.watched}
-                try:
-                    await self._refresh(self.generation, needed)
-                except Exception as exc:  # a bug here must not strand the waiters: each gets the error
-                    log.exception("Refreshing batch statuses failed")
-                    for batch_id in needed & self.watched.keys():
-                        self._entries[batch_id] = _Entry(self.generation, self.loop.time(), None, exc)
-                self._answer()
+                await self._cycle(now)
+                self._summary()
         finally:
-            self.closed = True
-            per_loop = _boards.get(self.loop)
-            if per_loop is not None and per_loop.get(id(self.client)) is self:
-                del per_loop[id(self.client)]
-                if not per_loop:
-                    _boards.pop(self.loop, None)
-            for waiter in self._waiters:
-                if not waiter.future.done():
-                    waiter.future.set_exception(RuntimeError("the status board stopped"))
-            self._waiters.clear()
+            self._close()
 
-    def _answer(self) -> None:
-        remaining = []
-        for waiter in self._waiters:
-            if waiter.future.done():
-                continue
-            answer = self._fresh(waiter)
-            if answer is None and waiter.generation == self.generation:
-                # Taken by this refresh: its answer is as fresh as it gets, even if the refresh took longer
-                # than the waiter's max_age (or an id stopped being watched meanwhile).
-                answer = self._take(waiter)
-            if answer is None:
-                waiter.generation = 0  # came in during the refresh and needs a newer one
-                remaining.append(waiter)
-            else:
-                waiter.future.set_result(answer)
-        self._waiters = remaining
+    async def _cycle(self, now: float) -> None:
+        """One round: fetch what is due, then wake the subscribers with news."""
+        cadence = self._cadence()
+        slack = min(1.0, cadence / 10)
+        first: list[Subscription] = []
+        while self._first and self._first[0][0] <= now + slack:
+            sub = heapq.heappop(self._first)[2]
+            if not sub.closed:
+                first.append(sub)
+        fetch: set[str] = set()
+        if self._next_tick is not None and now >= self._next_tick:
+            for batch_id, subs in self._subs.items():
+                last = self._last_fetch.get(batch_id)
+                if last is None or self._is_terminal(batch_id):
+                    continue
+                interval = min(s.poll_interval for s in subs)
+                if now + cadence > last + interval - 1e-3:  # the next tick would be too late
+                    fetch.add(batch_id)
+            self._next_tick = max(self._next_tick + cadence, now + cadence / 2)
+        for sub in first:
+            for batch_id in sub.batch_ids:
+                last = self._last_fetch.get(batch_id)
+                if not self._is_terminal(batch_id) and (last is None or last < now - sub.poll_interval):
+                    fetch.add(batch_id)
+        changed: dict[str, str] = {}
+        if fetch:
+            changed = await self._refresh(fetch, now)
+            if self._next_tick is None:
+                self._next_tick = now + cadence
+        await self._notify(changed, first)
 
-    async def _refresh(self, generation: int, needed: set[str]) -> None:
-        started = self.loop.time()
+    def _is_terminal(self, batch_id: str) -> bool:
+        entry = self._entries.get(batch_id)
+        return entry is not None and entry.result is not None and entry.result[1] in TERMINAL
+
+    async def _notify(self, changed: dict[str, str], first: list[Subscription]) -> None:
+        """Wake the subscribers with news, a chunk per event-loop turn."""
+        now = self.loop.time()
+        progress_due = now - self.settings.progress_log_interval
+        to_wake: dict[int, Subscription] = {id(s): s for s in first if not s.closed}
+        for batch_id, kind in changed.items():
+            for sub in self._subs.get(batch_id, ()):
+                if kind != "counts" or sub.last_wake <= progress_due or batch_id not in sub.delivered:
+                    to_wake[id(sub)] = sub
+        for n, sub in enumerate(to_wake.values(), 1):
+            sub._wake(now)
+            if n % NOTIFY_CHUNK == 0:
+                await asyncio.sleep(0)
+
+    # -- one refresh ---------------------------------------------------------------------------------
+
+    async def _refresh(self, fetch: set[str], started: float) -> dict[str, str]:
+        """Fetch statuses for ``fetch`` (and whatever else the pages hold); what changed, and how."""
+        self.generation += 1
         self.refreshes += 1
+        self._since_summary["refreshes"] += 1
+        changed: dict[str, str] = {}
 
         def record(batch_id: str, result: StatusResult | None = None, error: Exception | None = None) -> None:
-            self._entries[batch_id] = _Entry(generation, started, result, error)
+            if batch_id not in self._subs:
+                return
+            old = self._entries.get(batch_id)
+            if error is not None:
+                changed[batch_id] = "error"
+            elif old is None or old.result is None or old.result[1] != result[1]:  # type: ignore[index]
+                changed[batch_id] = "status"
+            elif old.result[2] != result[2]:  # type: ignore[index]
+                changed.setdefault(batch_id, "counts")
+            self._entries[batch_id] = Entry(self.generation, result, error)
+            self._last_fetch[batch_id] = started
 
         try:
-            await self._fetch(generation, needed, record)
-        finally:
-            # Keep what the pages said about batches nobody watches yet for one refresh only: a trigger that
-            # registers next can use it, and memory stays bounded by the pages of one refresh.
-            self._entries = {
-                b: e for b, e in self._entries.items() if b in self.watched or e.generation == generation
-            }
+            await self._fetch(sorted(fetch), record)
+        except Exception as exc:  # a bug here must not strand the triggers: each gets the error
+            log.exception("Refreshing batch statuses failed")
+            for batch_id in fetch:
+                record(batch_id, error=exc)
+        return changed
 
-    async def _fetch(self, generation: int, needed: set[str], record: Callable[..., None]) -> None:
-        """List pages (when coalescing), then retrieve the needed ids the pages did not have."""
-        to_retrieve = set(needed)
-        # Page only when a waiter needs a batch the pages can hold; old ones are retrieved either way.
-        if self.coalescing and needed - self._old:
-            missing = set(self.watched) - self._old
-            after: str | None = None
-            complete = True
-            for _ in range(page_cap(len(missing))):
-                if len(missing) < 2:
-                    # One more page costs a request, as retrieving the last one does; do not mark it old.
-                    complete = False
-                    break
-                try:
-                    self.requests += 1
-                    page = await self._list_page(after)
-                except openai.APIStatusError as exc:
-                    if exc.status_code not in LIST_UNSUPPORTED_HTTP_STATUSES:
-                        for batch_id in to_retrieve:
-                            record(batch_id, error=exc)
-                        return
-                    log.warning(
-                        "Listing batches is not available here (HTTP %s); polling each batch with retrieve",
-                        exc.status_code,
-                    )
-                    self.list_unsupported, complete = True, False
-                    break
-                except Exception as exc:
-                    log.debug("Listing batches failed: %s: %s", type(exc).__name__, exc)
-                    # The service is failing: every id not seen yet shares the error, no retrieves now.
-                    for batch_id in to_retrieve:
-                        record(batch_id, error=exc)
-                    return
-                for item in page["data"]:
-                    batch_id = item.get("id")
-                    if isinstance(batch_id, str):
-                        record(batch_id, (batch_id, item.get("status"), item.get("request_counts") or {}))
-                        missing.discard(batch_id)
-                        to_retrieve.discard(batch_id)
-                if not page["data"] or not page["has_more"]:
-                    break
-                after = page["data"][-1]["id"]
-            if complete:
-                # Not in the pages read: older than them, and only getting older as batches are created.
-                self._old.update(missing)
-        to_retrieve &= set(self.watched)
-        if to_retrieve:
-            ids = sorted(to_retrieve)
-            self.requests += len(ids)
-            results = await asyncio.gather(
-                *(retrieve_status(self.client, b) for b in ids), return_exceptions=True
+    async def _fetch(self, batch_ids: list[str], record: Callable[..., None]) -> None:
+        if not self.settings.coalesce or self.list_unsupported:
+            await self._gather([self._retrieve_job(b, record) for b in batch_ids])
+            return
+        plan = self.map.plan(batch_ids)
+        windows = list(plan.windows)
+        retrieves = list(plan.retrieves)
+        discover = bool(plan.unknown) and self.map.should_discover(0, len(plan.unknown))
+        if not discover:
+            retrieves += plan.unknown
+        top = next((w for w in windows if w.anchor is None), None)
+        if discover and top is not None:
+            windows.remove(top)  # discovery reads the top page anyway
+        jobs = [self._window_job(w, record) for w in windows]
+        jobs += [self._retrieve_job(b, record) for b in retrieves]
+        if discover:
+            jobs.append(self._discover(set(plan.unknown), record, top.expected if top else ()))
+        await self._gather(jobs)
+
+    async def _gather(self, jobs: list[Awaitable[None]]) -> None:
+        """Run the jobs with at most :data:`CONCURRENCY` in flight (discovery counts as one)."""
+        queue = iter(jobs)
+
+        async def worker() -> None:
+            for job in queue:
+                await job
+
+        await asyncio.gather(*(worker() for _ in range(min(CONCURRENCY, len(jobs)))))
+
+    async def _retrieve_job(self, batch_id: str, record: Callable[..., None]) -> None:
+        self.retrieves += 1
+        self._since_summary["retrieves"] += 1
+        try:
+            record(batch_id, await retrieve_status(self.client, batch_id))
+        except Exception as exc:
+            record(batch_id, error=exc)
+
+    async def _page(self, after: str | None, record: Callable[..., None]) -> tuple[list[str], bool]:
+        """One list page; records every watched batch on it and returns its ids."""
+        self.pages += 1
+        self._since_summary["pages"] += 1
+        items, has_more = await list_page(self.client, after, self.settings.list_page_size)
+        ids = []
+        for item in items:
+            batch_id = item["id"]
+            ids.append(batch_id)
+            record(batch_id, (batch_id, item.get("status"), item.get("request_counts") or {}))
+        return ids, has_more
+
+    def _list_failed(self, exc: Exception) -> bool:
+        """True when the endpoint cannot list at all: switch to retrieves for good (logged once)."""
+        if isinstance(exc, openai.APIStatusError) and exc.status_code in LIST_UNSUPPORTED_HTTP_STATUSES:
+            if not self.list_unsupported:
+                log.warning(
+                    "Listing batches is not available here (HTTP %s); polling each batch with retrieve",
+                    exc.status_code,
+                )
+            self.list_unsupported = True
+            return True
+        log.debug("Listing batches failed: %s: %s", type(exc).__name__, exc)
+        return False
+
+    async def _window_job(self, window: Window, record: Callable[..., None]) -> None:
+        try:
+            ids, has_more = await self._page(window.anchor, record)
+        except Exception as exc:
+            if self._list_failed(exc):
+                await self._gather([self._retrieve_job(b, record) for b in window.expected])
+            else:
+                for batch_id in window.expected:
+                    record(batch_id, error=exc)
+            return
+        missing = set(window.expected) - set(ids)
+        if window.anchor is None:
+            # The top page moves as batches are created: learn it, and retrieve what moved off it.
+            self.map.learn_top(ids, has_more)
+            await self._gather([self._retrieve_job(b, record) for b in sorted(missing)])
+        elif missing:  # the list is not what the map says: start the map over, and answer these directly
+            log.warning(
+                "List page after %s lacked %d expected batch(es); re-reading the list",
+                window.anchor,
+                len(missing),
             )
-            for batch_id, result in zip(ids, results, strict=True):
-                if isinstance(result, BaseException) and not isinstance(result, Exception):
-                    raise result
-                if isinstance(result, Exception):
-                    record(batch_id, error=result)
-                else:
-                    record(batch_id, result)
+            self.map.reset()
+            await self._gather([self._retrieve_job(b, record) for b in sorted(missing)])
 
-    async def _list_page(self, after: str | None) -> dict[str, Any]:
-        options: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
-        if after is not None:
-            options["after"] = after
-        raw = await self.client.batches.with_raw_response.list(**options)
-        data = json.loads(raw.content)
-        items = data.get("data")
-        if not isinstance(items, list):
-            raise ValueError(f"Expected a list page with `data` but received keys {sorted(data)}")
-        return {"data": [i for i in items if isinstance(i, dict)], "has_more": bool(data.get("has_more"))}
+    async def _discover(
+        self, unknown: set[str], record: Callable[..., None], top: Sequence[str] = ()
+    ) -> None:
+        """Find batches whose place is unknown: read down from the top to the known stretch, then below it.
+
+        :param top: known batches expected on the top page (read here anyway).
+        """
+        judged = set(unknown)  # watched before this refresh started: they existed during every read
+        top_left = set(top)  # the top page normally has them; if not, they are retrieved below
+        pages, chain, after = 0, [], None
+        try:
+            while True:  # from the top until the pages reach the known stretch
+                ids, has_more = await self._page(after, record)
+                pages += 1
+                unknown.difference_update(ids)
+                top_left.difference_update(ids)
+                chain.extend(ids)
+                reached = any(b in self.map for b in ids)
+                if (
+                    reached
+                    or not has_more
+                    or not ids
+                    or len(chain) >= self.map.max_pages * self.map.page_size
+                    or (len(self.map) == 0 and not self.map.should_discover(pages, len(unknown)))
+                ):
+                    break
+                after = ids[-1]
+            self.map.learn_top(chain, has_more)
+            from_top = True
+            while not self.map.end_reached and self.map.should_discover(pages, len(unknown)):
+                anchor = self.map.tail_id
+                if anchor is None:
+                    break
+                ids, has_more = await self._page(anchor, record)
+                pages += 1
+                unknown.difference_update(ids)
+                if not self.map.learn_after(anchor, ids, has_more):
+                    from_top = False
+                    break
+            self.map.judge_missing(judged & unknown, read_from_top=from_top)
+        except Exception as exc:
+            if not self._list_failed(exc):
+                for batch_id in unknown | top_left:
+                    record(batch_id, error=exc)
+                return
+        # Older than discovery reached this time, not listed, or pushed off the top page: ask for each.
+        await self._gather([self._retrieve_job(b, record) for b in sorted(unknown | top_left)])
+
+    # -- logging and shutdown ------------------------------------------------------------------------
+
+    def _summary(self) -> None:
+        now = self.loop.time()
+        if now < self._next_summary:
+            return
+        self._next_summary = now + self.settings.summary_log_interval
+        statuses = Counter(e.result[1] if e.result else "error" for e in self._entries.values())
+        n_subs = len({id(s) for subs in self._subs.values() for s in subs})
+        counts, self._since_summary = self._since_summary, Counter()
+        log.info(
+            "Status board: %d trigger(s) watching %d batch(es) (%s); since the last summary %d refresh(es), "
+            "%d list page(s), %d retrieve(s); list positions known for %d batch(es)",
+            n_subs,
+            len(self._subs),
+            ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())) or "none fetched yet",
+            counts["refreshes"],
+            counts["pages"],
+            counts["retrieves"],
+            sum(1 for b in self._subs if b in self.map),
+        )
+
+    def _close(self) -> None:
+        self.closed = True
+        per_loop = _boards.get(self.loop)
+        if per_loop is not None and per_loop.get(id(self.client)) is self:
+            del per_loop[id(self.client)]
+            if not per_loop:
+                _boards.pop(self.loop, None)
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub._ready.set()  # a waiting subscriber sees `closed` and raises
 
 
 # Boards per event loop, keyed by the identity of the shared client (which the board holds, so the key
@@ -354,7 +495,7 @@ _boards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, StatusBo
 
 
 def board_for(client: openai.AsyncOpenAI) -> StatusBoard:
-    """The running loop's board for this shared client, made on first use."""
+    """The running loop's board for this shared client, made (with the current settings) on first use."""
     loop = asyncio.get_running_loop()
     per_loop = _boards.setdefault(loop, {})
     board = per_loop.get(id(client))
