@@ -98,7 +98,7 @@ def token_counter(model: str | None, tokenizer: str = "auto") -> TokenCounter:
         for candidate in (name, f"{name}_offline"):
             encoding = _load_offline(candidate)
             if encoding is not None:
-                return TokenCounter(_counting(encoding), f"tiktoken {name}", True)
+                return TokenCounter(_counting(encoding), f"tiktoken {candidate}", True)
         reason = (
             f"tiktoken's {name} encoding is not cached and cannot be downloaded here "
             "(set TIKTOKEN_CACHE_DIR to a folder holding it)"
