@@ -1,7 +1,7 @@
 """Benchmark the input pipeline: spool_requests against a bare parse loop, and its peak memory.
 
     python bench/bench_input.py --mb 50 200 1000
-    python bench/bench_input.py --mb 50 --root /tmp/old   # time another checkout, e.g. a `git worktree`
+    python bench/bench_input.py --mb 50 --compare /tmp/old --rounds 5   # against another checkout
 
 For each size, a realistic chat-completions JSONL (about 1 KB a line) is generated once under
 ``--dir`` and reused. Then, in the same run:
@@ -13,6 +13,11 @@ For each size, a realistic chat-completions JSONL (about 1 KB a line) is generat
     interpreter with the same imports.
 
 Throughput is the best of ``--repeat`` runs, after one warm-up read that puts the file in the page cache.
+
+With ``--compare DIR`` (a checkout of another commit, e.g. made by ``git worktree add DIR <commit>``), (a) and
+(b) run instead in a fresh subprocess per round and per checkout, this one and DIR alternating, first one
+then the other, for ``--rounds`` rounds: load on a shared machine then hits both alike, and the ratios to
+each round's own floor are compared.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,8 +146,71 @@ print(peak_kib())
 """
 
 
-def peak_rss_mb(mode: str, path: Path, workdir: str, root: str) -> float:
-    code = CHILD.format(root=root, endpoint=ENDPOINT)
+TIMER = """
+import sys
+sys.path.insert(0, {root!r})
+sys.path.insert(1, {bench!r})
+from pathlib import Path
+import bench_input as b
+from airflow_provider_openai_batch.batch_input import spool_requests
+path, workdir, repeat = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+b.floor(path)
+t_floor = b.best(lambda: b.floor(path), repeat)
+t_spool = b.best(lambda: b.spool(spool_requests, path, workdir), repeat)
+print(t_floor, t_spool)
+"""
+
+
+def timed_in_child(root: str, path: Path, workdir: str, repeat: int) -> tuple[float, float]:
+    """(floor, spool) seconds, best of ``repeat``, in a fresh interpreter importing from ``root``."""
+    code = TIMER.format(root=root, bench=str(Path(__file__).resolve().parent))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), workdir, str(repeat)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    t_floor, t_spool = out.stdout.split()
+    return float(t_floor), float(t_spool)
+
+
+def compare(args: argparse.Namespace, data_dir: Path) -> None:
+    roots = {"this": str(ROOT), "compare": str(Path(args.compare).resolve())}
+    print(f"this: {roots['this']}; compare: {roots['compare']}")
+    print()
+    print(
+        "| input | round | this: floor, spool | spool/floor | compare: floor, spool | spool/floor | this/compare |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for mb in args.mb:
+        path = data_dir / f"chat-{mb}mb.jsonl"
+        if not path.exists():
+            generate(path, mb)
+        floor(path)  # warm-up: puts the file in the page cache
+        ratios: dict[str, list[float]] = {"this": [], "compare": []}
+        for round_no in range(args.rounds):
+            times = {}
+            for name in ("this", "compare") if round_no % 2 == 0 else ("compare", "this"):
+                workdir = tempfile.mkdtemp(prefix="spool-", dir=args.workdir_in or data_dir)
+                try:
+                    times[name] = timed_in_child(roots[name], path, workdir, args.repeat)
+                finally:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                ratios[name].append(times[name][1] / times[name][0])
+            cells = [
+                f"{t[0]:.3f} s, {t[1]:.3f} s | {t[1] / t[0]:.2f}x" for t in (times["this"], times["compare"])
+            ]
+            print(
+                f"| {mb:,} MB | {round_no + 1} | {cells[0]} | {cells[1]} "
+                f"| {ratios['this'][-1] / ratios['compare'][-1]:.3f} |",
+                flush=True,
+            )
+        this, other = statistics.median(ratios["this"]), statistics.median(ratios["compare"])
+        print(f"| {mb:,} MB | median | | {this:.2f}x | | {other:.2f}x | {this / other:.3f} |", flush=True)
+
+
+def peak_rss_mb(mode: str, path: Path, workdir: str) -> float:
+    code = CHILD.format(root=str(ROOT), endpoint=ENDPOINT)
     out = subprocess.run(
         [sys.executable, "-c", code, mode, str(path), workdir], check=True, capture_output=True, text=True
     )
@@ -161,23 +230,19 @@ def main() -> None:
         help="where spool_requests writes its shards (default: under --dir); e.g. /dev/shm to leave the disk out",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip (c), the subprocess peak-RSS runs")
-    parser.add_argument(
-        "--root",
-        default=str(ROOT),
-        help="checkout whose spool_requests is timed (default: this one); e.g. a `git worktree` of an older "
-        "commit, to compare before and after in runs of the same bench",
-    )
+    parser.add_argument("--compare", metavar="DIR", help="checkout to time against this one (see above)")
+    parser.add_argument("--rounds", type=int, default=5, help="with --compare: rounds of both checkouts")
     args = parser.parse_args()
-    args.root = str(Path(args.root).resolve())
-    sys.path.insert(0, args.root)
-    from airflow_provider_openai_batch import batch_input
-
-    code_dir = Path(batch_input.__file__).parent
 
     data_dir = Path(args.dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"python {sys.version.split()[0]}, parser {PARSER}, {os.cpu_count()} CPUs, data in {data_dir}")
-    print(f"spool_requests from {code_dir}")
+    if args.compare:
+        compare(args, data_dir)
+        return
+    sys.path.insert(0, str(ROOT))
+    from airflow_provider_openai_batch.batch_input import spool_requests
+
     print()
     print("| input | lines | floor: read+parse | spool_requests | spool/floor | shards |")
     print("|---|---|---|---|---|---|")
@@ -192,7 +257,7 @@ def main() -> None:
         try:
             t_floor = best(lambda path=path: floor(path), args.repeat)
             t_spool = best(
-                lambda path=path, workdir=workdir: spool(batch_input.spool_requests, path, workdir),
+                lambda path=path, workdir=workdir: spool(spool_requests, path, workdir),
                 args.repeat,
             )
             shards = len([n for n in os.listdir(workdir) if n.startswith("shard-")])
@@ -212,9 +277,9 @@ def main() -> None:
         )
         print("|---|---|---|---|")
         for mb, path, workdir in rows:
-            idle = peak_rss_mb("idle", path, workdir, args.root)
-            spooled = peak_rss_mb("spool", path, workdir, args.root)
-            inmem = peak_rss_mb("inmem", path, workdir, args.root)
+            idle = peak_rss_mb("idle", path, workdir)
+            spooled = peak_rss_mb("spool", path, workdir)
+            inmem = peak_rss_mb("inmem", path, workdir)
             print(
                 f"| {mb:,} MB | {idle:,.1f} MB | {spooled - idle:,.1f} MB | {inmem - idle:,.0f} MB |",
                 flush=True,
