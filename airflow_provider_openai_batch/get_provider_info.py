@@ -104,6 +104,23 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "60",
                         "default": "300",
                     },
+                    "price_table": {
+                        "description": (
+                            "Prices for cost estimates and max_cost_usd, merged model by model over the dated "
+                            "table shipped with the provider: a JSON object, or the path or URL of a JSON file, "
+                            'of the form {"as_of": "YYYY-MM-DD", "source": "...", "batch_discount": 0.5, '
+                            '"models": {"<model>": {"input": USD, "cached_input": USD, "output": USD, '
+                            '"max_output_tokens": N}}}, prices in USD per 1M tokens. Costs are estimates '
+                            "labelled with as_of and source, never an invoice."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": (
+                            '{"as_of": "2026-12-01", "source": "our contract", '
+                            '"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}}'
+                        ),
+                        "default": "",
+                    },
                 },
             }
         },

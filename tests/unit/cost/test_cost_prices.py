@@ -132,3 +132,12 @@ def test_provider_config_option_is_read(monkeypatch):
     cost = cost_of_usage("x", {"input_tokens": 1_000_000}, load_prices())
     assert cost["total_usd"] == pytest.approx(3.0) and cost["source"] == "env"
     assert DEFAULT_TABLE.exists()
+
+
+def test_the_option_read_is_the_one_the_provider_declares():
+    from airflow_provider_openai_batch.cost.prices import CONFIG_OPTION, CONFIG_SECTION
+    from airflow_provider_openai_batch.get_provider_info import get_provider_info
+
+    option = get_provider_info()["config"][CONFIG_SECTION]["options"][CONFIG_OPTION]
+    assert option["type"] == "string" and option["default"] == ""
+    load_prices(option["example"], use_config=False)  # the documented example is a valid table
