@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_openai_batch.batch_input import iter_jsonl_lines
 from airflow_provider_openai_batch.cost.prices import (
     CONFIG_OPTION,
     CONFIG_SECTION,
@@ -24,6 +23,7 @@ from airflow_provider_openai_batch.cost.prices import (
     lookup,
 )
 from airflow_provider_openai_batch.cost.tokens import token_counter
+from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
 
 CHAT, RESPONSES, COMPLETIONS = "/v1/chat/completions", "/v1/responses", "/v1/completions"
 EMBEDDINGS, MODERATIONS = "/v1/embeddings", "/v1/moderations"

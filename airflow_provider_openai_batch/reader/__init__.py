@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_openai_batch.batch_input import iter_jsonl_lines
 from airflow_provider_openai_batch.reader import sources
 from airflow_provider_openai_batch.reader.join import RequestIndex
 from airflow_provider_openai_batch.reader.shapes import embedding, text
+from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
 
 __all__ = ["Results", "embedding", "read_results", "text"]
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from airflow_provider_openai_batch.batch_input import Shard
 from airflow_provider_openai_batch.cost import (
     approximate_tokens,
     check_budget,
@@ -15,6 +14,7 @@ from airflow_provider_openai_batch.cost import (
 )
 from airflow_provider_openai_batch.cost.estimate import IMAGE_TOKENS, MESSAGE_OVERHEAD, REQUEST_OVERHEAD
 from airflow_provider_openai_batch.exceptions import OpenAIBatchCostExceeded
+from airflow_provider_openai_batch.requests_input.shards import Shard
 
 PRICES = {
     "as_of": "2026-11-30",
