@@ -1,7 +1,7 @@
 """Benchmark the input pipeline: spool_requests against a bare parse loop, and its peak memory.
 
     python bench/bench_input.py --mb 50 200 1000
-    python bench/bench_input.py --mb 50 --compare /tmp/old --rounds 5   # against another checkout
+    python bench/bench_input.py --mb 50 --compare /tmp/old   # against another checkout
 
 For each size, a realistic chat-completions JSONL (about 1 KB a line) is generated once under
 ``--dir`` and reused. Then, in the same run:
@@ -14,15 +14,15 @@ For each size, a realistic chat-completions JSONL (about 1 KB a line) is generat
 
 Throughput is the best of ``--repeat`` runs, after one warm-up read that puts the file in the page cache.
 
-With ``--compare DIR`` (a checkout of another commit, e.g. made by ``git worktree add DIR <commit>``), (a) and
-(b) run instead in a fresh subprocess per round and per checkout, this one and DIR alternating, first one
-then the other, for ``--rounds`` rounds: load on a shared machine then hits both alike, and the ratios to
-each round's own floor are compared.
+With ``--compare DIR`` (a checkout of another commit, e.g. made by ``git worktree add DIR <commit>``), (a) runs
+interleaved with (b) of this checkout and (b) of DIR's, one run of each per round, in alternating order, for
+``--rounds`` rounds: load on a shared machine then hits all three alike. Best and median of the rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import random
 import shutil
@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover
     PARSER = "json (stdlib)"
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "airflow_provider_openai_batch"
 
 ENDPOINT = "/v1/chat/completions"
 WORDS = (
@@ -146,67 +147,56 @@ print(peak_kib())
 """
 
 
-TIMER = """
-import sys
-sys.path.insert(0, {root!r})
-sys.path.insert(1, {bench!r})
-from pathlib import Path
-import bench_input as b
-from airflow_provider_openai_batch.batch_input import spool_requests
-path, workdir, repeat = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-b.floor(path)
-t_floor = b.best(lambda: b.floor(path), repeat)
-t_spool = b.best(lambda: b.spool(spool_requests, path, workdir), repeat)
-print(t_floor, t_spool)
-"""
-
-
-def timed_in_child(root: str, path: Path, workdir: str, repeat: int) -> tuple[float, float]:
-    """(floor, spool) seconds, best of ``repeat``, in a fresh interpreter importing from ``root``."""
-    code = TIMER.format(root=root, bench=str(Path(__file__).resolve().parent))
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(path), workdir, str(repeat)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    t_floor, t_spool = out.stdout.split()
-    return float(t_floor), float(t_spool)
+def load_spool_requests(root: str):
+    """Import ``spool_requests`` from the checkout at ``root``, forgetting any copy of the package imported
+    before: the function keeps its own modules, so two checkouts' versions can be timed in one process."""
+    for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
+        del sys.modules[name]
+    sys.path.insert(0, root)
+    try:
+        module = importlib.import_module(PACKAGE + ".batch_input")
+    finally:
+        sys.path.remove(root)
+    return module.spool_requests
 
 
 def compare(args: argparse.Namespace, data_dir: Path) -> None:
-    roots = {"this": str(ROOT), "compare": str(Path(args.compare).resolve())}
-    print(f"this: {roots['this']}; compare: {roots['compare']}")
+    spools = {
+        "compare": load_spool_requests(str(Path(args.compare).resolve())),
+        "this": load_spool_requests(str(ROOT)),
+    }
+    print(f"this: {ROOT}; compare: {Path(args.compare).resolve()}")
     print()
     print(
-        "| input | round | this: floor, spool | spool/floor | compare: floor, spool | spool/floor | this/compare |"
+        "| input | runs | | floor | this: spool | spool/floor | compare: spool | spool/floor | this/compare |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mb in args.mb:
         path = data_dir / f"chat-{mb}mb.jsonl"
         if not path.exists():
             generate(path, mb)
         floor(path)  # warm-up: puts the file in the page cache
-        ratios: dict[str, list[float]] = {"this": [], "compare": []}
-        for round_no in range(args.rounds):
-            times = {}
-            for name in ("this", "compare") if round_no % 2 == 0 else ("compare", "this"):
-                workdir = tempfile.mkdtemp(prefix="spool-", dir=args.workdir_in or data_dir)
-                try:
-                    times[name] = timed_in_child(roots[name], path, workdir, args.repeat)
-                finally:
-                    shutil.rmtree(workdir, ignore_errors=True)
-                ratios[name].append(times[name][1] / times[name][0])
-            cells = [
-                f"{t[0]:.3f} s, {t[1]:.3f} s | {t[1] / t[0]:.2f}x" for t in (times["this"], times["compare"])
-            ]
+        times: dict[str, list[float]] = {"floor": [], "this": [], "compare": []}
+        workdir = tempfile.mkdtemp(prefix="spool-", dir=args.workdir_in or data_dir)
+        try:
+            for round_no in range(args.rounds):
+                order = ["floor", "this", "compare"]
+                for name in order if round_no % 2 == 0 else reversed(order):
+                    start = time.perf_counter()
+                    if name == "floor":
+                        floor(path)
+                    else:
+                        spool(spools[name], path, workdir)
+                    times[name].append(time.perf_counter() - start)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        for label, pick in (("best", min), ("median", statistics.median)):
+            f, t, c = (pick(times[k]) for k in ("floor", "this", "compare"))
             print(
-                f"| {mb:,} MB | {round_no + 1} | {cells[0]} | {cells[1]} "
-                f"| {ratios['this'][-1] / ratios['compare'][-1]:.3f} |",
+                f"| {mb:,} MB | {args.rounds} | {label} | {f:.3f} s | {t:.3f} s | {t / f:.2f}x | {c:.3f} s "
+                f"| {c / f:.2f}x | {t / c:.3f} |",
                 flush=True,
             )
-        this, other = statistics.median(ratios["this"]), statistics.median(ratios["compare"])
-        print(f"| {mb:,} MB | median | | {this:.2f}x | | {other:.2f}x | {this / other:.3f} |", flush=True)
 
 
 def peak_rss_mb(mode: str, path: Path, workdir: str) -> float:
@@ -231,7 +221,7 @@ def main() -> None:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip (c), the subprocess peak-RSS runs")
     parser.add_argument("--compare", metavar="DIR", help="checkout to time against this one (see above)")
-    parser.add_argument("--rounds", type=int, default=5, help="with --compare: rounds of both checkouts")
+    parser.add_argument("--rounds", type=int, default=15, help="with --compare: runs of each, interleaved")
     args = parser.parse_args()
 
     data_dir = Path(args.dir)
