@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 from openai import OpenAI
@@ -38,6 +40,13 @@ def schemas() -> Schemas:
 def emulator(openai_emulator):
     """The plugin's reset emulator."""
     return openai_emulator
+
+
+@pytest.fixture
+def http(openai_emulator) -> Iterator[httpx.Client]:
+    """A raw HTTP client on the ``/v1`` API, to see bodies exactly as sent."""
+    with httpx.Client(base_url=openai_emulator.base_url, headers={"Authorization": "Bearer sk-test"}) as http:
+        yield http
 
 
 @pytest.fixture

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import io
 
-import httpx
 import openai
 import pytest
 from conftest import request_line, to_jsonl, upload
-
-
-@pytest.fixture
-def http(emulator):
-    with httpx.Client(base_url=emulator.base_url, headers={"Authorization": "Bearer sk-test"}) as http:
-        yield http
 
 
 def test_upload_retrieve_download_delete(client, http, schemas):

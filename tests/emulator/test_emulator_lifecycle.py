@@ -6,7 +6,6 @@ import asyncio
 import io
 import time
 
-import httpx
 import openai
 import pytest
 from conftest import (
@@ -30,12 +29,6 @@ BODY_TYPES = {
     "/v1/completions": Completion,
     "/v1/moderations": ModerationCreateResponse,
 }
-
-
-@pytest.fixture
-def http(emulator):
-    with httpx.Client(base_url=emulator.base_url, headers={"Authorization": "Bearer sk-test"}) as http:
-        yield http
 
 
 def _create(client, lines, endpoint="/v1/chat/completions", **kwargs):
