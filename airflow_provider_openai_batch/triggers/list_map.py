@@ -214,7 +214,7 @@ class ListMap:
 
     def reset(self) -> None:
         """Forget the stretch (a read contradicted it); the judgements stay true of the list."""
+        self.resets += bool(self._ord)
         self._ord.clear()
         self._ids.clear()
         self.head, self.tail, self.end_reached = 0, -1, False
-        self.resets += 1

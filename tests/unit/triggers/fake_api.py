@@ -78,6 +78,7 @@ class FakeBatches:
         self.requests = 0
         self.cancels: list[str] = []
         self.hold_lists: asyncio.Event | None = None
+        self.list_asked = asyncio.Event()
         self.ids = self.others + list(reversed(scripts))
         monkeypatch.setattr(
             hook_module,
@@ -106,6 +107,7 @@ class FakeBatches:
         parts = request.url.path.strip("/").split("/")  # v1/batches[/<id>[/cancel]]
         if request.method == "GET" and len(parts) == 2:
             if self.hold_lists is not None:
+                self.list_asked.set()
                 await self.hold_lists.wait()
             return self.handle_list(request)
         batch_id = parts[2]
