@@ -424,7 +424,7 @@ class Ledger:
                     and batch["status"] not in REJECTED
                 ):
                     log.info("batches.create did make batch %s although its answer was lost", batch["id"])
-                    return batch
+                    return openai.types.Batch.model_construct(**batch)
             return None
 
         batch = as_dict(

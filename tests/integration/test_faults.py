@@ -24,7 +24,7 @@ from airflow_provider_openai_batch import storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.operators import openai_batch as operator_module
+from airflow_provider_openai_batch.lifecycle import ledger as ledger_module
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger, TriggerStatus
 from tests.integration.conftest import TEST_API_KEY
@@ -214,18 +214,18 @@ def test_download_that_keeps_dropping_gives_up_naming_the_file(emulator, tmp_pat
     with open(tmp_path / "in.jsonl", "wb") as fh:
         fh.write(b"".join(json.dumps(request(f"x-{i}")).encode() + b"\n" for i in range(20)))
     with open(tmp_path / "in.jsonl", "rb") as fh:
-        uploaded = hook.upload_file(fh, "in.jsonl")
+        uploaded = hook.upload_file(file=fh, filename="in.jsonl")
     emulator.add_fault(
         method="GET", path="/v1/files/*/content", kind="drop_mid_body", after_bytes=100, times=None
     )
 
     with pytest.raises(OpenAIBatchError) as info:
-        hook.download_file(uploaded.id, str(tmp_path / "copy.jsonl"), max_attempts=3)
+        hook.download_file(uploaded.id, local_path=str(tmp_path / "copy.jsonl"), max_attempts=3)
 
     assert uploaded.id in str(info.value) and "3 attempts" in str(info.value)
     assert len(emulator.calls("GET", f"/v1/files/{uploaded.id}/content")) == 3
     emulator.clear_faults()
-    assert hook.download_file(uploaded.id, str(tmp_path / "copy.jsonl")) == (
+    assert hook.download_file(uploaded.id, local_path=str(tmp_path / "copy.jsonl")) == (
         (tmp_path / "in.jsonl").stat().st_size,
         20,
     )
@@ -291,7 +291,7 @@ def _slow_batch(emulator, tmp_path, n: int = 30) -> str:
     hook = OpenAIBatchHook()
     write_input(tmp_path / "slow.jsonl", [f"slow-{i}" for i in range(n)])
     with open(tmp_path / "slow.jsonl", "rb") as fh:
-        uploaded = hook.upload_file(fh, "slow.jsonl")
+        uploaded = hook.upload_file(file=fh, filename="slow.jsonl")
     return hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions").id
 
 
@@ -387,16 +387,16 @@ def test_crash_between_create_and_defer(run_dag, emulator, local_job, monkeypatc
 def test_crash_between_create_and_record_write(run_dag, emulator, local_job, monkeypatch, rerun):
     """The batch exists but the state store only says "creating": found again by its metadata tags."""
     ids, folder = local_job
-    original = operator_module._StateRecord.save
+    original = ledger_module.RecordStore.save
     crashes: list[dict] = []
 
     def save(self, record):
-        if record.get("shards") and not crashes:  # the write that records the new batch id
-            crashes.append(dict(record))
+        if record.batches and not crashes:  # the write that records the new batch id
+            crashes.append(dict(record.batches))
             raise RuntimeError("worker lost before recording the batch id")
         return original(self, record)
 
-    monkeypatch.setattr(operator_module._StateRecord, "save", save)
+    monkeypatch.setattr(ledger_module.RecordStore, "save", save)
 
     if rerun == "retry":
         outcome = run_dag(DAG_ID, DATE, retries=1)
@@ -406,7 +406,7 @@ def test_crash_between_create_and_record_write(run_dag, emulator, local_job, mon
 
     assert len(crashes) == 1 and len(created_batches(emulator)) == 1
     assert outcome.state == "success", outcome.ti_states()
-    assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == crashes[0]["shards"]["0"]
+    assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == crashes[0]["0/1"]
     assert_one_batch(emulator)
     assert_each_custom_id_once(folder, ids)
 
@@ -423,11 +423,13 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     prefix = f"reliability-storage/{DATE}/"
     written: list[int] = []
 
-    def breaks_midway(src, dst, length=0):
-        written.append(dst.write(src.read(300)))
+    def breaks_midway(source, out):
+        with open(source, "rb") as src:
+            written.append(out.write(src.read(300)))
         raise OSError("connection to storage lost midway")
 
-    monkeypatch.setattr(storage, "shutil", type("shutil", (), {"copyfileobj": staticmethod(breaks_midway)}))
+    copy_lines = storage._copy_lines
+    monkeypatch.setattr(storage, "_copy_lines", breaks_midway)
 
     first = run_dag(DAG_ID, DATE)
 
@@ -436,9 +438,7 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert keys == [], keys  # no output.jsonl, no _manifest.json, no partial file left behind
 
-    import shutil
-
-    monkeypatch.setattr(storage, "shutil", shutil)
+    monkeypatch.setattr(storage, "_copy_lines", copy_lines)
     second = run_dag(DAG_ID, DATE, clear=True)
 
     assert second.state == "success", second.ti_states()
