@@ -9,8 +9,7 @@ import logging
 import re
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import responses
 from .errors import error_body
@@ -27,92 +26,92 @@ def _error(code: str, message: str, line: int | None, param: str | None = None) 
 
 
 def validate_file(
-    path: Path, endpoint: str, max_requests: int
+    source: BinaryIO, endpoint: str, max_requests: int
 ) -> tuple[list[dict[str, Any]], int, str | None]:
-    """Check the whole file as the service does before it starts. Returns (errors, requests, model)."""
+    """Check the whole file as the service does before it starts. Returns (errors, requests, model).
+
+    :param source: the input file, open for reading in binary mode, at its start.
+    :param endpoint: the batch's endpoint, which every line's ``url`` must equal.
+    :param max_requests: the number of requests allowed.
+    """
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     models: set[str] = set()
     count = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                break
-            if not raw.strip():
-                continue
-            count += 1
-            if count == max_requests + 1:
-                errors.append(
-                    _error("too_many_tasks", f"The input file has more than {max_requests} requests.", lineno)
+    for lineno, raw in enumerate(source, 1):
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+        if not raw.strip():
+            continue
+        count += 1
+        if count == max_requests + 1:
+            errors.append(
+                _error("too_many_tasks", f"The input file has more than {max_requests} requests.", lineno)
+            )
+        try:
+            request = loads(raw)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            errors.append(_error("invalid_json_line", "This line is not parseable as valid JSON.", lineno))
+            continue
+        custom_id = request.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id:
+            errors.append(
+                _error(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'custom_id'.",
+                    lineno,
+                    "custom_id",
                 )
-            try:
-                request = loads(raw)
-            except ValueError:
-                request = None
-            if not isinstance(request, dict):
-                errors.append(
-                    _error("invalid_json_line", "This line is not parseable as valid JSON.", lineno)
+            )
+        elif custom_id in seen:
+            errors.append(
+                _error(
+                    "duplicate_custom_id",
+                    f"The custom_id '{custom_id}' is used more than once in the file.",
+                    lineno,
+                    "custom_id",
                 )
-                continue
-            custom_id = request.get("custom_id")
-            if not isinstance(custom_id, str) or not custom_id:
+            )
+        else:
+            seen.add(custom_id)
+        if request.get("method") != "POST":
+            errors.append(
+                _error(
+                    "invalid_method",
+                    f"The request method must be 'POST', got {request.get('method')!r}.",
+                    lineno,
+                    "method",
+                )
+            )
+        if request.get("url") != endpoint:
+            errors.append(
+                _error(
+                    "url_mismatch",
+                    f"The url {request.get('url')!r} does not match the batch endpoint '{endpoint}'.",
+                    lineno,
+                    "url",
+                )
+            )
+        body = request.get("body")
+        if not isinstance(body, dict):
+            errors.append(
+                _error("missing_required_parameter", "Missing required parameter: 'body'.", lineno, "body")
+            )
+            continue
+        model = body.get("model")
+        if isinstance(model, str):
+            models.add(model)
+            if len(models) == 2:
                 errors.append(
                     _error(
-                        "missing_required_parameter",
-                        "Missing required parameter: 'custom_id'.",
+                        "model_mismatch",
+                        f"All requests in a batch must use the same model; line {lineno} uses '{model}'.",
                         lineno,
-                        "custom_id",
+                        "body.model",
                     )
                 )
-            elif custom_id in seen:
-                errors.append(
-                    _error(
-                        "duplicate_custom_id",
-                        f"The custom_id '{custom_id}' is used more than once in the file.",
-                        lineno,
-                        "custom_id",
-                    )
-                )
-            else:
-                seen.add(custom_id)
-            if request.get("method") != "POST":
-                errors.append(
-                    _error(
-                        "invalid_method",
-                        f"The request method must be 'POST', got {request.get('method')!r}.",
-                        lineno,
-                        "method",
-                    )
-                )
-            if request.get("url") != endpoint:
-                errors.append(
-                    _error(
-                        "url_mismatch",
-                        f"The url {request.get('url')!r} does not match the batch endpoint '{endpoint}'.",
-                        lineno,
-                        "url",
-                    )
-                )
-            body = request.get("body")
-            if not isinstance(body, dict):
-                errors.append(
-                    _error(
-                        "missing_required_parameter", "Missing required parameter: 'body'.", lineno, "body"
-                    )
-                )
-                continue
-            model = body.get("model")
-            if isinstance(model, str):
-                models.add(model)
-                if len(models) == 2:
-                    errors.append(
-                        _error(
-                            "model_mismatch",
-                            f"All requests in a batch must use the same model; line {lineno} uses '{model}'.",
-                            lineno,
-                            "body.model",
-                        )
-                    )
     if count == 0 and not errors:
         errors.append(_error("empty_file", "The input file is empty.", None))
     return errors, count, (sorted(models)[0] if len(models) == 1 else None)
@@ -126,7 +125,8 @@ class BatchWorker(threading.Thread):
         self.store = store
         self.batch = batch
         self.settings = settings
-        self.input_path = store.get_file(batch.input_file_id).path
+        # Opened now, in the create call: the batch keeps its input even if the file is deleted while it runs.
+        self.input = open(store.get_file(batch.input_file_id).path, "rb")  # noqa: SIM115 - closed by run()
         self.tmp_paths = {kind: store.data_dir / f".{batch.id}.{kind}.tmp" for kind in ("output", "error")}
 
     def run(self) -> None:
@@ -138,6 +138,7 @@ class BatchWorker(threading.Thread):
             with self.batch.lock:
                 self.batch.errors = [_error("internal_error", "The emulator crashed; see its log.", None)]
         finally:
+            self.input.close()
             for path in self.tmp_paths.values():
                 path.unlink(missing_ok=True)
 
@@ -168,7 +169,7 @@ class BatchWorker(threading.Thread):
         if batch.stop_requested:
             return
         if not batch.cancel_requested:
-            errors, count, model = validate_file(self.input_path, batch.endpoint, self.settings.max_requests)
+            errors, count, model = validate_file(self.input, batch.endpoint, self.settings.max_requests)
             if errors:
                 self._set(status="failed", failed_at=_now(), errors=errors)
                 return
@@ -212,12 +213,9 @@ class BatchWorker(threading.Thread):
         regex = re.compile(settings.fail_custom_id_regex) if settings.fail_custom_id_regex else None
         created = batch.in_progress_at or _now()
         started, done, lines = time.monotonic(), 0, 0
-        with (
-            open(self.input_path, "rb") as source,
-            open(self.tmp_paths["output"], "wb") as out,
-            open(self.tmp_paths["error"], "wb") as err,
-        ):
-            for raw in source:
+        self.input.seek(0)
+        with open(self.tmp_paths["output"], "wb") as out, open(self.tmp_paths["error"], "wb") as err:
+            for raw in self.input:
                 if not raw.strip():
                     continue
                 lines += 1

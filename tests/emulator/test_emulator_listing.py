@@ -135,3 +135,12 @@ def test_deleting_a_batch_s_files_is_journalled_and_they_leave_the_list(emulator
     schemas.check("ListFilesResponse", listed)
     assert listed["data"] == [] and http.get(f"/files/{files[1]}/content").status_code == 404
     assert client.batches.retrieve(final.id).output_file_id == files[1]  # the batch still names its files
+
+
+def test_deleting_the_input_file_while_the_batch_runs_does_not_stop_it(emulator, client):
+    lines = [request_line(f"r{i}") for i in range(20)]
+    batch = _create(client, lines)
+    client.files.delete(batch.input_file_id)  # still validating: nothing has been read yet
+    final, _ = wait_terminal(client, batch.id)
+    assert (final.status, final.request_counts.completed) == ("completed", len(lines))
+    assert emulator.deleted_files() == [batch.input_file_id]
