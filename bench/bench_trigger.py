@@ -1,23 +1,21 @@
-"""Polls per second: N OpenAIBatchTriggers in one event loop, coalesced, per-trigger retrieve, and naive.
+"""Triggerer at scale: N deferred tasks in one event loop, their batches finishing one after another.
 
-    python bench/bench_trigger.py --triggers 500 --seconds 10
+    python bench/bench_trigger.py --triggers 1000 5000 --others 0 1500
 
-Serves the Batch API from the bundled emulator (a subprocess), or, if it cannot start, from a minimal
-starlette app in a subprocess that returns fixed in-progress batches for ``GET /v1/batches/{id}`` and
-``GET /v1/batches`` pages. Each trigger watches its own batch (``--batches`` defaults to ``--triggers``).
-Each mode runs for ``--seconds`` with every trigger polling every ``--poll-interval`` seconds, so the client
-saturates, and compares three polling paths in the same run:
+The workload of issue 10: N triggers (one batch each) start in one event loop the way the triggerer starts
+them (one per loop turn), poll interval 10 s, a stub API on loopback answering in 50 ms
+(``bench/trigger_stub.py``, a subprocess), the N batches completing one after another over 10 s from 15 s
+after start, under ``--others`` newer batches of other users. Each poller runs in its own child process:
 
-* coalesced: ``OpenAIBatchTrigger.run()`` through the process-wide status board (``batches.list`` pages,
-  shared by every trigger on the connection);
-* retrieve: the same trigger with coalescing off (``status_board.COALESCE_MIN_BATCHES = None``): one shared
-  AsyncOpenAI, one raw ``batches.retrieve`` per batch per poll (the trigger before the board);
-* naive: each trigger builds its own ``AsyncOpenAI`` and calls ``batches.retrieve`` (full pydantic model).
+* ``ours``: ``OpenAIBatchTrigger.run()`` (the status board; INFO logging on, written to a file);
+* ``bare``: one shared ``AsyncOpenAI``, one task per batch: ``batches.retrieve`` (pydantic model) every
+  poll interval after the same first-poll jitter, until terminal.
 
-A "status" is one batch status handed to one trigger (what one retrieve used to fetch); the table reports
-statuses/s, HTTP requests per status and this process's CPU time per status.
-
-INFO logging is off in every mode (a per-poll log line would measure the log sink, not the poller).
+Reported per run: completion → event p50/p99 (the stub's completion time to the event, same clock), API
+calls/s over the run (the stub's count) against the cheapest plan (per poll interval, min over depth d of
+pages down to d plus watched batches older than d, for the triggers not yet fired), event-loop lag
+p50/p99 (a 10 ms sleep's overshoot, start-up included), the child's CPU time, events per trigger, and
+log lines. Ratios against the bare loop come from the same invocation.
 """
 
 from __future__ import annotations
@@ -33,339 +31,238 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from trigger_stub import our_ids, schedule  # noqa: E402
 
 API_KEY = "sk-bench"
 CONN_ID = "openai_bench"
-
-FIXED_BATCH = {
-    "id": "batch_fixed",
-    "object": "batch",
-    "endpoint": "/v1/chat/completions",
-    "errors": None,
-    "input_file_id": "file-in",
-    "completion_window": "24h",
-    "status": "in_progress",
-    "output_file_id": None,
-    "error_file_id": None,
-    "created_at": 1700000000,
-    "in_progress_at": 1700000001,
-    "expires_at": 1700086400,
-    "request_counts": {"total": 1000, "completed": 10, "failed": 0},
-    "metadata": {"airflow_dag_id": "bench", "airflow_task_id": "t"},
-}
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-def serve_fallback(port_file: str, n_batches: int) -> None:
-    """The minimal server (run in a subprocess): a fixed in-progress batch for any id, and list pages."""
-    import socket
-
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    ids = [f"batch_{i}" for i in reversed(range(n_batches))]  # newest first
-
-    async def get_batch(request):
-        return JSONResponse({**FIXED_BATCH, "id": request.path_params["batch_id"]})
-
-    async def list_batches(request):
-        after = request.query_params.get("after")
-        limit = int(request.query_params.get("limit", 20))
-        start = ids.index(after) + 1 if after else 0
-        page = ids[start : start + limit]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [{**FIXED_BATCH, "id": i} for i in page],
-                "has_more": start + limit < len(ids),
-                "first_id": page[0] if page else None,
-                "last_id": page[-1] if page else None,
-            }
-        )
-
-    app = Starlette(routes=[Route("/v1/batches", list_batches), Route("/v1/batches/{batch_id}", get_batch)])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    Path(port_file).write_text(str(sock.getsockname()[1]))
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def start_server(n_batches: int, which: str) -> tuple[str, list[str], str, subprocess.Popen | None]:
-    """Return (base_url, batch_ids, server description, process to stop)."""
-    try:
-        if which == "fallback":
-            raise RuntimeError("--server fallback")
+def cheapest_calls(pending_positions: list[int], page_size: int = 100) -> int:
+    if not pending_positions:
+        return 0
+    deepest = max(pending_positions) // page_size + 1
+    return min(d + sum(p >= d * page_size for p in pending_positions) for d in range(deepest + 1))
+
+
+async def lag_probe(lags: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        before = loop.time()
+        await asyncio.sleep(0.01)
+        lags.append(loop.time() - before - 0.01)
+
+
+async def child_main(args) -> dict:
+    ids = our_ids(args.n)
+    events: dict[str, list[float]] = {b: [] for b in ids}
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    if args.poller == "ours":
+        from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
+
+        async def watch(batch_id: str) -> None:
+            trigger = OpenAIBatchTrigger([batch_id], openai_conn_id=CONN_ID, poll_interval=args.interval)
+            async for event in trigger.run():
+                events[batch_id].append(time.time())
+                assert event.payload["status"] == "terminal", event.payload
+    else:
         import openai
 
-        from airflow_provider_openai_batch.emulator.testing import start_emulator
+        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=args.base_url)
 
-        # A tiny per-batch rate keeps every batch in_progress for the whole run.
-        emulator = start_emulator(
-            Path(tempfile.mkdtemp(prefix="bench-emulator-")),
-            settings={"rate": 0.001, "validating_seconds": 0, "finalizing_seconds": 0},
-        )
-        client = openai.OpenAI(api_key=API_KEY, base_url=emulator.base_url)
-        line = {
-            "custom_id": "r",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini"},
-        }
-        lines = "".join(json.dumps({**line, "custom_id": f"r{i}"}) + "\n" for i in range(20)).encode()
-        file_id = client.files.create(file=("bench.jsonl", lines), purpose="batch").id
-        ids = [
-            client.batches.create(
-                input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
-            ).id
-            for _ in range(n_batches)
-        ]
-        client.close()
-        return emulator.base_url, ids, "bundled emulator (subprocess)", emulator.process
-    except Exception as exc:  # the emulator is optional for this benchmark
-        print(
-            f"emulator unavailable ({type(exc).__name__}: {exc}); using the fallback server", file=sys.stderr
-        )
-    port_file = tempfile.mktemp(prefix="bench-port-")
+        async def watch(batch_id: str) -> None:
+            await asyncio.sleep(random.uniform(0, min(args.interval, 5.0)))
+            while True:
+                batch = await client.batches.retrieve(batch_id)
+                if batch.status in TERMINAL:
+                    events[batch_id].append(time.time())
+                    return
+                await asyncio.sleep(args.interval)
+
+    await asyncio.sleep(max(0.0, args.start - time.time()))
+    cpu0, wall0 = time.process_time(), time.time()
+    probe = asyncio.create_task(lag_probe(lags, stop))
+    tasks = []
+    for batch_id in ids:  # as the triggerer does: one trigger per loop turn
+        tasks.append(asyncio.create_task(watch(batch_id)))
+        await asyncio.sleep(0)
+    done, pending = await asyncio.wait(tasks, timeout=args.start + args.bound - time.time())
+    wall, cpu = time.time() - wall0, time.process_time() - cpu0
+    stop.set()
+    await probe
+    for task in pending:
+        task.cancel()
+    failed = [t.exception() for t in done if t.exception() is not None]
+    done_at = schedule(args.n, args.start, args.warmup, args.spread)
+    latencies = [ts[0] - done_at[b] for b, ts in events.items() if ts]
+    # The cheapest plan, one refresh per poll interval, for the batches whose trigger had not fired yet.
+    position = {b: args.others + args.n - 1 - i for i, b in enumerate(ids)}
+    ideal = 0
+    t = wall0
+    while t < wall0 + wall:
+        ideal += cheapest_calls([position[b] for b, ts in events.items() if not ts or ts[0] > t])
+        t += args.interval
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "fired": sum(1 for ts in events.values() if len(ts) == 1),
+        "fired_twice": sum(1 for ts in events.values() if len(ts) > 1),
+        "errors": [repr(e) for e in failed[:3]],
+        "latency_p50": pct(latencies, 0.5),
+        "latency_p99": pct(latencies, 0.99),
+        "latency_max": max(latencies, default=float("nan")),
+        "lag_p50_ms": 1000 * pct(lags, 0.5),
+        "lag_p99_ms": 1000 * pct(lags, 0.99),
+        "lag_max_ms": 1000 * max(lags, default=float("nan")),
+        "ideal_calls": ideal,
+    }
+
+
+def start_stub(n: int, others: int, start: float, args) -> tuple[subprocess.Popen, str]:
+    port_file = tempfile.mktemp(prefix="bench-stub-port-")
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve-fallback", port_file, "--batches", str(n_batches)]
+        [
+            sys.executable,
+            str(Path(__file__).with_name("trigger_stub.py")),
+            port_file,
+            f"--n={n}",
+            f"--others={others}",
+            f"--start={start}",
+            f"--warmup={args.warmup}",
+            f"--spread={args.spread}",
+            f"--latency={args.latency}",
+        ]
     )
     deadline = time.monotonic() + 30
     while not (os.path.exists(port_file) and Path(port_file).read_text()):
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
-            raise RuntimeError("fallback server did not start")
+            raise RuntimeError("the stub API did not start")
         time.sleep(0.05)
-    time.sleep(0.5)
-    base_url = f"http://127.0.0.1:{Path(port_file).read_text()}/v1"
-    return base_url, [f"batch_{i}" for i in range(n_batches)], "fallback starlette server (subprocess)", proc
+    time.sleep(0.3)
+    return proc, f"http://127.0.0.1:{Path(port_file).read_text()}"
 
 
-async def run_ours(batch_ids: list[str], n: int, seconds: float, interval: float, coalesce: bool) -> int:
-    from airflow_provider_openai_batch.hooks import openai_batch as hook_module
-    from airflow_provider_openai_batch.triggers import status_board
-    from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
+def stub_stats(root: str) -> dict:
+    import urllib.request
 
-    hook_module.clear_async_client_cache()
-    statuses = 0
-    original_poll = OpenAIBatchTrigger._poll
-    original_http = hook_module._new_async_http_client
-    original_min = status_board.COALESCE_MIN_BATCHES
-
-    async def counting(self, client, pending, seen):
-        nonlocal statuses
-        results = await original_poll(self, client, pending, seen)
-        statuses += sum(1 for r in results if not isinstance(r, BaseException))
-        for r in results:
-            if isinstance(r, BaseException):
-                ERRORS[type(r).__name__] = ERRORS.get(type(r).__name__, 0) + 1
-        return results
-
-    async def count_response(response) -> None:
-        REQUESTS[0] += 1
-
-    def counted_http_client():
-        http_client = original_http()
-        # Counted on the response: a request still queued for a pooled connection is not one yet.
-        http_client.event_hooks["response"].append(count_response)
-        return http_client
-
-    OpenAIBatchTrigger._poll = counting  # type: ignore[method-assign]
-    hook_module._new_async_http_client = counted_http_client
-    status_board.COALESCE_MIN_BATCHES = original_min if coalesce else None
-    try:
-        triggers = [
-            OpenAIBatchTrigger(
-                batch_ids=[batch_ids[i % len(batch_ids)]],
-                openai_conn_id=CONN_ID,
-                poll_interval=interval,
-                first_poll_jitter=interval,
-                max_consecutive_errors=1_000_000,
-            )
-            for i in range(n)
-        ]
-
-        async def drive(trigger):
-            async for event in trigger.run():
-                raise RuntimeError(f"unexpected event {event}")
-
-        tasks = [asyncio.create_task(drive(t)) for t in triggers]
-        await asyncio.sleep(seconds)
-        sample_process()
-        REQUESTS[1] = REQUESTS[0]
-        SAMPLE["refreshes"] = sum(board.refreshes for board in status_board.live_boards())
-        SAMPLE["statuses"] = statuses
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        OpenAIBatchTrigger._poll = original_poll  # type: ignore[method-assign]
-        hook_module._new_async_http_client = original_http
-        status_board.COALESCE_MIN_BATCHES = original_min
-    return SAMPLE["statuses"]
+    with urllib.request.urlopen(f"{root}/stats") as response:
+        return json.loads(response.read())
 
 
-async def run_naive(base_url: str, batch_ids: list[str], n: int, seconds: float, interval: float) -> int:
-    """Each poller owns an AsyncOpenAI (built before the window: see ``build_naive_clients``)."""
-    import openai
-
-    polls = 0
-    terminal = {"completed", "failed", "expired", "cancelled"}
-    clients = NAIVE_CLIENTS
-
-    async def naive(client: openai.AsyncOpenAI, batch_id: str) -> None:
-        nonlocal polls
-        await asyncio.sleep(random.uniform(0, interval))
-        while True:
-            batch = await client.batches.retrieve(batch_id)
-            polls += 1
-            REQUESTS[0] += 1
-            if batch.status in terminal:
-                return
-            await asyncio.sleep(interval)
-
-    tasks = [asyncio.create_task(naive(clients[i], batch_ids[i % len(batch_ids)])) for i in range(n)]
-    await asyncio.sleep(seconds)
-    sample_process()
-    REQUESTS[1] = REQUESTS[0]
-    SAMPLE["refreshes"] = polls
-    for task in tasks:
-        task.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, Exception)]
-    if errors:
-        print(f"naive: {len(errors)} pollers failed, first: {errors[0]!r}", file=sys.stderr)
-    await asyncio.gather(*(c.close() for c in clients))
-    return polls
-
-
-NAIVE_CLIENTS: list = []
-SAMPLE: dict = {}
-#: HTTP requests answered: [running count, count at the end of the window].
-REQUESTS = [0, 0]
-#: Failed polls in the window, by exception class.
-ERRORS: dict[str, int] = {}
-
-
-def sample_process() -> None:
-    """Open TCP connections and resident memory of this process, taken at the end of a window."""
-    import psutil
-
-    proc = psutil.Process()
-    SAMPLE["tcp"] = sum(1 for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_ESTABLISHED)
-    SAMPLE["rss_mb"] = proc.memory_info().rss / 2**20
-
-
-def build_naive_clients(base_url: str, n: int) -> tuple[float, float]:
-    """Build the naive mode's N clients; return (wall, cpu) seconds. A naive trigger does this in run()."""
-    import openai
-
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    NAIVE_CLIENTS[:] = [openai.AsyncOpenAI(api_key=API_KEY, base_url=base_url) for _ in range(n)]
-    return time.perf_counter() - wall0, time.process_time() - cpu0
-
-
-def measure(label: str, coro_factory, seconds: float) -> dict:
-    SAMPLE.clear()
-    ERRORS.clear()
-    REQUESTS[:] = [0, 0]
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    polls = asyncio.run(coro_factory())
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    result = {
-        "label": label,
-        "polls": polls,
-        "polls_per_s": polls / seconds,
-        "requests": REQUESTS[1],
-        "requests_per_poll": REQUESTS[1] / polls if polls else float("nan"),
-        "cpu_s": cpu,
-        "cpu_ms_per_poll": 1000 * cpu / polls if polls else float("nan"),
-        "wall_s": wall,
-        **SAMPLE,
+def run_one(poller: str, n: int, others: int, args) -> dict:
+    start = time.time() + args.startup
+    stub, root = start_stub(n, others, start, args)
+    out = tempfile.NamedTemporaryFile(prefix=f"bench-trigger-{poller}-", suffix=".log", delete=False)
+    result_file = out.name + ".json"
+    env = {
+        **os.environ,
+        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(
+            {"conn_type": "openai_batch", "password": API_KEY, "host": f"{root}/v1"}
+        ),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
-    print(
-        f"{label:9s} statuses={polls:7d}  statuses/s={result['polls_per_s']:8.1f}  "
-        f"requests={REQUESTS[1]:6d}  requests/status={result['requests_per_poll']:.4f}  "
-        f"board refreshes={SAMPLE.get('refreshes')}  "
-        f"cpu={cpu:6.2f}s  cpu/status={result['cpu_ms_per_poll']:.3f} ms  tcp={SAMPLE.get('tcp')}  "
-        f"rss={SAMPLE.get('rss_mb', 0):.0f} MB  (wall {wall:.1f}s)"
-        + (f"  failed polls: {ERRORS}" if ERRORS else "")
-    )
+    env.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
+    try:
+        before = stub_stats(root)
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            poller,
+            f"--result={result_file}",
+            f"--base-url={root}/v1",
+        ]
+        cmd += [f"--n={n}", f"--others={others}", f"--start={start}", f"--bound={args.seconds}"]
+        cmd += [f"--interval={args.interval}", f"--warmup={args.warmup}", f"--spread={args.spread}"]
+        subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+        after = stub_stats(root)
+    finally:
+        stub.terminate()
+        stub.wait(10)
+    result = json.loads(Path(result_file).read_text())
+    calls = {k: after[k] - before[k] for k in after}
+    result.update(poller=poller, n=n, others=others, retrieves=calls["retrieve"], pages=calls["list"])
+    result["calls_per_s"] = (calls["retrieve"] + calls["list"]) / result["wall_s"]
+    result["ideal_per_s"] = result["ideal_calls"] / result["wall_s"]
+    out.close()
+    result["log_lines"] = sum(1 for _ in open(out.name, errors="replace"))
     return result
+
+
+def row(r: dict, bare: dict | None) -> str:
+    ratio = f" ({r['cpu_s'] / bare['cpu_s']:.2f}x bare)" if bare and r is not bare else ""
+    calls = f"{r['calls_per_s']:.1f} ({r['pages']} pages, {r['retrieves']} retrieves)"
+    return (
+        f"| {r['poller']} | {r['n']:,} | {r['others']:,} | {r['latency_p50']:.1f} s / {r['latency_p99']:.1f} s "
+        f"| {calls} | {r['ideal_per_s']:.2f} | {r['lag_p50_ms']:.1f} / {r['lag_p99_ms']:.1f} ms "
+        f"| {r['cpu_s']:.1f} s in {r['wall_s']:.0f} s{ratio} | {r['fired']:,}/{r['n']:,}"
+        f"{' (' + str(r['fired_twice']) + ' twice)' if r['fired_twice'] else ''} | {r['log_lines']:,} |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--triggers", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls per trigger")
-    parser.add_argument(
-        "--batches", type=int, help="distinct batch ids, shared round-robin (default: one per trigger)"
-    )
-    parser.add_argument(
-        "--server", choices=["auto", "fallback"], default="auto", help="auto: emulator if it starts"
-    )
-    parser.add_argument("--serve-fallback", help=argparse.SUPPRESS)
+    parser.add_argument("--triggers", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--others", type=int, nargs="+", default=[0, 1500])
+    parser.add_argument("--pollers", nargs="+", default=["ours", "bare"], choices=["ours", "bare"])
+    parser.add_argument("--seconds", type=float, default=60.0, help="bound on one run, from its start")
+    parser.add_argument("--interval", type=float, default=10.0, help="poll interval")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds before the first completion")
+    parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the batches finish")
+    parser.add_argument("--latency", type=float, default=0.05, help="the stub's answer time")
+    parser.add_argument("--startup", type=float, default=12.0, help="seconds for a child to import Airflow")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--bound", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_fallback:
-        serve_fallback(args.serve_fallback, args.batches)
+    if args.child:
+        args.poller, args.others = args.child, args.others[0]
+        if args.poller == "ours":
+            import airflow_provider_openai_batch.triggers.openai_batch  # noqa: F401  (loaded, as in a triggerer)
+        Path(args.result).write_text(json.dumps(asyncio.run(child_main(args))))
         return
-    n_batches = args.triggers if args.batches is None else min(args.batches, args.triggers)
-
-    # Import Airflow and the provider before measuring: a triggerer has them loaded already.
-    import airflow_provider_openai_batch.triggers.openai_batch  # noqa: F401
-
-    base_url, batch_ids, server, proc = start_server(n_batches, args.server)
-    conn = {"conn_type": "openai_batch", "password": API_KEY, "host": base_url}
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(conn)
-    try:
-        print(
-            f"server: {server} at {base_url}; {args.triggers} triggers, {len(batch_ids)} batch ids, "
-            f"poll interval {args.poll_interval}s, {args.seconds}s per mode"
-        )
-        coalesced = measure(
-            "coalesced",
-            lambda: run_ours(batch_ids, args.triggers, args.seconds, args.poll_interval, coalesce=True),
-            args.seconds,
-        )
-        ours = measure(
-            "retrieve",
-            lambda: run_ours(batch_ids, args.triggers, args.seconds, args.poll_interval, coalesce=False),
-            args.seconds,
-        )
-        wall, cpu = build_naive_clients(base_url, args.triggers)
-        print(
-            f"naive setup: {args.triggers} AsyncOpenAI clients built in {wall:.2f}s wall, {cpu:.2f}s CPU "
-            f"({1000 * cpu / args.triggers:.1f} ms each, blocking the event loop); not counted below"
-        )
-        naive = measure(
-            "naive",
-            lambda: run_naive(base_url, batch_ids, args.triggers, args.seconds, args.poll_interval),
-            args.seconds,
-        )
-        for other in (ours, naive):
-            if other["polls"] and coalesced["polls"]:
+    print(
+        f"poll interval {args.interval}s, stub latency {args.latency * 1000:.0f} ms, completions from "
+        f"{args.warmup}s over {args.spread}s, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        "| poller | batches | others | completion → event p50 / p99 | API calls/s | cheapest plan, calls/s "
+        "| loop lag p50 / p99 | CPU | fired once | log lines |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in args.triggers:
+        for others in args.others:
+            results = {p: run_one(p, n, others, args) for p in args.pollers}
+            bare = results.get("bare")
+            for r in results.values():
+                print(row(r, bare), flush=True)
+                if r["errors"]:
+                    print(f"  errors: {r['errors']}", file=sys.stderr)
+            if bare and "ours" in results:
+                ours = results["ours"]
                 print(
-                    f"ratio coalesced/{other['label']} (steady state): "
-                    f"statuses/s x{coalesced['polls_per_s'] / other['polls_per_s']:.2f}, "
-                    f"requests per status x{coalesced['requests_per_poll'] / other['requests_per_poll']:.4f}, "
-                    f"CPU per status x{coalesced['cpu_ms_per_poll'] / other['cpu_ms_per_poll']:.2f}"
+                    f"  ratios ours/bare: CPU x{ours['cpu_s'] / bare['cpu_s']:.3f}, calls/s "
+                    f"x{ours['calls_per_s'] / bare['calls_per_s']:.4f}; ours/cheapest plan calls "
+                    f"x{ours['calls_per_s'] / max(ours['ideal_per_s'], 1e-9):.2f}; loop load average "
+                    f"{os.getloadavg()[0]:.2f}",
+                    file=sys.stderr,
+                    flush=True,
                 )
-        if naive["polls"] and ours["polls"]:
-            print(
-                f"ratio retrieve/naive (steady state): statuses/s x{ours['polls_per_s'] / naive['polls_per_s']:.2f}, "
-                f"CPU per status x{ours['cpu_ms_per_poll'] / naive['cpu_ms_per_poll']:.2f}"
-            )
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 if __name__ == "__main__":
