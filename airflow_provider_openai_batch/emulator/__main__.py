@@ -50,9 +50,9 @@ async def _serve(args: argparse.Namespace, settings: Settings, data_dir: Path) -
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # asyncio only sets TCP_NODELAY on sockets made with proto=IPPROTO_TCP, which this one (and the connections
-    # it accepts, which inherit the option) is not; without it every kept-alive request waits ~40 ms for a
-    # delayed ACK (Nagle holding the body behind the headers).
+    # asyncio only sets TCP_NODELAY on sockets made with proto=IPPROTO_TCP, which this one (and the
+    # connections it accepts, which inherit the option) is not; without it every kept-alive request waits
+    # ~40 ms for a delayed ACK (Nagle holding the body behind the headers).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]

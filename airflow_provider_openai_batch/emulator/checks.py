@@ -1,4 +1,5 @@
-"""Checks of request fields shared by the API and admin routes, raising OpenAI-shaped 400s that name the field."""
+"""Checks of request fields shared by the API and admin routes; each raises an OpenAI-shaped 400 naming the
+field."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
         if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
             raise APIError(
                 400,
-                f"Invalid metadata pair {key!r}: keys are at most 64 characters, values strings of at most 512.",
+                f"Invalid metadata pair {key!r}: keys are at most 64 characters, "
+                "values strings of at most 512.",
                 param=f"metadata.{key}",
             )
     return metadata

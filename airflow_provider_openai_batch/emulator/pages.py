@@ -1,5 +1,6 @@
 """Small HTML pages for people: ``/batches`` lists recent batches, ``/batches/{id}`` shows one, as
-platform.openai.com does, so an Airflow extra link can point somewhere when the emulator stands in for the service.
+platform.openai.com does, so an Airflow extra link can point somewhere when the emulator stands in for the
+service.
 
 Each page is self-contained (inline style, no script, no external asset; the Content-Security-Policy says so)
 and every value is HTML-escaped, since metadata, custom ids and error messages are user data.
@@ -111,7 +112,8 @@ def render_batch(batch: dict[str, Any], store: Store) -> str:
         ("completion window", _e(batch["completion_window"])),
         (
             "requests",
-            f"{_e(counts['total'])} total, {_e(counts['completed'])} completed, {_e(counts['failed'])} failed",
+            f"{_e(counts['total'])} total, {_e(counts['completed'])} completed, "
+            f"{_e(counts['failed'])} failed",
         ),
     ]
     files = []
@@ -171,7 +173,8 @@ def render_list(batches: list[dict[str, Any]], has_more: bool, limit: int) -> st
     """
     if not batches:
         return '<p class="muted">No batches yet.</p>'
-    head = "<tr><th>id</th><th>status</th><th>endpoint</th><th>requests</th><th>created</th><th>metadata</th></tr>"
+    columns = ("id", "status", "endpoint", "requests", "created", "metadata")
+    head = "<tr>" + "".join(f"<th>{column}</th>" for column in columns) + "</tr>"
     rows = []
     for batch in batches:
         counts = batch["request_counts"]

@@ -14,7 +14,8 @@ import httpx
 
 from .settings import settings_as_flags
 
-# Setting names are the fields of ``settings.Settings``. Fast enough that a test sees every state within a second or so, slow enough that a poller sees them at all.
+# Setting names are the fields of ``settings.Settings``. Fast enough that a test sees every state within a
+# second or so, slow enough that a poller sees them at all.
 TEST_SETTINGS: dict[str, Any] = {
     "time_scale": 1.0,
     "rate": 500.0,
@@ -43,7 +44,13 @@ class EmulatorClient:
 
     def _call(self, method: str, path: str, json: Any = None) -> Any:
         response = self._http.request(method, path, json=json)
-        response.raise_for_status()
+        if response.is_error:  # say why: the admin API names the field and the value it rejected
+            raise httpx.HTTPStatusError(
+                f"Expected success from {method} {response.url} "
+                f"but received {response.status_code}: {response.text}",
+                request=response.request,
+                response=response,
+            )
         return response.json()
 
     def reset(self) -> None:
@@ -72,7 +79,7 @@ class EmulatorClient:
         ]
 
     def paid_creates(self) -> list[str]:
-        """Ids of the batches created (``POST /v1/batches`` answered 200, even if the answer was then lost)."""
+        """Ids of the batches created: ``POST /v1/batches`` answered 200, even if the answer was then lost."""
         return [
             entry["id"]
             for entry in self.journal()
@@ -100,7 +107,10 @@ class EmulatorClient:
         return self._call("GET", "/faults")
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """Change settings (time_scale, rate, validating_seconds, ...); returns them all."""
+        """Change settings by name (the fields of ``settings.Settings``); returns them all.
+
+        :raises httpx.HTTPStatusError: on an unknown name or a bad value (then nothing changed).
+        """
         return self._call("POST", "/config", settings)
 
     def config(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""One definition of the settings: the flags, the config route, the test helpers and the docs follow the model."""
+"""One definition of the settings: flags, config route, test helpers and docs all follow the model."""
 
 from __future__ import annotations
 
@@ -112,3 +112,10 @@ def test_docs_flag_table_lists_exactly_the_flags():
             {"none"} if field.default is None else {str(field.default), str(field.default).removesuffix(".0")}
         )
         assert any(f"| `{text}` |" in row or f"| {text} |" in row for text in shown), (name, row)
+
+
+def test_configure_says_which_setting_it_rejected(emulator):
+    with pytest.raises(
+        httpx.HTTPStatusError, match=r"400.*Expected `embedding_dim` to be greater than or equal to 1"
+    ):
+        emulator.configure(embedding_dim=0)
