@@ -2,7 +2,7 @@
 
 ``OPENAI_BATCH_OUTCOME_KWARGS``: JSON of OpenAIBatchOperator keyword arguments (``limits`` as a dict of
 ``Limits`` fields, ``timeout`` in seconds). ``OPENAI_BATCH_OUTCOME_GEN``: JSON ``{"n", "output_path",
-"prefix"}`` for the ``@task.openai_batch`` DAG.
+"prefix", "limits", "max_shards_in_flight", "deferrable", "calls_file"}`` for the ``@task.openai_batch`` DAG.
 """
 
 from __future__ import annotations
@@ -46,10 +46,15 @@ def openai_batch_outcome_generator():
         output_path=spec.get("output_path", "/nonexistent/results"),
         endpoint="/v1/embeddings",
         custom_id_prefix=spec.get("prefix", "gen-{{ ds }}"),
-        deferrable=True,
+        deferrable=spec.get("deferrable", True),
         poll_interval=0.2,
+        limits=Limits(**spec["limits"]) if "limits" in spec else None,
+        max_shards_in_flight=spec.get("max_shards_in_flight"),
     )
     def generate(n: int):
+        if spec.get("calls_file"):  # one line per time the requests are generated
+            with open(spec["calls_file"], "a") as fh:
+                fh.write("called\n")
         for i in range(n):
             yield {"model": "text-embedding-3-small", "input": f"item {i}"}
 

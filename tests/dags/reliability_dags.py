@@ -7,7 +7,8 @@ before ``run_dag`` parses the DAG folder:
 - ``RELIABILITY_OUTPUT``: the results folder;
 - ``RELIABILITY_POLL_INTERVAL`` (default 0.2 s), ``RELIABILITY_MAX_FAILED_RATIO`` (default 0),
   ``RELIABILITY_DEFERRABLE`` (default 1), ``RELIABILITY_TIMEOUT`` (seconds, default none),
-  ``RELIABILITY_ON_TIMEOUT`` (default ``cancel``).
+  ``RELIABILITY_ON_TIMEOUT`` (default ``cancel``), ``RELIABILITY_ON_INPUT_CHANGE`` (default ``resubmit``),
+  ``RELIABILITY_FRESH_RUN`` (``1`` for fresh_run).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def reliability_batch():
         max_failed_ratio=float(_env("MAX_FAILED_RATIO", "0")),
         timeout=float(timeout) if timeout else None,
         on_timeout=_env("ON_TIMEOUT", "cancel"),
+        on_input_change=_env("ON_INPUT_CHANGE", "resubmit"),
+        fresh_run=_env("FRESH_RUN", "0") == "1",
     )
 
 

@@ -59,6 +59,7 @@ def run_dag(airflow_db):
         retries: int | None = 0,
         retry_delay: float = 0.5,
         clear: bool = False,
+        run_after: str | None = None,
         **kwargs: Any,
     ) -> DagRunResult:
         bag = DagBag(dag_folder=str(DAGS_FOLDER))
@@ -73,8 +74,9 @@ def run_dag(airflow_db):
         with ExitStack() as stack:
             if clear:
                 stack.enter_context(_reusing_existing_run())
-            # The same run_after gives the same run_id each time for a date.
-            run = dag.test(logical_date=when, run_after=when, **kwargs)
+            # The same run_after gives the same run_id each time for a date; another one makes another DAG run.
+            after = pendulum.parse(run_after) if run_after else when
+            run = dag.test(logical_date=when, run_after=after, **kwargs)
         result = DagRunResult(run)
         with create_session() as session:
             for x in session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all():
