@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from airflow_provider_openai_batch.reader import sources
-from airflow_provider_openai_batch.reader.join import RequestIndex
+from airflow_provider_openai_batch.reader.join import LOOKUP_BATCH, RequestIndex
 from airflow_provider_openai_batch.reader.shapes import embedding, text
 from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
 
@@ -114,12 +114,17 @@ class Results:
         # A generator method: its frame holds `self`, so the index outlives a `read_results(...)` temporary.
         files = [self.files.output if "output" in self.include else None]
         files.append(self.files.errors if "errors" in self.include else None)
-        index = self._request_index() if self._requests is not None else None
-        for record in itertools.chain.from_iterable(_lines(f) for f in files if f is not None):
-            if index is not None:
-                cid = record["custom_id"]
-                record["request"] = index.body(cid) if cid is not None else None
-            yield record
+        records = itertools.chain.from_iterable(_lines(f) for f in files if f is not None)
+        if self._requests is None:
+            yield from records
+            return
+        index = self._request_index()
+        # Joined a few hundred at a time: one index query per batch, a batch's records in memory at most.
+        while batch := list(itertools.islice(records, LOOKUP_BATCH)):
+            bodies = index.bodies(r["custom_id"] for r in batch if r["custom_id"] is not None)
+            for record in batch:
+                record["request"] = bodies.get(record["custom_id"])
+                yield record
 
     def close(self) -> None:
         """Remove the temporary request index (a no-op without ``requests``)."""

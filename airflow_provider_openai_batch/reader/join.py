@@ -20,6 +20,10 @@ import orjson
 from airflow_provider_openai_batch.reader import sources
 
 _INSERT_BATCH = 10_000
+# Under SQLite's oldest limit on query parameters (999).
+LOOKUP_BATCH = 900
+# One system call per line read, where a buffered file's seek would throw its buffer away each time.
+_PREAD = getattr(os, "pread", None)
 _BOM = b"\xef\xbb\xbf"
 _REQUEST_KEYS = ("custom_id", "method", "url")
 
@@ -129,15 +133,31 @@ class RequestIndex:
                     f"Expected each custom_id once in {self.name} but {cid!r} on line {number} appeared before"
                 )
 
-    def body(self, custom_id: str) -> Any:
-        """The request ``body`` of ``custom_id`` (a bare body as given), or None when no request has that id."""
+    def bodies(self, custom_ids: Iterable[str]) -> dict[str, Any]:
+        """The request ``body`` of each id that has one (a bare body as given); ids without a request are left out.
+
+        One query per :data:`LOOKUP_BATCH` ids: per-query overhead, not the search, dominates a lookup.
+        """
         assert self._db is not None and self._file is not None
-        row = self._db.execute("SELECT off, len FROM req WHERE cid = ?", (custom_id,)).fetchone()
-        if row is None:
-            return None
-        self._file.seek(row[0])
-        item = orjson.loads(self._file.read(row[1]))
-        return item if _is_bare_body(item) else item.get("body")
+        ids = list(dict.fromkeys(custom_ids))
+        found: dict[str, Any] = {}
+        for start in range(0, len(ids), LOOKUP_BATCH):
+            chunk = ids[start : start + LOOKUP_BATCH]
+            query = f"SELECT cid, off, len FROM req WHERE cid IN ({','.join('?' * len(chunk))})"
+            for cid, offset, length in self._db.execute(query, chunk):
+                item = orjson.loads(self._read(offset, length))
+                found[cid] = item if _is_bare_body(item) else item.get("body")
+        return found
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if _PREAD is not None:
+            return _PREAD(self._file.fileno(), length, offset)
+        self._file.seek(offset)
+        return self._file.read(length)
+
+    def body(self, custom_id: str) -> Any:
+        """The request ``body`` of ``custom_id``, or None when no request has that id."""
+        return self.bodies([custom_id]).get(custom_id)
 
     def __len__(self) -> int:
         assert self._db is not None
