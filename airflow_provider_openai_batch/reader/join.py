@@ -20,17 +20,18 @@ import orjson
 from airflow_provider_openai_batch.reader import sources
 
 _INSERT_BATCH = 10_000
+# SQLite's page cache, in KiB: holds the whole index up to about 500,000 ids, and bounds memory beyond.
+_CACHE_KIB = 16 * 1024
 # Under SQLite's oldest limit on query parameters (999).
 LOOKUP_BATCH = 900
 # One system call per line read, where a buffered file's seek would throw its buffer away each time.
 _PREAD = getattr(os, "pread", None)
 _BOM = b"\xef\xbb\xbf"
-_REQUEST_KEYS = ("custom_id", "method", "url")
 
 
 def _is_bare_body(item: Any) -> bool:
     # The rule spool_requests applies: a dict with none of the request keys is a body to wrap.
-    return isinstance(item, dict) and not any(key in item for key in _REQUEST_KEYS)
+    return isinstance(item, dict) and "custom_id" not in item and "method" not in item and "url" not in item
 
 
 class RequestIndex:
@@ -78,7 +79,7 @@ class RequestIndex:
             )
         self._db = sqlite3.connect(os.path.join(self._dir, "index.sqlite"))
         self._db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+            f"PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{_CACHE_KIB};"
             "CREATE TABLE req (cid TEXT PRIMARY KEY, off INTEGER, len INTEGER) WITHOUT ROWID;"
         )
         rows: list[tuple[str, int, int, int]] = []
