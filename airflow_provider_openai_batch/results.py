@@ -193,3 +193,17 @@ __all__ = [
     "sum_counts",
     "sum_usage",
 ]
+
+
+def summary(result: BatchResult) -> dict[str, Any]:
+    """What an asset event's ``extra`` holds: enough for a downstream DAG to find and judge the results."""
+    return {
+        "batch_ids": result["batch_ids"],
+        "status": result["status"],
+        "request_counts": dict(result["request_counts"]),
+        "usage": dict(result["usage"]),
+        "output_path": result["output_path"],
+        "error_path": result["error_path"],
+        "manifest_path": result["manifest_path"],
+        "cost_usd": (result.get("cost") or {}).get("total_usd"),
+    }

@@ -121,3 +121,37 @@ def _keep_last_outcomes(path: Path, *, superseded: bool, cancelled: bool) -> tup
             count += 1
             ran += not is_stopped_line(line)
     return kept, count, ran
+
+
+def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> dict[str, Any] | None:
+    """The manifest at ``output_path`` if it records exactly these batches for this input (the results are there)."""
+    manifest = storage.to_path(output_path) / storage.MANIFEST
+    try:
+        data = json.loads(manifest.read_bytes()) if manifest.exists() else None
+    except (OSError, ValueError):
+        return None
+    if (
+        isinstance(data, dict)
+        and data.get("batch_ids") == batch_ids
+        and data.get("input_fingerprint") == fingerprint
+    ):
+        return data
+    return None
+
+
+def delete_openai_files(
+    hook: Any, rounds: list[list[Mapping[str, Any]]], uploads: list[str], log: Any
+) -> list[str]:
+    """Delete on OpenAI every input, output and error file of these batches, and uploads no batch used."""
+    ids = [
+        b.get(k) for rnd in rounds for b in rnd for k in ("input_file_id", "output_file_id", "error_file_id")
+    ]
+    deleted = []
+    for file_id in dict.fromkeys([*(i for i in ids if i), *uploads]):
+        try:
+            hook.delete_file(file_id)
+            deleted.append(file_id)
+        except Exception as err:  # best effort: the results have landed; a file left behind expires anyway
+            log.warning("Could not delete OpenAI file %s: %s", file_id, type(err).__name__)
+    log.info("Deleted %d OpenAI file(s) of this task's batches", len(deleted))
+    return deleted

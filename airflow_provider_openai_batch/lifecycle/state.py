@@ -26,6 +26,7 @@ class RunState:
     record: SubmissionRecord
     phase: Phase = Phase.WAITING
     deadline: float | None = None
+    model: str | None = None
 
     @property
     def rounds(self) -> list[list[str]]:
@@ -51,6 +52,7 @@ class RunState:
             "record": self.record.to_json(),
             "phase": self.phase.value,
             "deadline": self.deadline,
+            "model": self.model,
         }
 
     @classmethod
@@ -62,7 +64,9 @@ class RunState:
         deadline = context.get("deadline")
         if context.get("version") == 2:
             record = SubmissionRecord.from_json(context.get("record"))
-            return None if record is None else cls(record=record, phase=phase, deadline=deadline)
+            if record is None:
+                return None
+            return cls(record=record, phase=phase, deadline=deadline, model=context.get("model"))
         # Version 0.1: {"phase", "shards", "deadline", "fingerprint", "rounds": [[ids], ...]}
         rounds = context.get("rounds") or ([list(event_batch_ids)] if event_batch_ids else None)
         if not rounds:

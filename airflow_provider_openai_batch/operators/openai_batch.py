@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
+from airflow_provider_openai_batch import cost, resubmit, results, storage
 from airflow_provider_openai_batch import exceptions as exc
-from airflow_provider_openai_batch import resubmit, results, storage
 from airflow_provider_openai_batch.batch_input import (
     InvalidRequestsError,
     Limits,
@@ -28,7 +28,7 @@ from airflow_provider_openai_batch.batch_input import (
     spool_requests,
 )
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.lifecycle import landing, plan
+from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan
 from airflow_provider_openai_batch.lifecycle.ledger import (
     Ledger,
     RecordStore,
@@ -38,7 +38,11 @@ from airflow_provider_openai_batch.lifecycle.ledger import (
 )
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
 from airflow_provider_openai_batch.lifecycle.waiting import wait_in_place
-from airflow_provider_openai_batch.links.openai_batch import BATCH_IDS_XCOM_KEY, OpenAIBatchLink
+from airflow_provider_openai_batch.links.openai_batch import (
+    BATCH_IDS_XCOM_KEY,
+    BATCH_URL_XCOM_KEY,
+    OpenAIBatchLink,
+)
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 
@@ -46,13 +50,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RESULT_XCOM_KEY = "batch_result"
-_OUTCOME_ERRORS = {
-    plan.Outcome.TIMEOUT: (exc.OpenAIBatchTimeout, "were cancelled after the timeout"),
-    plan.Outcome.FAILED: (exc.OpenAIBatchFailed, "were rejected by OpenAI"),
-    plan.Outcome.EXPIRED: (exc.OpenAIBatchExpired, "expired before finishing"),
-    plan.Outcome.CANCELLED: (exc.OpenAIBatchCancelled, "were cancelled"),
-    plan.Outcome.REQUESTS_FAILED: (exc.OpenAIBatchRequestsFailed, "completed with failed requests"),
-}
 
 
 class OpenAIBatchOperator(BaseOperator):
@@ -84,6 +81,10 @@ class OpenAIBatchOperator(BaseOperator):
     :param output_expires_after: Passed to ``batches.create`` (``{"anchor": "created_at", "seconds": N}``).
     :param max_shards_in_flight: Most shards of one input running at once; ``None`` submits all together.
     :param reattach_scan_pages: Most pages (100 batches each) one search of ``batches.list`` reads.
+    :param max_cost_usd: Refuse to submit (nothing uploaded) when an upper-bound cost estimate of what this try
+        would create exceeds it; see docs/results.md for what the estimate counts.
+    :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
+        and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
     """
 
     template_fields: Sequence[str] = ("input_path", "output_path", "endpoint", "metadata", "custom_id_prefix")
@@ -114,6 +115,8 @@ class OpenAIBatchOperator(BaseOperator):
         output_expires_after: dict[str, Any] | None = None,
         max_shards_in_flight: int | None = None,
         reattach_scan_pages: int = 100,
+        max_cost_usd: float | None = None,
+        delete_files: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +143,7 @@ class OpenAIBatchOperator(BaseOperator):
         )
         self.limits, self.output_expires_after = limits or Limits(), output_expires_after
         self.max_shards_in_flight, self.reattach_scan_pages = max_shards_in_flight, reattach_scan_pages
+        self.max_cost_usd, self.delete_files = max_cost_usd, delete_files
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
 
     @cached_property
@@ -159,14 +163,22 @@ class OpenAIBatchOperator(BaseOperator):
             spool = self._read_input(workdir)
             storage.check_writable(self.output_path)
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
-            missing = record.missing_shards()
-            for shard in (s for s in spool.shards if s.index in missing):
+            to_create = [s for s in spool.shards if s.index in record.missing_shards()]
+            self._check_budget(to_create, spool.model)
+            for shard in to_create:
                 name = f"{context['ti'].task_id}-{shard.index:05d}.jsonl"
                 ledger.upload(record, label(0, shard.index, len(spool.shards)), shard.path, name)
-        state = RunState(
-            record=record, deadline=time.time() + self.timeout_seconds if self.timeout_seconds else None
-        )
+        deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
+        state = RunState(record=record, deadline=deadline, model=spool.model)
         return self._advance(context, ledger, state, None, "")
+
+    def _check_budget(self, shards: list[Any], model: str | None) -> None:
+        """``max_cost_usd``: bound what this try would create, before anything is uploaded."""
+        if self.max_cost_usd is None or not shards:
+            return
+        estimate = cost.estimate_upper_bound(shards, endpoint=self.endpoint, model=model)
+        self.log.info("Cost of the %d batch(es) to create: %s", len(shards), cost.describe(estimate))
+        cost.check_budget(estimate, self.max_cost_usd)
 
     def _read_input(self, workdir: str) -> SpoolResult:
         """Validate every request and spool them to shard files; the input is read once per try."""
@@ -212,7 +224,7 @@ class OpenAIBatchOperator(BaseOperator):
     # ------------------------------------------------------------------------------ the run loop
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume the run loop with the trigger's event: decode → decide → act."""
-        status = _check_event(event)
+        status = outcomes.check_event(event)
         assert event is not None
         state = RunState.from_context(event.get("context"), event.get("batch_ids"))
         if state is None:
@@ -247,7 +259,7 @@ class OpenAIBatchOperator(BaseOperator):
                 self._cancel(list(action.batch_ids))
                 state.phase, state.deadline = Phase.CANCELLING, action.deadline
             elif isinstance(action, plan.Fail):
-                raise _failure(action, state)
+                raise outcomes.failure_error(action, state.current)
             else:
                 return self._land(context, ledger, state)
 
@@ -301,6 +313,7 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = [b for b in state.current if b in own]
         # Pushed before deferring so the extra link works while the task waits.
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=[b for r in state.rounds for b in r])
+        context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.hook.dashboard_url(state.current[0]))
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -329,6 +342,26 @@ class OpenAIBatchOperator(BaseOperator):
     # ------------------------------------------------------------------------------------------ land
     def _land(self, context: Context, ledger: Ledger, state: RunState) -> Any:
         rounds = [[ledger.seen.get(b) or ledger.read(b) for b in rnd] for rnd in state.rounds]
+        ids, fingerprint = [b["id"] for rnd in rounds for b in rnd], state.record.fingerprint
+        result = self.delete_files and landing.already_landed(self.output_path, ids, fingerprint)
+        if not result:  # (with delete_files, a landed result is all that is left of the files)
+            result = self._download_and_land(rounds, state)
+        context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
+        self._active_batch_ids = []
+        outcome = plan.outcome(
+            state, rounds[-1], result["request_counts"], result["error_lines"], self.policy
+        )
+        if outcome is not plan.Outcome.SUCCESS:
+            raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
+        for outlet in self.outlets or []:
+            context["outlet_events"][outlet].extra = results.summary(result)
+        if self.delete_files:
+            used = {b["input_file_id"] for rnd in rounds for b in rnd}
+            unused = [f for f in state.record.files.values() if f not in used]
+            landing.delete_openai_files(self.hook, rounds, unused, self.log)
+        return result
+
+    def _download_and_land(self, rounds: list[list[dict[str, Any]]], state: RunState) -> results.BatchResult:
         cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
         with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
             landed = landing.land(self.hook, self.output_path, rounds, cancelled, workdir)
@@ -343,21 +376,16 @@ class OpenAIBatchOperator(BaseOperator):
             fingerprint=state.record.fingerprint,
             custom_id_prefix=self.custom_id_prefix,
         )
+        result["cost"] = cost.cost_of_usage(result["model"] or state.model, result["usage"])
         landing.finish(landed, result)
         self.log.info(
-            "Landed %d output line(s) at %s and %d error line(s)%s",
+            "Landed %d output line(s) at %s and %d error line(s)%s. Cost: %s",
             landed.output_lines,
             landed.output_path,
             landed.error_lines,
             f" at {landed.error_path}" if landed.error_path else "",
+            cost.describe(result["cost"]),
         )
-        context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
-        self._active_batch_ids = []
-        outcome = plan.outcome(
-            state, rounds[-1], result["request_counts"], result["error_lines"], self.policy
-        )
-        if outcome is not plan.Outcome.SUCCESS:
-            raise _terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
         return result
 
     # ------------------------------------------------------------------------------------------- kill
@@ -394,57 +422,3 @@ def _check_arguments(
         raise ValueError(f"Expected `max_failed_ratio` between 0 and 1 but received {ratio!r}")
     if in_flight is not None and in_flight < 1:
         raise ValueError(f"Expected `max_shards_in_flight` >= 1 or None but received {in_flight!r}")
-
-
-def _check_event(event: Any) -> EventStatus:
-    if not isinstance(event, dict) or "status" not in event:
-        raise exc.OpenAIBatchPollError(
-            f"Expected a trigger event dict with a `status` but received {event!r}"
-        )
-    try:
-        return EventStatus(event["status"])
-    except ValueError:
-        raise exc.OpenAIBatchPollError(f"Unknown trigger event status {event['status']!r}") from None
-
-
-def _failure(action: plan.Fail, state: RunState) -> exc.OpenAIBatchError:
-    current = state.current
-    if action.reason is plan.FailReason.POLL:
-        return exc.OpenAIBatchPollError(
-            f"Gave up polling batch(es) {current}: {action.message}. They may still be running; "
-            "a retry of this task re-attaches to them instead of creating new ones."
-        )
-    if action.reason is plan.FailReason.TIMEOUT_KEPT:
-        return exc.OpenAIBatchTimeout(
-            f"Batch(es) {current} did not finish within the timeout and are still running: a retry re-attaches to them."
-        )
-    return exc.OpenAIBatchTimeout(
-        f"Batch(es) {current} did not finish within the timeout nor after cancelling."
-    )
-
-
-def _terminal_error(
-    outcome: plan.Outcome, result: results.BatchResult, last_round: list[dict[str, Any]], ratio: float
-) -> exc.OpenAIBatchTerminalError:
-    cls, what = _OUTCOME_ERRORS[outcome]
-    where = f"Results landed at {result['output_path']}" + (
-        f" and {result['error_path']}" if result["error_path"] else ""
-    )
-    message = f"Batch(es) {result['batch_ids']} {what}: {result['output_lines']} request(s) finished"
-    if outcome is plan.Outcome.FAILED:
-        details = [
-            f"Batch {b['id']} failed:\n{results.failure_details(b)}"
-            for b in last_round
-            if b["status"] == "failed"
-        ]
-        message = "\n".join(details)
-    elif outcome is plan.Outcome.REQUESTS_FAILED:
-        total = result["request_counts"]["total"]
-        message = (
-            f"{result['error_lines']} of {total} request(s) failed, more than max_failed_ratio={ratio} allows"
-        )
-    elif outcome is plan.Outcome.CANCELLED:
-        message += ". A clear of this task lands them again and submits only the requests that did not run"
-    else:
-        message += f", {result['error_lines']} did not"
-    return cls(f"{message}. {where}.", result)
