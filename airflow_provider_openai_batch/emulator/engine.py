@@ -235,6 +235,11 @@ class BatchWorker(threading.Thread):
                     ahead = started + done / settings.rate - time.monotonic()
                     if ahead > 0.002:
                         self._pause(ahead)
+        if not settings.final_newline:  # as some real files end: a last line with no newline
+            for path in (self.tmp_paths["output"], self.tmp_paths["error"]):
+                with open(path, "rb+") as fh:
+                    if fh.seek(0, 2):
+                        fh.truncate(fh.tell() - 1)
         return stop_code, lines
 
     def _answer(

@@ -51,6 +51,9 @@ class Settings(BaseModel):
         DEFAULT_MAX_FILE_BYTES, ge=1, description="size limit of purpose=batch uploads (413 above it)"
     )
     max_requests: int = Field(50_000, ge=1, description="requests allowed per input file")
+    final_newline: bool = Field(
+        True, description="end output and error files with a newline (false: the last line has none)"
+    )
 
     @field_validator("fail_custom_id_regex")
     @classmethod

@@ -25,6 +25,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "emulator.md"
 def _other_value(name: str):
     """A valid value different from the field's default, chosen by the field's type."""
     default = Settings.model_fields[name].default
+    if isinstance(default, bool):
+        return not default
     if isinstance(default, float):
         return default + 1.5
     if isinstance(default, int):
@@ -49,7 +51,7 @@ def test_every_setting_has_its_flag_with_type_default_and_help():
     for name, field in Settings.model_fields.items():
         assert " ".join(field.description.split()) in help_text, name
         value = _other_value(name)
-        parsed = settings_from_args(parser.parse_args([f"{flag_name(name)}={value}"]))
+        parsed = settings_from_args(parser.parse_args(settings_as_flags({name: value})))
         assert getattr(parsed, name) == value and type(getattr(parsed, name)) is type(value)
 
 
