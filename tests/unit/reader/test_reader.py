@@ -150,3 +150,13 @@ def test_a_temporary_results_object_keeps_its_index_while_iterated(landed):
         gc.collect()  # the Results object is unreferenced here; its index must survive until the loop ends
         joined += record["request"] is not None
     assert joined == len(landed["ids"])
+
+
+def test_object_storage_path_folder_and_requests(landed):
+    from airflow.sdk import ObjectStoragePath
+
+    folder = ObjectStoragePath(f"file://{landed['folder']}")
+    requests = ObjectStoragePath(f"file://{landed['requests']}")
+    records = by_id(read_results(folder, requests))
+    assert set(records) == set(landed["ids"])
+    assert records["r0"]["request"]["messages"][0]["content"] == "question r0"
