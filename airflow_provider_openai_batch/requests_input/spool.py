@@ -67,9 +67,10 @@ def spool_requests(
     :param source_name: how the input is named in error messages.
     :param limits: per-file limits and safety margin, see :class:`Limits`.
     :param custom_id_prefix: wrap bare bodies from an iterable as requests with the id
-        ``f"{custom_id_prefix}-{position:06d}"``, ``position`` being the item's 0-based index (see
-        :func:`~airflow_provider_openai_batch.requests_input.reading.item_batches`); file sources are
-        spooled unchanged. A generated id equal to a given one is a duplicate.
+        ``f"{custom_id_prefix}-{position:06d}"``, ``position`` being the item's 0-based index, so the id
+        is stable across retries (the operator builds the prefix from the partition, e.g.
+        ``"{dag_id}.{task_id}.{ds}"``). See :func:`.reading.item_batches`. File sources are spooled
+        unchanged; a generated id equal to a given one is a duplicate.
     :raises InvalidRequestsError: if any line is invalid or there are no requests; no file is left behind.
     """
     workdir = os.fspath(workdir)
@@ -137,7 +138,7 @@ def _spool(batches: Iterable[Batch], checker: RequestChecker, writer: ShardWrite
         check_size = (
             region is None
             or len(region) > byte_cap
-            or (head and type(lines[0]) is bytes and len(lines[0]) >= byte_cap)
+            or (head > 0 and type(lines[0]) is bytes and len(lines[0]) >= byte_cap)
         )
         accepted, ids, embs = checker.check(lines, check_size)
         id_hashes.add(ids)
