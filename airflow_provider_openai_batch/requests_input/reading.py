@@ -17,7 +17,9 @@ from airflow_provider_openai_batch.requests_input import codec
 CHUNK_SIZE = 1 << 20
 """Bytes read from a file source at a time."""
 
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark, dropped at the start of a file."""
+
 _FLUSH_ITEMS = 1024
 
 Batch = tuple[list[Any], int, Any]
@@ -67,8 +69,8 @@ def read_line_batches(fileobj: Any, chunk_size: int, max_line: int) -> Iterator[
             chunk = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
         if first:
             first = False
-            if chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM) :]
+            if chunk.startswith(BOM):
+                chunk = chunk[len(BOM) :]
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if not lines:  # no newline in this chunk: the pending line goes on

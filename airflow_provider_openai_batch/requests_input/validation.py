@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_openai_batch.requests_input import codec
-from airflow_provider_openai_batch.requests_input.reading import _BOM, TooLong, Unusable
+from airflow_provider_openai_batch.requests_input.reading import BOM, TooLong, Unusable
 from airflow_provider_openai_batch.requests_input.shards import Limits
 
 MAX_PROBLEMS = 20
@@ -179,8 +179,8 @@ class RequestChecker:
     def check(
         self, lines: list[Any], check_size: bool = True
     ) -> tuple[list[Any], list[str], list[int] | None]:
-        """Check the next lines; returns the accepted lines, their ``custom_id``\\s, and on ``/v1/embeddings``
-        their embedding input counts (else None).
+        """Check the next lines; returns the accepted lines, their ``custom_id`` values, and on
+        ``/v1/embeddings`` their embedding input counts (else None).
 
         :param lines: raw lines without their newline: bytes, or :class:`TooLong`/:class:`Unusable`.
         :param check_size: False when the caller knows that no line in ``lines`` is too large for a file.
@@ -254,7 +254,7 @@ class RequestChecker:
                 self.problems.add(line, position, None, f"not valid UTF-8 ({err.reason} at byte {err.start})")
                 return
             message = str(exc)
-            if line == 1 and raw.startswith(_BOM):
+            if line == 1 and raw.startswith(BOM):
                 message = "UTF-8 byte order mark inside the line"
             self.problems.add(line, position, None, f"not valid JSON ({message})")
 
