@@ -54,7 +54,7 @@ def _record(line: Any, number: int, name: str) -> dict[str, Any]:
 
 
 def _lines(location: Any) -> Iterator[dict[str, Any]]:
-    name = sources._text(location)
+    name = sources.display(location)
     with sources.open_binary(location) as fh:
         for number, raw in enumerate(iter_jsonl_lines(fh), start=1):
             if not raw.strip():

@@ -2,8 +2,8 @@
 
 Results come back in any order, so joining them to their requests needs random access by id. The requests
 stay in a local JSONL file (a remote or iterable source is first copied to one), and a temporary sqlite
-database maps each ``custom_id`` to the byte offset and length of its line: memory stays at sqlite's page
-cache (a few MB) whatever the number of requests, where a dict of the bodies would grow with the input.
+database maps each ``custom_id`` to the byte offset and length of its line: memory stays under sqlite's page
+cache (at most 16 MB) whatever the number of requests, where a dict of the bodies grows with the input.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class RequestIndex:
             raise
 
     def _build(self, requests: Any, prefix: str | None) -> None:
-        if isinstance(requests, (str, os.PathLike)) or sources._is_upath(requests):
-            self.name = sources._text(requests)
-            local = sources._local(requests)
+        if isinstance(requests, (str, os.PathLike)) or sources.is_storage_path(requests):
+            self.name = sources.display(requests)
+            local = sources.local_path(requests)
             if local is None:
                 local = os.path.join(self._dir, "requests.jsonl")
                 with sources.open_binary(requests) as src, open(local, "wb") as dst:

@@ -36,12 +36,12 @@ class ResultFiles:
     custom_id_prefix: str | None = None
 
 
-def _is_upath(location: Any) -> bool:
+def is_storage_path(location: Any) -> bool:
     # ObjectStoragePath and universal_pathlib paths carry their filesystem; pathlib.Path does not.
     return hasattr(location, "fs") and hasattr(location, "protocol")
 
 
-def _text(location: Any) -> str:
+def display(location: Any) -> str:
     return os.fspath(location) if isinstance(location, os.PathLike) else str(location)
 
 
@@ -61,11 +61,11 @@ def _object_storage_path(url: str) -> Any:
     return ObjectStoragePath(url)
 
 
-def _local(location: Any) -> str | None:
+def local_path(location: Any) -> str | None:
     """The local path of ``location``, or None when it is remote."""
-    if _is_upath(location):
+    if is_storage_path(location):
         return location.path if location.protocol in ("file", "local", "") else None
-    text = _text(location)
+    text = display(location)
     if "://" not in text:
         return text
     if text.startswith("file://"):
@@ -79,46 +79,48 @@ def open_binary(location: Any) -> BinaryIO:
     :param location: a local path, an fsspec URL, an Airflow connection URL or an ObjectStoragePath.
     :raises FileNotFoundError: naming the location when it does not exist.
     """
-    local = _local(location)
+    local = local_path(location)
     if local is not None:
         try:
             return open(local, "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
-            raise FileNotFoundError(f"Expected a results file at {_text(location)} but found none") from None
-    if _is_upath(location):
+            raise FileNotFoundError(
+                f"Expected a results file at {display(location)} but found none"
+            ) from None
+    if is_storage_path(location):
         path = location
-    elif _needs_airflow(_text(location)):
-        path = _object_storage_path(_text(location))
+    elif _needs_airflow(display(location)):
+        path = _object_storage_path(display(location))
     else:
         import fsspec
 
-        fs, path_in_fs = fsspec.core.url_to_fs(_text(location))
+        fs, path_in_fs = fsspec.core.url_to_fs(display(location))
         if not fs.exists(path_in_fs):
-            raise FileNotFoundError(f"Expected a results file at {_text(location)} but found none")
+            raise FileNotFoundError(f"Expected a results file at {display(location)} but found none")
         return fs.open(path_in_fs, "rb", block_size=BLOCK_SIZE)
     if not path.exists():
-        raise FileNotFoundError(f"Expected a results file at {_text(location)} but found none")
+        raise FileNotFoundError(f"Expected a results file at {display(location)} but found none")
     return path.open("rb", block_size=BLOCK_SIZE)
 
 
 def exists(location: Any) -> bool:
-    local = _local(location)
+    local = local_path(location)
     if local is not None:
         return os.path.exists(local)
-    if _is_upath(location):
+    if is_storage_path(location):
         return bool(location.exists())
-    if _needs_airflow(_text(location)):
-        return bool(_object_storage_path(_text(location)).exists())
+    if _needs_airflow(display(location)):
+        return bool(_object_storage_path(display(location)).exists())
     import fsspec
 
-    fs, path_in_fs = fsspec.core.url_to_fs(_text(location))
+    fs, path_in_fs = fsspec.core.url_to_fs(display(location))
     return bool(fs.exists(path_in_fs))
 
 
 def child(folder: Any, name: str) -> Any:
-    if _is_upath(folder):
+    if is_storage_path(folder):
         return folder / name
-    text = _text(folder)
+    text = display(folder)
     if "://" in text:
         return text.rstrip("/") + "/" + name
     return os.path.join(text, name)
@@ -139,17 +141,17 @@ def resolve(source: Any) -> ResultFiles:
         return ResultFiles(
             source.get("output_path"), source.get("error_path"), source.get("custom_id_prefix")
         )
-    if not isinstance(source, (str, os.PathLike)) and not _is_upath(source):
+    if not isinstance(source, (str, os.PathLike)) and not is_storage_path(source):
         raise TypeError(
             "Expected a BatchResult dict, a results folder or an output file path as `source` but received "
             f"{type(source).__name__}"
         )
-    if _text(source).rstrip("/").endswith(".jsonl"):
+    if display(source).rstrip("/").endswith(".jsonl"):
         return ResultFiles(source, None)
     manifest_path = child(source, MANIFEST)
     if not exists(manifest_path):
         raise FileNotFoundError(
-            f"Expected a complete results folder at {_text(source)} (with {MANIFEST}, written last) but found no "
+            f"Expected a complete results folder at {display(source)} (with {MANIFEST}, written last) but found no "
             f"manifest: the results may still be landing. Pass the path of {OUTPUT} to read it anyway."
         )
     with open_binary(manifest_path) as fh:
