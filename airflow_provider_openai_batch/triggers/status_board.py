@@ -146,6 +146,7 @@ class StatusBoard:
         self._seq = itertools.count()
         self._next_tick: float | None = None
         self._sleeping_until = float("-inf")
+        self._cadence_now = float("inf")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_summary = self.loop.time() + self.settings.summary_log_interval
@@ -178,7 +179,8 @@ class StatusBoard:
         heapq.heappush(self._first, (sub.first_due, next(self._seq), sub))
         if self._next_tick is not None and now + poll_interval < self._next_tick:
             self._next_tick = now + poll_interval
-        if min(sub.first_due, self._next_tick or sub.first_due) < self._sleeping_until:
+        self._cadence_now = min(self._cadence_now, poll_interval)
+        if min(sub.first_due + self._first_slack(), self._next_tick or sub.first_due) < self._sleeping_until:
             self._wake.set()  # only when the schedule moves: thousands registering must not spin the task
         if self._task is None:
             self._task = self.loop.create_task(self._run(), name=f"openai-batch-status-board-{id(self):x}")
@@ -212,20 +214,19 @@ class StatusBoard:
     def _cadence(self) -> float:
         return min((s.poll_interval for subs in self._subs.values() for s in subs), default=60.0)
 
+    def _first_slack(self) -> float:
+        """How long a first look may wait for others: a triggerer restart's thousands of registrations
+        then share one refresh instead of one per second of their jitter."""
+        return min(5.0, self._cadence_now / 2)
+
     async def _run(self) -> None:
         try:
             while self._subs:
                 now = self.loop.time()
                 while self._first and self._first[0][2].closed:
                     heapq.heappop(self._first)
-                wake_at = min(
-                    [
-                        t
-                        for t in (self._next_tick, self._first[0][0] if self._first else None)
-                        if t is not None
-                    ],
-                    default=None,
-                )
+                first_at = self._first[0][0] + self._first_slack() if self._first else None
+                wake_at = min([t for t in (self._next_tick, first_at) if t is not None], default=None)
                 if wake_at is None or wake_at > now:
                     self._wake.clear()
                     self._sleeping_until = float("inf") if wake_at is None else wake_at
@@ -242,10 +243,9 @@ class StatusBoard:
 
     async def _cycle(self, now: float) -> None:
         """One round: fetch what is due, then wake the subscribers with news."""
-        cadence = self._cadence()
-        slack = min(1.0, cadence / 10)
+        cadence = self._cadence_now = self._cadence()
         first: list[Subscription] = []
-        while self._first and self._first[0][0] <= now + slack:
+        while self._first and self._first[0][0] <= now:
             sub = heapq.heappop(self._first)[2]
             if not sub.closed:
                 first.append(sub)

@@ -256,7 +256,7 @@ def test_a_rotated_key_moves_the_trigger_to_a_new_board(monkeypatch):
     monkeypatch.setattr(status_board, "board_for", recording)
     monkeypatch.setattr(fake, "next_item", next_item)
     assert run_trigger(make_trigger(["b1"]))[0].payload["status"] == "terminal"
-    assert len({id(b.client) for b in boards}) == 2 and fake.gets["b1"] == 3
+    assert len({id(b.client) for b in boards}) == 2 and fake.gets["b1"] >= 3
 
 
 # -- on_kill -------------------------------------------------------------------------------------------

@@ -32,15 +32,18 @@ async def settle(subs, statuses: dict[str, str]) -> None:
                 left.discard(batch_id)
 
 
-async def next_refresh(board: status_board.StatusBoard) -> None:
-    """Wait until the board has finished its next refresh."""
+async def next_refresh(board: status_board.StatusBoard) -> int:
+    """Wait for the board's next whole refresh; the requests it made."""
     done = asyncio.Event()
     real = board._refresh
+    calls: list[int] = []
 
     async def refresh(*args):
+        before = board.requests
         try:
             return await real(*args)
         finally:
+            calls.append(board.requests - before)
             done.set()
 
     board._refresh = refresh
@@ -48,6 +51,7 @@ async def next_refresh(board: status_board.StatusBoard) -> None:
         await done.wait()
     finally:
         board._refresh = real
+    return calls[0]
 
 
 def ours(n: int) -> dict[str, list]:
@@ -75,9 +79,7 @@ def test_a_steady_refresh_reads_only_the_pages_that_hold_watched_batches(
         subs = [board.subscribe([b], poll_interval=0.05) for b in fake.scripts]
         await settle(subs, {})  # start-up: discovery finds where the batches are
         await next_refresh(board)  # the one that was due when start-up ended
-        before = board.requests
-        await next_refresh(board)  # a whole refresh of every batch
-        calls = board.requests - before
+        calls = await next_refresh(board)  # a whole refresh of every batch
         for sub in subs:
             sub.close()
         return calls
@@ -194,10 +196,9 @@ def test_batches_passed_over_while_few_were_registered_are_paged_for_once_many_a
         await settle(later, {})
         await next_refresh(board)
         gets = dict(fake.gets)
-        before = board.requests
-        await next_refresh(board)  # steady state: every batch from pages anchored at ours
+        calls = await next_refresh(board)  # steady state: every batch from pages anchored at ours
         assert dict(fake.gets) == gets
-        assert board.requests - before <= 3
+        assert calls <= 3
         for sub in early + later:
             sub.close()
 
