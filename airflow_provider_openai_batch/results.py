@@ -196,7 +196,8 @@ __all__ = [
 
 
 def summary(result: BatchResult) -> dict[str, Any]:
-    """What an asset event's ``extra`` holds: enough for a downstream DAG to find and judge the results."""
+    """What an asset event's ``extra`` holds: enough for a downstream DAG to find and judge the results
+    (``read_results(event.extra)`` reads them)."""
     return {
         "batch_ids": result["batch_ids"],
         "status": result["status"],
@@ -205,5 +206,6 @@ def summary(result: BatchResult) -> dict[str, Any]:
         "output_path": result["output_path"],
         "error_path": result["error_path"],
         "manifest_path": result["manifest_path"],
-        "cost_usd": (result.get("cost") or {}).get("total_usd"),
+        "custom_id_prefix": result["custom_id_prefix"],
+        "cost": result.get("cost"),
     }

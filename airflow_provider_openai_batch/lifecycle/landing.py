@@ -9,12 +9,13 @@ is dropped from a round whose next round sent it again, so every ``custom_id`` l
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch import cost, results, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
 
@@ -155,3 +156,40 @@ def delete_openai_files(
             log.warning("Could not delete OpenAI file %s: %s", file_id, type(err).__name__)
     log.info("Deleted %d OpenAI file(s) of this task's batches", len(deleted))
     return deleted
+
+
+def land_result(
+    hook: Any,
+    output_path: str,
+    rounds: list[list[Mapping[str, Any]]],
+    state: Any,
+    *,
+    custom_id_prefix: str | None,
+    log: Any,
+) -> results.BatchResult:
+    """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last."""
+    cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
+    with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
+        landed = land(hook, output_path, rounds, cancelled, workdir)
+    result = results.build_result(
+        rounds,
+        output_path=landed.output_path,
+        error_path=landed.error_path,
+        manifest_path=landed.manifest_path,
+        output_lines=landed.output_lines,
+        error_lines=landed.error_lines,
+        failed_lines=landed.failed_lines,
+        fingerprint=state.record.fingerprint,
+        custom_id_prefix=custom_id_prefix,
+    )
+    result["cost"] = cost.cost_of_usage(result["model"] or state.model, result["usage"])
+    finish(landed, result)
+    log.info(
+        "Landed %d output line(s) at %s and %d error line(s)%s. Cost: %s",
+        landed.output_lines,
+        landed.output_path,
+        landed.error_lines,
+        f" at {landed.error_path}" if landed.error_path else "",
+        cost.describe(result["cost"]),
+    )
+    return result

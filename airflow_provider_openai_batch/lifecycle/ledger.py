@@ -12,8 +12,6 @@ key is (dag, task, map index, logical date): another DAG run of the same date wi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -23,132 +21,43 @@ from typing import Any
 import openai
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
+from airflow_provider_openai_batch.lifecycle.tags import (
+    TAG_INPUT,
+    TAG_KEY,
+    TAG_RUN,
+    TAG_SHARD,
+    Label,
+    TaskIdentity,
+    build_metadata,
+    check_user_metadata,
+    label,
+    parse_label,
+)
 from airflow_provider_openai_batch.results import as_dict
 from airflow_provider_openai_batch.statuses import REJECTED, TERMINAL
+
+__all__ = [
+    "STATE_KEY",
+    "Ledger",
+    "RecordStore",
+    "SubmissionRecord",
+    "TaskIdentity",
+    "build_metadata",
+    "check_user_metadata",
+    "label",
+    "parse_label",
+    "search",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "openai_batch"
-TAG_KEY, TAG_INPUT, TAG_SHARD, TAG_RUN = "airflow_task", "airflow_input", "airflow_shard", "airflow_run_id"
-TAG_DAG, TAG_TASK = "airflow_dag_id", "airflow_task_id"
-CORE_TAGS = (TAG_KEY, TAG_INPUT, TAG_SHARD, TAG_RUN)
-READABLE_TAGS = (TAG_DAG, TAG_TASK)
-MAX_METADATA_PAIRS, MAX_KEY_CHARS, MAX_VALUE_CHARS = 16, 64, 512
-MAX_USER_METADATA = MAX_METADATA_PAIRS - len(CORE_TAGS)
 #: How far back a search without an intent looks: a batch runs at most 24 h, plus finalizing.
 SEARCH_REACH_SECONDS = 25 * 3600
 #: Bound on one search's pages (100 batches each), logged when reached.
 SEARCH_MAX_PAGES = 100
 #: Our clock against OpenAI's, when an intent's time bounds a search.
 CLOCK_SKEW_SECONDS = 300
-
-
-# ---------------------------------------------------------------------------------------------- labels
-def label(round_no: int, index: int, total: int, *, include_cancelled: bool = False) -> str:
-    """A batch's place: ``"i/n"`` for shard i of the input, ``"rR.i/n"`` (``"rRc.i/n"``) for follow-up round R."""
-    if round_no == 0:
-        return f"{index}/{total}"
-    return f"r{round_no}{'c' if include_cancelled else ''}.{index}/{total}"
-
-
-@dataclass(frozen=True)
-class Label:
-    round: int
-    index: int
-    total: int
-    include_cancelled: bool = False
-
-
-def parse_label(text: Any) -> Label | None:
-    try:
-        head, _, total = str(text).partition("/")
-        if head.startswith("r"):
-            round_part, _, index = head[1:].partition(".")
-            cancelled = round_part.endswith("c")
-            return Label(int(round_part.rstrip("c")), int(index), int(total), cancelled)
-        return Label(0, int(head), int(total))
-    except ValueError:
-        return None
-
-
-# -------------------------------------------------------------------------------------------- identity
-@dataclass(frozen=True)
-class TaskIdentity:
-    """Who submits: the keys of the partition and of the DAG run, and readable tags for the dashboard."""
-
-    dag_id: str
-    task_id: str
-    run_id: str
-    map_index: int = -1
-    logical_date: str | None = None
-
-    @classmethod
-    def from_context(cls, context: Any) -> TaskIdentity:
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        date = context.get("logical_date")
-        return cls(
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            map_index=-1 if map_index is None else int(map_index),
-            logical_date=date.isoformat() if date is not None else None,
-        )
-
-    @property
-    def partition_key(self) -> str:
-        """Same DAG, task, map index and logical date (or run, for runs without one): same key."""
-        scope = self.logical_date if self.logical_date is not None else f"run:{self.run_id}"
-        return _digest([self.dag_id, self.task_id, self.map_index, scope])
-
-    @property
-    def legacy_key(self) -> str:
-        """The key version 0.1 tagged batches with (dag, task, run, map index): found after an upgrade."""
-        return _digest([self.dag_id, self.task_id, self.run_id, self.map_index])
-
-    @property
-    def readable_task(self) -> str:
-        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
-
-
-def _digest(parts: list[Any]) -> str:
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
-
-
-def check_user_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
-    """The user's metadata as strings, within what the tags leave of the API's limits."""
-    metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
-    if len(metadata) > MAX_USER_METADATA:
-        raise ValueError(
-            f"Expected at most {MAX_USER_METADATA} `metadata` pairs (the operator adds {len(CORE_TAGS)}) "
-            f"but received {len(metadata)}"
-        )
-    for key, value in metadata.items():
-        if key in CORE_TAGS or key in READABLE_TAGS:
-            raise ValueError(f"Expected `metadata` keys other than the operator's own but received {key!r}")
-        if len(key) > MAX_KEY_CHARS or len(value) > MAX_VALUE_CHARS:
-            raise ValueError(
-                f"Expected `metadata` keys of at most {MAX_KEY_CHARS} and values of at most {MAX_VALUE_CHARS} "
-                f"characters but key {key!r} has {len(key)} and its value {len(value)}"
-            )
-    return metadata
-
-
-def build_metadata(
-    identity: TaskIdentity, fingerprint: str, lbl: str, user: dict[str, str]
-) -> dict[str, str]:
-    """Tags that find the batch again, readable ones while the 16 pairs allow, then the user's own."""
-    tags = {
-        TAG_KEY: identity.partition_key,
-        TAG_INPUT: fingerprint,
-        TAG_SHARD: lbl,
-        TAG_RUN: identity.run_id[:MAX_VALUE_CHARS],
-    }
-    readable = {TAG_DAG: identity.dag_id, TAG_TASK: identity.readable_task}
-    room = MAX_METADATA_PAIRS - len(tags) - len(user)
-    for key, value in list(readable.items())[: max(room, 0)]:
-        tags[key] = value[:MAX_VALUE_CHARS]
-    return {**user, **tags}
 
 
 # ---------------------------------------------------------------------------------------------- record
@@ -348,6 +257,10 @@ class Ledger:
             ) from err
         self.seen[batch_id] = batch
         return batch
+
+    def current(self, state: Any, fresh: bool) -> dict[str, dict[str, Any]]:
+        """The batches ``state`` waits for, read now (``fresh``) or as this ledger last saw them."""
+        return {b: (None if fresh else self.seen.get(b)) or self.read(b) for b in state.current}
 
     def _merge_found(self, record: SubmissionRecord, found: list[dict[str, Any]]) -> None:
         stale: list[str] = []

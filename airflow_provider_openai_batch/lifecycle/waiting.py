@@ -136,6 +136,17 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def ledger_status(hook: Any) -> Any:
+    """A blocking ``get_status(batch_id)`` for :func:`wait_in_place`, from the hook's ``get_batch``."""
+
+    def get_status(batch_id: str) -> StatusResult:
+        batch = hook.get_batch(batch_id)
+        counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
+        return batch_id, batch.status, counts
+
+    return get_status
+
+
 def wait_in_place(
     get_status: Any,
     batch_ids: list[str],

@@ -19,25 +19,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
-from airflow_provider_openai_batch import cost, resubmit, results, storage
 from airflow_provider_openai_batch import exceptions as exc
-from airflow_provider_openai_batch.batch_input import (
-    InvalidRequestsError,
-    Limits,
-    SpoolResult,
-    spool_requests,
-)
+from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch.batch_input import Limits
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan
-from airflow_provider_openai_batch.lifecycle.ledger import (
-    Ledger,
-    RecordStore,
-    TaskIdentity,
-    check_user_metadata,
-    label,
-)
+from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity, label
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
-from airflow_provider_openai_batch.lifecycle.waiting import wait_in_place
+from airflow_provider_openai_batch.lifecycle.waiting import ledger_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
     BATCH_IDS_XCOM_KEY,
     BATCH_URL_XCOM_KEY,
@@ -120,30 +109,31 @@ class OpenAIBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_arguments(
+        submit.check_arguments(
             input_path, requests, on_timeout, on_input_change, max_failed_ratio, max_shards_in_flight
         )
-        self.output_path, self.input_path, self.requests = output_path, input_path, requests
-        self.endpoint, self.openai_conn_id, self.completion_window = (
-            endpoint,
-            openai_conn_id,
-            completion_window,
-        )
-        self.metadata, self.deferrable, self.poll_interval = metadata, deferrable, poll_interval
+        self.output_path = output_path
+        self.input_path = input_path
+        self.requests = requests
+        self.endpoint = endpoint
+        self.openai_conn_id = openai_conn_id
+        self.completion_window = completion_window
+        self.metadata = metadata
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
         self.timeout_seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        self.on_timeout, self.max_failed_ratio, self.resubmit_failed = (
-            on_timeout,
-            max_failed_ratio,
-            resubmit_failed,
-        )
-        self.on_input_change, self.fresh_run, self.custom_id_prefix = (
-            on_input_change,
-            fresh_run,
-            custom_id_prefix,
-        )
-        self.limits, self.output_expires_after = limits or Limits(), output_expires_after
-        self.max_shards_in_flight, self.reattach_scan_pages = max_shards_in_flight, reattach_scan_pages
-        self.max_cost_usd, self.delete_files = max_cost_usd, delete_files
+        self.on_timeout = on_timeout
+        self.max_failed_ratio = max_failed_ratio
+        self.resubmit_failed = resubmit_failed
+        self.on_input_change = on_input_change
+        self.fresh_run = fresh_run
+        self.custom_id_prefix = custom_id_prefix
+        self.limits = limits or Limits()
+        self.output_expires_after = output_expires_after
+        self.max_shards_in_flight = max_shards_in_flight
+        self.reattach_scan_pages = reattach_scan_pages
+        self.max_cost_usd = max_cost_usd
+        self.delete_files = delete_files
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
 
     @cached_property
@@ -156,59 +146,44 @@ class OpenAIBatchOperator(BaseOperator):
             self.max_shards_in_flight, self.resubmit_failed, self.on_timeout, self.max_failed_ratio
         )
 
+    @property
+    def job(self) -> submit.Job:
+        return submit.Job(
+            task_id=self.task_id,
+            endpoint=self.endpoint,
+            completion_window=self.completion_window,
+            metadata=self.metadata,
+            output_expires_after=self.output_expires_after,
+            input_path=self.input_path,
+            requests=self.requests,
+            custom_id_prefix=self.custom_id_prefix,
+            limits=self.limits,
+        )
+
     # ---------------------------------------------------------------------------------------- submit
     def execute(self, context: Context) -> Any:
-        ledger = self._ledger(context)
+        """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
+        ledger, job = self._ledger(context), self.job
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
-            spool = self._read_input(workdir)
+            spool = submit.read_input(job, workdir)
             storage.check_writable(self.output_path)
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
-            self._check_budget(to_create, spool.model)
-            for shard in to_create:
-                name = f"{context['ti'].task_id}-{shard.index:05d}.jsonl"
-                ledger.upload(record, label(0, shard.index, len(spool.shards)), shard.path, name)
+            submit.check_budget(job, to_create, spool.model, self.max_cost_usd)
+            submit.upload_shards(job, ledger, record, to_create, len(spool.shards))
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
-        state = RunState(record=record, deadline=deadline, model=spool.model)
-        return self._advance(context, ledger, state, None, "")
-
-    def _check_budget(self, shards: list[Any], model: str | None) -> None:
-        """``max_cost_usd``: bound what this try would create, before anything is uploaded."""
-        if self.max_cost_usd is None or not shards:
-            return
-        estimate = cost.estimate_upper_bound(shards, endpoint=self.endpoint, model=model)
-        self.log.info("Cost of the %d batch(es) to create: %s", len(shards), cost.describe(estimate))
-        cost.check_budget(estimate, self.max_cost_usd)
-
-    def _read_input(self, workdir: str) -> SpoolResult:
-        """Validate every request and spool them to shard files; the input is read once per try."""
-        name = str(self.input_path) if self.input_path is not None else f"<requests of task {self.task_id}>"
-        try:
-            if self.input_path is not None:
-                with storage.open_input(self.input_path) as source:
-                    spool = spool_requests(
-                        source, endpoint=self.endpoint, workdir=workdir, source_name=name, limits=self.limits
-                    )
-            else:
-                requests = self.requests() if callable(self.requests) else self.requests
-                spool = spool_requests(
-                    requests,  # type: ignore[arg-type]
-                    endpoint=self.endpoint,
-                    workdir=workdir,
-                    source_name=name,
-                    limits=self.limits,
-                    custom_id_prefix=self.custom_id_prefix,
-                )
-        except InvalidRequestsError as err:
-            raise exc.OpenAIBatchInputError(err.source, err.problems, err.total) from None
-        self.log.info(
-            "Validated %d requests from %s into %d shard(s); input fingerprint %s",
-            spool.total_requests,
-            name,
-            len(spool.shards),
-            spool.fingerprint[:16],
+        return self._advance(
+            context, ledger, RunState(record, deadline=deadline, model=spool.model), None, ""
         )
-        return spool
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume the run loop with the trigger's event: decode → decide → act."""
+        status = outcomes.check_event(event)
+        assert event is not None
+        state = RunState.from_context(event.get("context"), event.get("batch_ids"))
+        if state is None:
+            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
+        return self._advance(context, self._ledger(context), state, status, str(event.get("message") or ""))
 
     def _ledger(self, context: Context) -> Ledger:
         return Ledger(
@@ -221,36 +196,29 @@ class OpenAIBatchOperator(BaseOperator):
             max_pages=self.reattach_scan_pages,
         )
 
-    # ------------------------------------------------------------------------------ the run loop
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
-        """Resume the run loop with the trigger's event: decode → decide → act."""
-        status = outcomes.check_event(event)
-        assert event is not None
-        state = RunState.from_context(event.get("context"), event.get("batch_ids"))
-        if state is None:
-            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
-        return self._advance(context, self._ledger(context), state, status, str(event.get("message") or ""))
-
+    # ------------------------------------------------------------------------------------ the run loop
     def _advance(
         self, context: Context, ledger: Ledger, state: RunState, event: EventStatus | None, message: str
     ) -> Any:
         """Ask the planner for the next step and carry it out, until the results land or the try fails."""
         while True:
-            waited = event is not None
+            # The current round as OpenAI says now: what the ledger just saw, unless a wait came in between.
+            fresh = event is not None
             batches = (
-                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else self._read(ledger, state, waited)
+                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, fresh)
             )
-            observation = plan.Observation(event, batches, message, now=time.time())
-            action = plan.next_step(state, observation, self.policy)
+            action = plan.next_step(
+                state, plan.Observation(event, batches, message, time.time()), self.policy
+            )
             self.log.info("Next step: %s", action)
             event, message = None, ""
             if isinstance(action, plan.Wait):
                 event, message = self._wait(context, state)
             elif isinstance(action, plan.SubmitWave):
-                n = state.record.shard_count
-                self._create(context, ledger, state, [label(0, i, n) for i in action.shards])
+                labels = [label(0, i, state.record.shard_count) for i in action.shards]
+                submit.create(self.job, ledger, state.record, labels)
             elif isinstance(action, plan.Resubmit):
-                if not self._resubmit(context, ledger, state, action.include_cancelled):
+                if not submit.resubmit_round(self.job, ledger, state, action.include_cancelled):
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
                 self.log.warning(
@@ -262,50 +230,6 @@ class OpenAIBatchOperator(BaseOperator):
                 raise outcomes.failure_error(action, state.current)
             else:
                 return self._land(context, ledger, state)
-
-    def _read(self, ledger: Ledger, state: RunState, waited: bool) -> dict[str, dict[str, Any]]:
-        """The current round as OpenAI says now (what the ledger just saw, unless a wait came in between)."""
-        return {b: (None if waited else ledger.seen.get(b)) or ledger.read(b) for b in state.current}
-
-    def _create(self, context: Context, ledger: Ledger, state: RunState, labels: list[str]) -> None:
-        user_metadata = check_user_metadata(self.metadata)
-        for lbl in labels:
-            batch = ledger.create(
-                state.record,
-                lbl,
-                user_metadata=user_metadata,
-                endpoint=self.endpoint,
-                completion_window=self.completion_window,
-                output_expires_after=self.output_expires_after,
-            )
-            self.log.info("Batch %s (%s) is %s", batch["id"], lbl, batch["status"])
-
-    def _resubmit(self, context: Context, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
-        """Build the next follow-up round (or finish one a crash left half made); False if nothing is worth it."""
-        broken = state.record.incomplete_round()
-        round_no = broken.round if broken is not None else len(state.rounds)
-        sources = [ledger.seen.get(b) or ledger.read(b) for b in state.rounds[round_no - 1]]
-        with tempfile.TemporaryDirectory(prefix="openai-batch-retry-") as workdir:
-            spool = resubmit.collect_retryable(
-                self.hook,
-                sources,
-                workdir,
-                endpoint=self.endpoint,
-                source_name=str(self.input_path or self.task_id),
-                include_cancelled=include_cancelled,
-            )
-            if spool is None:
-                return False
-            self.log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
-            labels = []
-            for shard in spool.shards:
-                lbl = label(round_no, shard.index, len(spool.shards), include_cancelled=include_cancelled)
-                ledger.upload(
-                    state.record, lbl, shard.path, f"{self.task_id}-r{round_no}-{shard.index:05d}.jsonl"
-                )
-                labels.append(lbl)
-            self._create(context, ledger, state, labels)
-        return True
 
     def _wait(self, context: Context, state: RunState) -> tuple[EventStatus, str]:
         """Defer to the trigger (this try resumes in ``execute_complete``), or poll in place."""
@@ -327,7 +251,7 @@ class OpenAIBatchOperator(BaseOperator):
                 method_name="execute_complete",
             )
         event = wait_in_place(
-            self._status,
+            ledger_status(self.hook),
             state.current,
             deadline=state.deadline,
             poll_interval=self.poll_interval,
@@ -335,17 +259,21 @@ class OpenAIBatchOperator(BaseOperator):
         )
         return EventStatus(event["status"]), event["message"]
 
-    def _status(self, batch_id: str) -> tuple[str, Any, dict[str, Any]]:
-        batch = results.as_dict(self.hook.get_batch(batch_id))
-        return batch_id, batch.get("status"), batch.get("request_counts") or {}
-
-    # ------------------------------------------------------------------------------------------ land
     def _land(self, context: Context, ledger: Ledger, state: RunState) -> Any:
+        """Land the results, then end the task as their outcome says; on success, assets and cleanup."""
         rounds = [[ledger.seen.get(b) or ledger.read(b) for b in rnd] for rnd in state.rounds]
-        ids, fingerprint = [b["id"] for rnd in rounds for b in rnd], state.record.fingerprint
-        result = self.delete_files and landing.already_landed(self.output_path, ids, fingerprint)
-        if not result:  # (with delete_files, a landed result is all that is left of the files)
-            result = self._download_and_land(rounds, state)
+        ids = [b["id"] for rnd in rounds for b in rnd]
+        # With delete_files, a result landed before is all that is left of the files: do not download again.
+        result = self.delete_files and landing.already_landed(self.output_path, ids, state.record.fingerprint)
+        if not result:
+            result = landing.land_result(
+                self.hook,
+                self.output_path,
+                rounds,
+                state,
+                custom_id_prefix=self.custom_id_prefix,
+                log=self.log,
+            )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
         outcome = plan.outcome(
@@ -359,33 +287,6 @@ class OpenAIBatchOperator(BaseOperator):
             used = {b["input_file_id"] for rnd in rounds for b in rnd}
             unused = [f for f in state.record.files.values() if f not in used]
             landing.delete_openai_files(self.hook, rounds, unused, self.log)
-        return result
-
-    def _download_and_land(self, rounds: list[list[dict[str, Any]]], state: RunState) -> results.BatchResult:
-        cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
-        with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
-            landed = landing.land(self.hook, self.output_path, rounds, cancelled, workdir)
-        result = results.build_result(
-            rounds,
-            output_path=landed.output_path,
-            error_path=landed.error_path,
-            manifest_path=landed.manifest_path,
-            output_lines=landed.output_lines,
-            error_lines=landed.error_lines,
-            failed_lines=landed.failed_lines,
-            fingerprint=state.record.fingerprint,
-            custom_id_prefix=self.custom_id_prefix,
-        )
-        result["cost"] = cost.cost_of_usage(result["model"] or state.model, result["usage"])
-        landing.finish(landed, result)
-        self.log.info(
-            "Landed %d output line(s) at %s and %d error line(s)%s. Cost: %s",
-            landed.output_lines,
-            landed.output_path,
-            landed.error_lines,
-            f" at {landed.error_path}" if landed.error_path else "",
-            cost.describe(result["cost"]),
-        )
         return result
 
     # ------------------------------------------------------------------------------------------- kill
@@ -404,21 +305,3 @@ class OpenAIBatchOperator(BaseOperator):
                 self.log.info("Cancelled batch %s", batch_id)
             except Exception as err:  # best effort: a finished batch cannot be cancelled, and that is fine
                 self.log.warning("Could not cancel batch %s: %s", batch_id, type(err).__name__)
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def _check_arguments(
-    input_path: Any, requests: Any, on_timeout: str, on_input_change: str, ratio: float, in_flight: int | None
-) -> None:
-    if (input_path is None) == (requests is None):
-        raise ValueError("Pass exactly one of `input_path` or `requests` to OpenAIBatchOperator.")
-    if on_timeout not in ("cancel", "keep"):
-        raise ValueError(f"Expected `on_timeout` to be 'cancel' or 'keep' but received {on_timeout!r}")
-    if on_input_change not in ("resubmit", "fail"):
-        raise ValueError(
-            f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
-        )
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"Expected `max_failed_ratio` between 0 and 1 but received {ratio!r}")
-    if in_flight is not None and in_flight < 1:
-        raise ValueError(f"Expected `max_shards_in_flight` >= 1 or None but received {in_flight!r}")

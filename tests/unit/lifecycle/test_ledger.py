@@ -7,21 +7,22 @@ import pytest
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
 from airflow_provider_openai_batch.lifecycle.ledger import (
     STATE_KEY,
+    Ledger,
+    RecordStore,
+    SubmissionRecord,
+    search,
+)
+from airflow_provider_openai_batch.lifecycle.tags import (
     TAG_DAG,
     TAG_INPUT,
     TAG_KEY,
     TAG_RUN,
-    TAG_SHARD,
     TAG_TASK,
-    Ledger,
-    RecordStore,
-    SubmissionRecord,
     TaskIdentity,
     build_metadata,
     check_user_metadata,
     label,
     parse_label,
-    search,
 )
 from tests.support.builders import batch
 from tests.support.fakes import FakeBatchHook, FakeStore, server_error
