@@ -1,4 +1,4 @@
-"""JSONL readers and the two promises every fault test checks: paid once, each custom_id landed once."""
+"""JSONL readers and the two promises every end-to-end test checks: paid once, each custom_id landed once."""
 
 from __future__ import annotations
 
@@ -10,27 +10,42 @@ from airflow_provider_openai_batch import storage
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path`` (blank lines skipped); ``[]`` when the file does not exist."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def ids_in(path: Path) -> list[str]:
+    """The ``custom_id`` of every line of ``path``, in order (``[]`` when it does not exist)."""
     return [line["custom_id"] for line in read_jsonl(path)]
 
 
-def assert_each_custom_id_once(folder: Path, ids: list[str], *, failed: set[str] | None = None) -> None:
-    """Every id in output ∪ errors exactly once, a manifest, and no temporary file left behind."""
-    output, errors = ids_in(folder / "output.jsonl"), ids_in(folder / "errors.jsonl")
-    assert sorted(output + errors) == sorted(ids), (output, errors)
+def assert_each_custom_id_once(
+    folder: Path, ids: list[str], *, failed: set[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every id in output ∪ errors exactly once, a manifest, and no temporary file left behind.
+
+    :param folder: the landed results folder (local).
+    :param ids: every custom_id of the input.
+    :param failed: when given, exactly these ids are in ``errors.jsonl`` (``set()``: none failed).
+    :return: the landed ``(output lines, error lines)``.
+    """
+    output, errors = read_jsonl(folder / "output.jsonl"), read_jsonl(folder / "errors.jsonl")
+    output_ids, error_ids = [x["custom_id"] for x in output], [x["custom_id"] for x in errors]
+    assert sorted(output_ids + error_ids) == sorted(ids), (output_ids, error_ids)
     if failed is not None:
-        assert set(errors) == set(failed)
+        assert set(error_ids) == set(failed), error_ids
     assert (folder / storage.MANIFEST).exists()
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    return output, errors
 
 
 def assert_paid(emulator: Any, count: int) -> list[str]:
-    """Exactly ``count`` batches were created (``POST /v1/batches`` answered 200), whatever the client heard."""
+    """Exactly ``count`` batches were created (``POST /v1/batches`` answered 200), whatever the client heard.
+
+    :return: the created batch ids, oldest first.
+    """
     paid = emulator.paid_creates()
     assert len(paid) == count, (paid, emulator.calls("POST", "/v1/batches"))
     return paid

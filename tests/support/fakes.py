@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,9 +40,12 @@ class FakeStore:
 
 @dataclass
 class FakeBatchHook:
-    """Batches in memory, newest first in listings; counts the paid creates."""
+    """Batches and file contents in memory, newest batch first in listings; counts the paid creates and
+    records the downloads."""
 
     batches: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    files: dict[str, bytes] = field(default_factory=dict)  # file id → content, for download_file
+    downloads: list[str] = field(default_factory=list)
     creates: int = 0
     uploads: int = 0
     list_calls: int = 0
@@ -82,3 +87,10 @@ class FakeBatchHook:
         }
         self.add(batch)
         return batch
+
+    def download_file(self, file_id: str, *, local_path: str | os.PathLike[str], **_: Any) -> tuple[int, int]:
+        """Write the file's content to ``local_path``; ``(bytes, lines)`` as the real hook returns."""
+        self.downloads.append(file_id)
+        data = self.files[file_id]
+        Path(local_path).write_bytes(data)
+        return len(data), data.count(b"\n")

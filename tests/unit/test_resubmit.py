@@ -8,21 +8,11 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch.resubmit import collect_retryable, is_retryable
-
-ENDPOINT = "/v1/chat/completions"
-
-
-def http_error(status: int) -> dict:
-    return {
-        "id": "batch_req_1",
-        "custom_id": "c",
-        "response": {"status_code": status, "request_id": "req_1", "body": {"error": {"message": "x"}}},
-        "error": None,
-    }
-
-
-def batch_error(code: str) -> dict:
-    return {"id": "batch_req_1", "custom_id": "c", "response": None, "error": {"code": code, "message": "x"}}
+from tests.support import builders
+from tests.support.builders import ENDPOINT, jsonl
+from tests.support.builders import batch_error_line as batch_error
+from tests.support.builders import http_error_line as http_error
+from tests.support.fakes import FakeBatchHook
 
 
 @pytest.mark.parametrize(
@@ -55,30 +45,8 @@ def test_is_retryable(line, retryable):
 
 
 def request(cid: str) -> dict:
-    return {
-        "custom_id": cid,
-        "method": "POST",
-        "url": ENDPOINT,
-        "body": {"model": "m", "messages": [{"role": "user", "content": cid}]},
-    }
-
-
-def jsonl(rows) -> bytes:
-    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-
-
-class FakeHook:
-    """``download_file`` writes the content given for each file id, and records what was asked."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.downloads: list[str] = []
-
-    def download_file(self, file_id: str, local_path) -> tuple[int, int]:
-        self.downloads.append(file_id)
-        data = self.files[file_id]
-        Path(local_path).write_bytes(data)
-        return len(data), data.count(b"\n")
+    """A request whose message is its own id, so a resubmitted one is recognisably the original."""
+    return builders.request(cid, model="m", content=cid)
 
 
 def spooled(result) -> list[dict]:
@@ -89,25 +57,15 @@ def spooled(result) -> list[dict]:
 
 
 def test_collect_retryable_spools_original_requests_of_retryable_failures(tmp_path):
-    hook = FakeHook(
-        {
-            "in-0": jsonl([request(f"a{i}") for i in range(5)]),
+    hook = FakeBatchHook(
+        files={
+            "in-0": jsonl(*(request(f"a{i}") for i in range(5))),
             "err-0": jsonl(
-                [
-                    {**http_error(500), "custom_id": "a1"},
-                    {**http_error(400), "custom_id": "a2"},
-                    {**batch_error("batch_expired"), "custom_id": "a4"},
-                ]
-            )
-            + b"\n",  # a blank line is skipped
-            "in-1": jsonl([request(f"b{i}") for i in range(3)]),
-            "err-1": jsonl(
-                [
-                    {**http_error(429), "custom_id": "b0"},
-                    {**batch_error("batch_cancelled"), "custom_id": "b2"},
-                ]
-            ),
-            "in-2": jsonl([request("c0")]),
+                http_error(500, "a1"), http_error(400, "a2"), batch_error("batch_expired", "a4"), b""
+            ),  # a blank line is skipped
+            "in-1": jsonl(*(request(f"b{i}") for i in range(3))),
+            "err-1": jsonl(http_error(429, "b0"), batch_error("batch_cancelled", "b2")),
+            "in-2": jsonl(request("c0")),
         }
     )
     batches = [
@@ -128,8 +86,8 @@ def test_collect_retryable_spools_original_requests_of_retryable_failures(tmp_pa
 
 
 def test_collect_retryable_returns_none_without_retryable_failures(tmp_path):
-    hook = FakeHook(
-        {"err": jsonl([http_error(400), batch_error("batch_cancelled")]), "in": jsonl([request("c")])}
+    hook = FakeBatchHook(
+        files={"err": jsonl(http_error(400), batch_error("batch_cancelled")), "in": jsonl(request("c"))}
     )
     batches = [
         {"id": "b", "input_file_id": "in", "error_file_id": "err"},
@@ -140,7 +98,7 @@ def test_collect_retryable_returns_none_without_retryable_failures(tmp_path):
 
 
 def test_collect_retryable_with_no_error_files_downloads_nothing(tmp_path):
-    hook = FakeHook({})
+    hook = FakeBatchHook()
     batches = [{"id": "b", "input_file_id": "in", "error_file_id": None}]
     assert collect_retryable(hook, batches, str(tmp_path), endpoint=ENDPOINT, source_name="s") is None
     assert hook.downloads == []

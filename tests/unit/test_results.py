@@ -7,21 +7,7 @@ import json
 import pytest
 
 from airflow_provider_openai_batch import results
-
-
-def batch(bid="batch_1", status="completed", *, counts=(3, 3, 0), usage=None, **extra):
-    total, completed, failed = counts
-    return {
-        "id": bid,
-        "status": status,
-        "input_file_id": f"file-in-{bid}",
-        "output_file_id": f"file-out-{bid}",
-        "error_file_id": None,
-        "request_counts": {"total": total, "completed": completed, "failed": failed},
-        "usage": usage,
-        **extra,
-    }
-
+from tests.support.builders import batch
 
 USAGE = {
     "input_tokens": 10,
@@ -109,14 +95,17 @@ def test_failure_details_without_errors_says_so(errors):
 
 
 def test_build_result_single_batch():
-    b = batch(usage=USAGE, counts=(3, 2, 1), error_file_id="file-err")
+    b = batch(usage=USAGE, counts=(3, 2, 1), error_file_id="file-err", model="gpt-4o-mini")
     result = results.build_result(
-        [b],
+        [[b]],
         output_path="s3://c@b/o.jsonl",
         error_path="s3://c@b/e.jsonl",
         manifest_path="m",
         output_lines=2,
         error_lines=1,
+        fingerprint="fp-1",
+        custom_id_prefix="daily",
+        cost={"total_usd": 0.25},
     )
     assert result == {
         "batch_id": "batch_1",
@@ -149,6 +138,11 @@ def test_build_result_single_batch():
                 "request_counts": {"total": 3, "completed": 2, "failed": 1},
             }
         ],
+        "rounds": [["batch_1"]],
+        "cost": {"total_usd": 0.25},
+        "model": "gpt-4o-mini",
+        "input_fingerprint": "fp-1",
+        "custom_id_prefix": "daily",
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
 
@@ -160,7 +154,7 @@ def test_build_result_several_shards_sums_and_has_no_single_file_id():
         batch("b2", counts=(2, 0, 2), usage=None, output_file_id=None, error_file_id="e2"),
     ]
     result = results.build_result(
-        shards, output_path="o", error_path="e", manifest_path="m", output_lines=5, error_lines=5
+        [shards], output_path="o", error_path="e", manifest_path="m", output_lines=5, error_lines=5
     )
     assert result["batch_id"] == "b0" and result["batch_ids"] == ["b0", "b1", "b2"]
     assert result["status"] == "expired"
@@ -171,6 +165,7 @@ def test_build_result_several_shards_sums_and_has_no_single_file_id():
     assert result["usage"]["total_tokens"] == 60 and result["usage"]["cached_tokens"] == 8
     assert [s["batch_id"] for s in result["shards"]] == ["b0", "b1", "b2"]
     assert result["shards"][2]["output_file_id"] is None
+    assert result["rounds"] == [["b0", "b1", "b2"]]  # shards of one input: one round
 
 
 def test_build_result_with_no_batches():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageError
 
 
 def test_to_path_for_a_plain_relative_path_is_an_absolute_file_url(tmp_path, monkeypatch):
@@ -58,8 +59,10 @@ def test_a_failure_midway_leaves_no_destination_and_no_temp_file(tmp_path):
     first = write_sources(tmp_path, b"x" * 3_000_000)[0]  # more than one copy chunk gets written
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(OpenAIBatchStorageError) as info:
         storage.write_concatenated([first, tmp_path / "missing.jsonl"], storage.to_path(out / "output.jsonl"))
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert str(out / "output.jsonl") in str(info.value)  # names the destination
     assert list(out.iterdir()) == []
 
 
@@ -75,8 +78,9 @@ def test_a_failure_midway_keeps_the_previous_file_intact(tmp_path):
         yield write_sources(tmp_path, b"new line\n")[0]
         raise Boom
 
-    with pytest.raises(Boom):
+    with pytest.raises(OpenAIBatchStorageError) as info:
         storage.write_concatenated(sources(), storage.to_path(out / "output.jsonl"))
+    assert isinstance(info.value.__cause__, Boom)
     assert (out / "output.jsonl").read_bytes() == b"previous\n"
     assert [p.name for p in out.iterdir()] == ["output.jsonl"]
 
@@ -93,8 +97,9 @@ def test_write_json_writes_sorted_indented_json_atomically(tmp_path):
 
 
 def test_write_json_failure_leaves_no_file(tmp_path):
-    with pytest.raises(TypeError):
+    with pytest.raises(OpenAIBatchStorageError) as info:
         storage.write_json({"not json": object()}, storage.to_path(tmp_path / "_manifest.json"))
+    assert isinstance(info.value.__cause__, TypeError)
     assert list(tmp_path.iterdir()) == []
 
 

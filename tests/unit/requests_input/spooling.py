@@ -1,4 +1,5 @@
-"""Builders of request lines and a spool call that checks nothing is left behind on failure."""
+"""Request lines for the spooling tests (built by tests/support/builders.py) and a spool call that checks nothing
+is left behind on failure."""
 
 from __future__ import annotations
 
@@ -10,26 +11,17 @@ import pytest
 
 from airflow_provider_openai_batch.requests_input.spool import spool_requests
 from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
+from tests.support.builders import jsonl, line, request
+
+__all__ = ["CHAT", "EMB", "failure", "jsonl", "line", "read_ids", "req", "spool"]
 
 CHAT = "/v1/chat/completions"
 EMB = "/v1/embeddings"
 
 
 def req(i: int | str, model: str = "gpt-4o-mini", url: str = CHAT, **body: object) -> dict:
-    return {
-        "custom_id": f"r{i}" if isinstance(i, int) else i,
-        "method": "POST",
-        "url": url,
-        "body": {"model": model, "messages": [{"role": "user", "content": f"hi {i}"}], **body},
-    }
-
-
-def line(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def jsonl(*items: object) -> bytes:
-    return b"".join((x if isinstance(x, bytes) else line(x)) + b"\n" for x in items)
+    """Request ``r{i}`` (or ``i`` itself when a string) saying ``hi {i}``; ``body`` adds fields to its body."""
+    return request(f"r{i}" if isinstance(i, int) else i, model=model, url=url, content=f"hi {i}", **body)
 
 
 def spool(data: bytes | object, tmp_path: Path, workdir: str = "spool", **kw):
