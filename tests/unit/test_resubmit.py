@@ -1,47 +1,17 @@
-"""resubmit.py: which error lines are worth sending again, and spooling those requests from the input files."""
+"""resubmit.py: spooling the original requests of the error lines worth sending again (which lines those are is
+tabled in test_statuses.py: ``is_retryable`` is ``statuses.should_resubmit``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
-from airflow_provider_openai_batch.resubmit import collect_retryable, is_retryable
+from airflow_provider_openai_batch.resubmit import collect_retryable
 from tests.support import builders
 from tests.support.builders import ENDPOINT, jsonl
 from tests.support.builders import batch_error_line as batch_error
 from tests.support.builders import http_error_line as http_error
 from tests.support.fakes import FakeBatchHook
-
-
-@pytest.mark.parametrize(
-    "line, retryable",
-    [
-        (http_error(429), True),
-        (http_error(500), True),
-        (http_error(502), True),
-        (http_error(503), True),
-        (http_error(408), True),
-        (http_error(409), True),
-        (http_error(400), False),
-        (http_error(401), False),
-        (http_error(404), False),
-        (http_error(422), False),
-        (batch_error("batch_expired"), True),
-        (batch_error("rate_limit_exceeded"), True),
-        (batch_error("server_error"), True),
-        # Someone cancelled the batch on purpose: resubmitting would undo that.
-        (batch_error("batch_cancelled"), False),
-        (batch_error("invalid_request"), False),
-        ({"custom_id": "c", "response": None, "error": None}, False),
-        ({"custom_id": "c", "response": {"status_code": "500"}, "error": None}, False),
-        ({"custom_id": "c"}, False),
-    ],
-    ids=lambda v: json.dumps(v)[:60] if isinstance(v, dict) else str(v),
-)
-def test_is_retryable(line, retryable):
-    assert is_retryable(line) is retryable
 
 
 def request(cid: str) -> dict:

@@ -18,24 +18,6 @@ USAGE = {
 }
 
 
-@pytest.mark.parametrize(
-    "statuses, expected",
-    [
-        (["completed"], "completed"),
-        (["completed", "completed", "completed"], "completed"),
-        (["completed", "expired", "cancelled"], "expired"),
-        (["cancelled", "completed"], "cancelled"),
-        (["expired", "failed", "cancelled"], "failed"),
-        (["completed", "in_progress"], "in_progress"),
-        (["validating", "finalizing"], "validating"),
-        ([], "unknown"),
-    ],
-)
-def test_combined_status_worst_wins(statuses, expected):
-    assert results.combined_status(statuses) == expected
-    assert results.combined_status(iter(statuses)) == expected  # any iterable, consumed once
-
-
 def test_sum_counts_adds_every_batch_and_tolerates_missing_counts():
     batches = [
         batch(counts=(5, 4, 1)),
