@@ -7,7 +7,8 @@ Parametrised at parse time by ``MONEY_*`` environment variables, which the tests
 - ``MONEY_INPUT``: the JSONL input (local path or ObjectStoragePath URL);
 - ``MONEY_OUTPUT``: the results folder (the run's ``ds`` is appended);
 - ``MONEY_POLL_INTERVAL`` (default 0.2 s), ``MONEY_MAX_FAILED_RATIO`` (default 0);
-- ``MONEY_MAX_COST_USD`` (default none: no budget), ``MONEY_DELETE_FILES`` (``1`` for delete_files);
+- ``MONEY_MAX_COST_USD`` (default none: no budget), ``MONEY_DELETE_FILES`` (``1`` for delete_files),
+  ``MONEY_FRESH_RUN`` (``1`` for fresh_run);
 - ``MONEY_OUTLET``: the name of an asset the task declares as its outlet (default none).
 """
 
@@ -44,6 +45,7 @@ def money_batch():
         max_failed_ratio=float(_env("MAX_FAILED_RATIO", "0")),
         max_cost_usd=float(budget) if budget else None,
         delete_files=_env("DELETE_FILES", "0") == "1",
+        fresh_run=_env("FRESH_RUN", "0") == "1",
         outlets=[Asset(outlet)] if outlet else [],
     )
 

@@ -280,11 +280,14 @@ class _PersonCancels(threading.Thread):
         return self.batch_id
 
 
-def _cancel_then_clear(run_dag, emulator, api, ids: list[str], folder_now: Any, logs: Any) -> None:
-    """A person cancels the running batch; the task fails at once; a clear lands everything, paying only once more.
+def _cancel_part_way(
+    run_dag, emulator, api, ids: list[str], folder_now: Any, logs: Any
+) -> tuple[str, list[str]]:
+    """A person cancels the running batch part-way: the task fails at once, landing what finished.
 
     :param folder_now: returns the landed results folder as a local path, read after each run.
     :param logs: returns what the run logged so far.
+    :return: the cancelled batch and the custom_ids it finished.
     """
     emulator.configure(rate=4)  # 12 requests take 3 s: room to cancel part-way
     person = _PersonCancels(api, emulator, finished=3)
@@ -292,11 +295,11 @@ def _cancel_then_clear(run_dag, emulator, api, ids: list[str], folder_now: Any, 
 
     cancelled = run_dag(DAG_ID, DATE, retries=2)
 
-    first = person.done()
+    batch_id = person.done()
     assert cancelled.state == "failed"
     assert task_tries(DAG_ID, cancelled.run.run_id, TASK_ID) == ("failed", 1)  # no automatic retry
     assert "OpenAIBatchCancelled" in logs()
-    assert [c["path"] for c in emulator.calls("POST", "/v1/batches/")] == [f"/v1/batches/{first}/cancel"]
+    assert [c["path"] for c in emulator.calls("POST", "/v1/batches/")] == [f"/v1/batches/{batch_id}/cancel"]
     assert_paid(emulator, 1)
     folder = folder_now()
     finished, stopped = ids_in(folder / "output.jsonl"), read_jsonl(folder / "errors.jsonl")
@@ -304,15 +307,24 @@ def _cancel_then_clear(run_dag, emulator, api, ids: list[str], folder_now: Any, 
     assert stopped and all(is_stopped_line(line) for line in stopped)
     assert_each_custom_id_once(folder, ids)
     emulator.configure(rate=500)
+    return batch_id, finished
+
+
+def _sent_again(api: OpenAI, batch_id: str) -> list[str]:
+    """The custom_ids in a batch's input file, as OpenAI holds it."""
+    text = api.files.content(api.batches.retrieve(batch_id).input_file_id).text
+    return sorted(json.loads(line)["custom_id"] for line in text.splitlines() if line.strip())
+
+
+def _clear_pays_only_for_the_rest(run_dag, emulator, api, ids, folder_now, cancelled: tuple[str, list[str]]):
+    first, finished = cancelled
 
     cleared = run_dag(DAG_ID, DATE, retries=2, clear=True)
 
     assert cleared.state == "success", cleared.ti_states()
     paid = assert_paid(emulator, 2)
     assert paid[0] == first
-    second_input = api.files.content(api.batches.retrieve(paid[1]).input_file_id).text
-    resent = [json.loads(line)["custom_id"] for line in second_input.splitlines() if line.strip()]
-    assert sorted(resent) == sorted(set(ids) - set(finished))
+    assert _sent_again(api, paid[1]) == sorted(set(ids) - set(finished))
     assert_each_custom_id_once(folder_now(), ids, failed=set())
     result = result_of(cleared)
     assert result["request_counts"] == {"total": len(ids), "completed": len(ids), "failed": 0}
@@ -324,9 +336,29 @@ def test_a_person_cancel_fails_without_retry_and_a_clear_pays_only_for_the_rest(
 ):
     ids = [f"cx-{i:02d}" for i in range(12)]
     use_dag(monkeypatch, write_input(tmp_path / "input.jsonl", ids), tmp_path / "out")
-
     folder = tmp_path / "out" / DATE
-    _cancel_then_clear(run_dag, emulator, api, ids, lambda: folder, lambda: task_log(capfd, caplog))
+
+    cancelled = _cancel_part_way(run_dag, emulator, api, ids, lambda: folder, lambda: task_log(capfd, caplog))
+
+    _clear_pays_only_for_the_rest(run_dag, emulator, api, ids, lambda: folder, cancelled)
+
+
+def test_after_a_person_cancel_fresh_run_starts_over(
+    run_dag, emulator, api, tmp_path, monkeypatch, capfd, caplog
+):
+    ids = [f"fr-{i:02d}" for i in range(12)]
+    use_dag(monkeypatch, write_input(tmp_path / "input.jsonl", ids), tmp_path / "out")
+    folder = tmp_path / "out" / DATE
+    first, _ = _cancel_part_way(run_dag, emulator, api, ids, lambda: folder, lambda: task_log(capfd, caplog))
+    monkeypatch.setenv("MONEY_FRESH_RUN", "1")
+
+    cleared = run_dag(DAG_ID, DATE, clear=True)
+
+    assert cleared.state == "success", cleared.ti_states()
+    paid = assert_paid(emulator, 2)
+    assert _sent_again(api, paid[1]) == sorted(ids)
+    assert result_of(cleared)["batch_ids"] == [paid[1]]
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 def test_a_person_cancel_then_a_clear_on_s3(
@@ -343,4 +375,6 @@ def test_a_person_cancel_then_a_clear_on_s3(
     def folder_now() -> Path:  # a fresh local copy of what is on S3 now
         return download_prefix(s3, bucket, f"{prefix}/out/{DATE}", tmp_path / f"copy-{next(copies)}")
 
-    _cancel_then_clear(run_dag, emulator, api, ids, folder_now, lambda: task_log(capfd, caplog))
+    cancelled = _cancel_part_way(run_dag, emulator, api, ids, folder_now, lambda: task_log(capfd, caplog))
+
+    _clear_pays_only_for_the_rest(run_dag, emulator, api, ids, folder_now, cancelled)
