@@ -14,27 +14,26 @@ The components get their own environment built from scratch: the pytest process'
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.conftest import TEST_API_KEY
+from tests.system.support import (
+    REPO,
+    Airflow,
+    new_airflow,
+    task_instance,
+    trigger_run,
+    wait_until,
+    wait_until_parsed,
+)
 
 pytestmark = pytest.mark.system
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 DAG_ID = "openai_batch_daily"
 TASK_ID = "run_batch"
 DATE = "2026-11-01"
@@ -43,163 +42,9 @@ TRIGGER_CLASSPATH = "airflow_provider_openai_batch.triggers.openai_batch.OpenAIB
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
 NEEDLES = (TEST_API_KEY, TEST_API_KEY[8:30])  # the key, and a distinctive piece of it
 
-STARTUP_TIMEOUT = 120  # components up and the DAG parsed into the DB, on a loaded 2-core machine
 RUN_TIMEOUT = 180  # the triggered run finished
 VALIDATING_SECONDS = 12  # how long the emulator keeps the batch in `validating`: see the test
 STALE_EVENT_RACE = "finished with state success, but the task instance's state attribute is running"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as err:
-        return f"<unreadable: {err}>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class Airflow:
-    home: Path
-    storage: Path
-    env: dict[str, str]
-    out_dir: Path
-    fernet_key: str
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def db_path(self) -> Path:
-        return self.home / "airflow.db"
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(VENV_BIN / "airflow"), *args],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        # Kept with the components' output, so it is searched for the key too.
-        with (self.out_dir / "cli.log").open("a") as f:
-            f.write(f"$ airflow {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}\n")
-        assert result.returncode == 0, f"airflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        return result
-
-    def start(self, name: str, *args: str) -> None:
-        log = (self.out_dir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [str(VENV_BIN / "airflow"), *args],
-            env=self.env,
-            cwd=self.home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: the whole tree is killed in teardown
-        )
-        log.close()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            # The group may hold children (workers, supervisors) even when the leader is gone.
-            _signal_group(proc, signal.SIGKILL)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def diagnostics(self) -> str:
-        parts = []
-        for name in (*COMPONENTS, "cli"):
-            path = self.out_dir / f"{name}.log"
-            proc = self.procs.get(name)
-            status = "" if proc is None else f" (exit code {proc.poll()})"
-            parts.append(f"----- {name}{status}: tail of {path} -----\n{_tail(path)}")
-        for log in sorted((self.home / "logs").rglob("*.log")) if (self.home / "logs").exists() else []:
-            if "dag_id=" in str(log):
-                parts.append(f"----- task log {log.relative_to(self.home)} -----\n{_tail(log, 25)}")
-        return "\n".join(parts)
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                pytest.fail(f"airflow {name} exited with code {proc.returncode}\n{self.diagnostics()}")
-
-    def query(self, sql: str, *params: object) -> list[tuple]:
-        """Read the metadata DB directly (read-only), retrying while a writer holds the lock."""
-        for _ in range(50):
-            try:
-                conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=2)
-                try:
-                    return conn.execute(sql, params).fetchall()
-                finally:
-                    conn.close()
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) and "busy" not in str(err):
-                    raise
-                time.sleep(0.1)
-        raise AssertionError(f"metadata DB stayed locked: {sql}")
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # pid == pgid: started with start_new_session=True
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _component_env(home: Path, dags: Path, storage: Path, emulator_url: str, port: int, fernet_key: str):
-    # From scratch: nothing Airflow- or OpenAI-related leaks in from the pytest process.
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW", "OPENAI", "_AIRFLOW", "PYTEST")) and k not in ("PYTHONPATH",)
-    }
-    api_url = f"http://127.0.0.1:{port}"
-    return {
-        **base,
-        "PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__FERNET_KEY": fernet_key,  # a real key, as in production (it does not cover triggers)
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        # Workers (LocalExecutor) reach the Execution API on our API server: the default is localhost:8080.
-        "AIRFLOW__API__BASE_URL": api_url,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        # Scheduler signs the workers' tokens, the API server checks them: one secret for both.
-        "AIRFLOW__API_AUTH__JWT_SECRET": "system-test-jwt-secret-0123456789abcdef",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        # Only the run we trigger: the DAG is @daily with catchup from 2026-11-01, which would otherwise fill up
-        # with scheduled runs for dates that have no partition.
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
-            {"conn_type": "openai_batch", "host": emulator_url, "password": TEST_API_KEY}
-        ),
-        "AIRFLOW_VAR_OPENAI_BATCH_EXAMPLE_BASE": f"file://{storage}",
-        "OPENAI_BATCH_EXAMPLE_POLL_INTERVAL": "0.5",
-    }
 
 
 @pytest.fixture
@@ -210,47 +55,13 @@ def extra_dags() -> tuple[Path, ...]:
 
 @pytest.fixture
 def airflow_components(tmp_path: Path, openai_emulator, extra_dags: tuple[Path, ...]) -> Iterator[Airflow]:
-    from cryptography.fernet import Fernet
-
-    home, dags, storage, out_dir = (tmp_path / d for d in ("airflow-home", "dags", "storage", "output"))
-    for d in (home, dags, storage, out_dir):
-        d.mkdir()
-    shutil.copy(REPO / "example_dags" / "openai_batch_daily.py", dags / "openai_batch_daily.py")
-    for extra in extra_dags:
-        shutil.copy(extra, dags / extra.name)
-    port = _free_port()
-    fernet_key = Fernet.generate_key().decode()
-    env = _component_env(home, dags, storage, openai_emulator.base_url, port, fernet_key)
-    af = Airflow(home=home, storage=storage, env=env, out_dir=out_dir, fernet_key=fernet_key)
+    example = REPO / "example_dags" / "openai_batch_daily.py"
+    af, port = new_airflow(tmp_path, openai_emulator.base_url, (example, *extra_dags))
     try:
-        af.cli("db", "migrate", timeout=180)
-        af.start("scheduler", "scheduler", "--skip-serve-logs")
-        af.start("triggerer", "triggerer", "--skip-serve-logs")
-        af.start("dag-processor", "dag-processor")
-        af.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1")
+        af.start_all(port)
         yield af
     finally:
         af.stop()
-
-
-def _wait_until(af: Airflow, what: str, predicate, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        af.check_alive()
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{af.diagnostics()}")
-        time.sleep(interval)
-
-
-def _api_up(port_url: str) -> bool:
-
-    try:
-        return httpx.get(f"{port_url}/api/v2/monitor/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _write_partition(storage: Path, n: int = 5) -> list[str]:
@@ -273,50 +84,6 @@ def _write_partition(storage: Path, n: int = 5) -> list[str]:
     return ids
 
 
-def _wait_until_parsed(af: Airflow, *dag_ids: str) -> None:
-    """The API server answers and each DAG is serialized into the DB, active."""
-    api_url = af.env["AIRFLOW__API__BASE_URL"]
-    _wait_until(af, "the API server's health endpoint", lambda: _api_up(api_url), STARTUP_TIMEOUT)
-    for dag_id in dag_ids:
-        _wait_until(
-            af,
-            f"the dag-processor to serialize {dag_id}",
-            lambda dag_id=dag_id: af.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id),
-            STARTUP_TIMEOUT,
-        )
-        paused = af.query("SELECT is_paused FROM dag WHERE dag_id = ?", dag_id)
-        assert paused and not paused[0][0], (
-            f"{dag_id} should be active (dags_are_paused_at_creation=False): {paused}"
-        )
-
-
-def _trigger_run(af: Airflow, dag_id: str) -> str:
-    """Trigger a manual run for DATE; its run id."""
-    # Through the REST API (as `airflow dags trigger --logical-date` would, at a fraction of a CLI start-up): a
-    # manual run needs an explicit logical date, else `{{ ds }}` is undefined. All-admins simple auth: no token.
-    response = httpx.post(
-        f"{af.env['AIRFLOW__API__BASE_URL']}/api/v2/dags/{dag_id}/dagRuns",
-        json={"logical_date": LOGICAL_DATE},
-        timeout=60,
-    )
-    assert response.status_code == 200, f"trigger failed: {response.status_code} {response.text}"
-    runs = af.query("SELECT run_id, run_type, logical_date FROM dag_run WHERE dag_id = ?", dag_id)
-    assert len(runs) == 1 and runs[0][1] == "manual" and runs[0][2].startswith(DATE), runs
-    assert runs[0][0] == response.json()["dag_run_id"], (runs, response.text)
-    return runs[0][0]
-
-
-def _ti(af: Airflow, dag_id: str, run_id: str, task_id: str = TASK_ID) -> tuple | None:
-    """(state, trigger_id, try_number) of a task instance, or None before the scheduler made it."""
-    rows = af.query(
-        "SELECT state, trigger_id, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
-        dag_id,
-        run_id,
-        task_id,
-    )
-    return rows[0] if rows else None
-
-
 def _assert_no_key(where: str, text: str) -> None:
     for needle in NEEDLES:
         assert needle not in text, f"the API key leaked into {where}"
@@ -333,9 +100,9 @@ def test_example_dag_defers_through_a_real_triggerer(airflow_components: Airflow
     # #71580; open fixes #72767, #71579). Seen here with a 3 s batch on a loaded 2-core machine.
     openai_emulator.configure(validating_seconds=VALIDATING_SECONDS)
 
-    _wait_until_parsed(af, DAG_ID)
+    wait_until_parsed(af, DAG_ID)
     parsed_after = time.monotonic() - started
-    run_id = _trigger_run(af, DAG_ID)
+    run_id = trigger_run(af, DAG_ID, LOGICAL_DATE)
     triggered_after = time.monotonic() - started
 
     ti_states_seen: list[str | None] = []
@@ -367,7 +134,7 @@ def test_example_dag_defers_through_a_real_triggerer(airflow_components: Airflow
         state = af.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)[0][0]
         return state if state in ("success", "failed") else None
 
-    final = _wait_until(af, f"run {run_id} to finish", run_finished, RUN_TIMEOUT, interval=0.2)
+    final = wait_until(af, f"run {run_id} to finish", run_finished, RUN_TIMEOUT, interval=0.2)
     run_seconds = time.monotonic() - started
     ti_states = dict(
         af.query("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
@@ -480,9 +247,9 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
     # In progress for ~100 s (5 requests at 0.05/s): long past the bounded waits below, so only a cancel ends it.
     openai_emulator.configure(validating_seconds=1, rate=0.05)
 
-    _wait_until_parsed(af, DAG_ID, BLOCKING_DAG_ID)
-    run_ids = {dag_id: _trigger_run(af, dag_id) for dag_id in (DAG_ID, BLOCKING_DAG_ID)}
-    api_url = af.env["AIRFLOW__API__BASE_URL"]
+    wait_until_parsed(af, DAG_ID, BLOCKING_DAG_ID)
+    run_ids = {dag_id: trigger_run(af, dag_id, LOGICAL_DATE) for dag_id in (DAG_ID, BLOCKING_DAG_ID)}
+    api_url = af.api_url
     emulator = httpx.Client(
         base_url=openai_emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"}, timeout=30
     )
@@ -492,7 +259,7 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
 
     def trigger_running():
         # Deferred, its trigger row claimed by the triggerer, the trigger polling (the trigger's log says so).
-        ti = _ti(af, DAG_ID, run_ids[DAG_ID])
+        ti = task_instance(af, DAG_ID, run_ids[DAG_ID], TASK_ID)
         if not ti or ti[0] != "deferred" or ti[1] is None:
             return None
         row = af.query("SELECT kwargs, triggerer_id FROM trigger WHERE id = ?", ti[1])
@@ -506,17 +273,17 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
         return (ti[1], row[0][0]) if "Watching 1 batch(es)" in logs else None
 
     def blocking_polling():
-        ti = _ti(af, BLOCKING_DAG_ID, run_ids[BLOCKING_DAG_ID])
+        ti = task_instance(af, BLOCKING_DAG_ID, run_ids[BLOCKING_DAG_ID], TASK_ID)
         if not ti or ti[0] != "running":
             return None
         polls = [c for c in openai_emulator.calls("GET", "/v1/batches/batch_") if "/cancel" not in c["path"]]
         creates = [c for c in openai_emulator.calls("POST", "/v1/batches") if c["path"] == "/v1/batches"]
         return len(creates) == 2 and polls
 
-    trigger_id, trigger_kwargs = _wait_until(
+    trigger_id, trigger_kwargs = wait_until(
         af, "run_batch deferred, its trigger running", trigger_running, 90
     )
-    _wait_until(af, "the blocking run_batch running and polling", blocking_polling, 60)
+    wait_until(af, "the blocking run_batch running and polling", blocking_polling, 60)
     all_batches = batches()
     assert len(all_batches) == 2, all_batches
     if not trigger_kwargs.startswith("{"):
@@ -543,7 +310,7 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
     cancel_seconds = {}
     for dag_id, batch_id in batch_of.items():
         path = f"/v1/batches/{batch_id}/cancel"
-        _wait_until(
+        wait_until(
             af, f"{path} ({dag_id})", lambda path=path: openai_emulator.calls("POST", path), KILL_TIMEOUT, 0.2
         )
         cancel_seconds[dag_id] = time.monotonic() - marked_at[dag_id]
@@ -554,7 +321,7 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
         statuses = {b: v["status"] for b, v in batches().items()}
         return statuses if set(statuses.values()) <= {"cancelling", "cancelled"} else None
 
-    statuses = _wait_until(af, "both batches cancelling or cancelled", cancelled, 30)
+    statuses = wait_until(af, "both batches cancelling or cancelled", cancelled, 30)
 
     # Airflow 3.3's SIGTERM handler only calls on_kill(): the task process goes on running execute() until the
     # supervisor's SIGKILL 5 s later. Wait for that, so the components' teardown (the scheduler forwards its
@@ -566,7 +333,7 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
             if f"dag_id={BLOCKING_DAG_ID}" in str(p)
         )
 
-    _wait_until(af, "the supervisor to kill the blocking task", blocking_task_killed, 30)
+    wait_until(af, "the supervisor to kill the blocking task", blocking_task_killed, 30)
     landed_after_kill = (
         sorted(
             str(p.relative_to(af.storage))
@@ -585,7 +352,7 @@ def test_marking_a_running_task_failed_cancels_its_batch(airflow_components: Air
     # Both stay failed (no retry: the example's retries=2 do not apply to a user's mark-failed), the trigger row
     # is gone, and the logs show which hook cancelled.
     for dag_id, run_id in run_ids.items():
-        ti = _ti(af, dag_id, run_id)
+        ti = task_instance(af, dag_id, run_id, TASK_ID)
         assert ti is not None and ti[0] == "failed" and ti[2] == 1, (dag_id, ti)
     assert not af.query("SELECT id FROM trigger WHERE id = ?", trigger_id)
     logs = {p: p.read_text(errors="replace") for p in (af.home / "logs").rglob("*") if p.is_file()}
