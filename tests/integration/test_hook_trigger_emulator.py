@@ -12,6 +12,8 @@ import pytest
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
+from tests.support.builders import ENDPOINT, jsonl, request
+from tests.support.environment import openai_connection
 
 pytestmark = pytest.mark.integration
 
@@ -22,36 +24,22 @@ N_REQUESTS = 30
 
 @pytest.fixture
 def hook(openai_emulator, monkeypatch) -> OpenAIBatchHook:
-    conn = {
-        "conn_type": "openai_batch",
-        "host": openai_emulator.base_url,
-        "password": API_KEY,
-        "extra": {"max_retries": 0},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+    openai_connection(monkeypatch, openai_emulator.base_url, conn_id=CONN_ID, api_key=API_KEY, max_retries=0)
     hook_module.clear_async_client_cache()
     yield OpenAIBatchHook(CONN_ID)
     hook_module.clear_async_client_cache()
 
 
 def requests_jsonl(n: int = N_REQUESTS) -> bytes:
-    return b"".join(
-        json.dumps(
-            {
-                "custom_id": f"req-{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hello {i}"}]},
-            }
-        ).encode()
-        + b"\n"
-        for i in range(n)
-    )
+    return jsonl(*(request(f"req-{i}") for i in range(n)))
+
+
+def upload(hook: OpenAIBatchHook, n: int = N_REQUESTS, filename: str = "requests.jsonl") -> str:
+    return hook.upload_file(file=io.BytesIO(requests_jsonl(n)), filename=filename).id
 
 
 def submit(hook: OpenAIBatchHook, n: int = N_REQUESTS) -> str:
-    file = hook.upload_file(io.BytesIO(requests_jsonl(n)), "requests.jsonl")
-    return hook.create_batch(file.id, "/v1/chat/completions", metadata={"test": "hook"}).id
+    return hook.create_batch(input_file_id=upload(hook, n), endpoint=ENDPOINT, metadata={"test": "hook"}).id
 
 
 def run_trigger(trigger: OpenAIBatchTrigger, timeout: float = 60) -> list:
@@ -70,7 +58,7 @@ def test_submit_poll_and_download(hook, openai_emulator, tmp_path):
 
     batch = hook.get_batch(batch_id)
     assert batch.request_counts.completed == N_REQUESTS
-    nbytes, lines = hook.download_file(batch.output_file_id, str(tmp_path / "output.jsonl"))
+    nbytes, lines = hook.download_file(batch.output_file_id, local_path=tmp_path / "output.jsonl")
     assert lines == N_REQUESTS
     assert nbytes == (tmp_path / "output.jsonl").stat().st_size
     custom_ids = {
@@ -81,14 +69,14 @@ def test_submit_poll_and_download(hook, openai_emulator, tmp_path):
 
 
 def test_download_survives_a_connection_dropped_mid_body(hook, openai_emulator, tmp_path):
-    file = hook.upload_file(io.BytesIO(requests_jsonl(2000)), "big.jsonl")
+    file_id = upload(hook, 2000, "big.jsonl")
     openai_emulator.add_fault(
-        method="GET", path=f"/v1/files/{file.id}/content", kind="drop_mid_body", times=1
+        method="GET", path=f"/v1/files/{file_id}/content", kind="drop_mid_body", times=1
     )
-    nbytes, lines = hook.download_file(file.id, str(tmp_path / "copy.jsonl"))
+    nbytes, lines = hook.download_file(file_id, local_path=tmp_path / "copy.jsonl")
     assert (tmp_path / "copy.jsonl").read_bytes() == requests_jsonl(2000)
     assert (nbytes, lines) == (len(requests_jsonl(2000)), 2000)
-    assert len(openai_emulator.calls("GET", f"/v1/files/{file.id}/content")) == 2
+    assert len(openai_emulator.calls("GET", f"/v1/files/{file_id}/content")) == 2
 
 
 def test_trigger_rides_out_transient_errors(hook, openai_emulator):
@@ -138,8 +126,8 @@ def status_gets(emulator) -> tuple[int, int]:
 
 def test_thirty_triggers_share_list_pages(hook, openai_emulator):
     openai_emulator.configure(rate=20)  # 30 requests: about 1.5 s of in_progress per batch
-    file = hook.upload_file(io.BytesIO(requests_jsonl()), "requests.jsonl")
-    batch_ids = [hook.create_batch(file.id, "/v1/chat/completions").id for _ in range(30)]
+    file_id = upload(hook)
+    batch_ids = [hook.create_batch(input_file_id=file_id, endpoint=ENDPOINT).id for _ in range(30)]
     before = status_gets(openai_emulator)
     poll_interval = 0.1
     triggers = [
@@ -163,17 +151,15 @@ def test_thirty_triggers_share_list_pages(hook, openai_emulator):
 
 
 def test_batches_older_than_the_pages_are_retrieved(hook, openai_emulator, monkeypatch):
-    from airflow_provider_openai_batch.triggers import status_board
-
-    # Small pages so that a few batches are "old": 25 batches, at most 2 pages of 10 read per refresh.
-    monkeypatch.setattr(status_board, "LIST_PAGE_SIZE", 10)
-    monkeypatch.setattr(status_board, "MAX_LIST_PAGES", 2)
+    # Small pages so that a few batches are "old": 25 batches, at most 2 pages of 10 read per refresh. The
+    # board reads its settings from the Airflow configuration when it is made (per event loop).
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__LIST_PAGE_SIZE", "10")
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__MAX_LIST_PAGES", "2")
     openai_emulator.configure(rate=10)
     # The two oldest run longest (3 s), so that the board watches them until the newest are done.
-    slow = hook.upload_file(io.BytesIO(requests_jsonl(30)), "slow.jsonl")
-    fast = hook.upload_file(io.BytesIO(requests_jsonl(5)), "fast.jsonl")
+    slow, fast = upload(hook, 30, "slow.jsonl"), upload(hook, 5, "fast.jsonl")
     batch_ids = [
-        hook.create_batch((slow if i < 2 else fast).id, "/v1/chat/completions").id for i in range(25)
+        hook.create_batch(input_file_id=slow if i < 2 else fast, endpoint=ENDPOINT).id for i in range(25)
     ]
     oldest, newest = batch_ids[:2], batch_ids[-3:]
     triggers = [
