@@ -8,129 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
-from openai import OpenAI
 
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch.emulator.testing import wait_for
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
+from tests.support.assertions import assert_each_custom_id_once, read_jsonl, read_s3_jsonl
+from tests.support.builders import ENDPOINT, jsonl, request, write_requests
+from tests.support.journal import api_client, batch_ids, batch_posts
+from tests.support.operator_runs import (
+    OUTCOME_DAG,
+    configure_outcome_dag,
+    in_background,
+    join_checked,
+    only_error,
+    raised_fixture,  # noqa: F401 - the `raised` fixture
+)
 
 pytestmark = pytest.mark.integration
 
-DAG_ID = "openai_batch_outcome"
-ENDPOINT = "/v1/chat/completions"
+DAG_ID = OUTCOME_DAG
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def request(custom_id: str, *, status: int | None = None, text: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": text or f"question {custom_id}"}],
-    }
-    if status is not None:
-        body["x_emulator_status"] = status
-    return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
-
-
-def write_requests(
-    path: Path, n: int, *, prefix: str = "req", fail: dict[int, int] | None = None
-) -> list[str]:
-    """n requests ``{prefix}-{i}``; ``fail`` maps an index to the HTTP status the emulator answers it with."""
-    fail = fail or {}
-    ids = [f"{prefix}-{i}" for i in range(n)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for i, cid in enumerate(ids):
-            fh.write(json.dumps(request(cid, status=fail.get(i))) + "\n")
-    return ids
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def landed(out: Path, ids: list[str]) -> tuple[list[dict], list[dict]]:
-    """The landed output and error lines, after checking every custom_id is there exactly once across both."""
-    output, errors = read_jsonl(out / "output.jsonl"), read_jsonl(out / "errors.jsonl")
-    seen = [line["custom_id"] for line in output + errors]
-    assert sorted(seen) == sorted(ids), "every custom_id must land exactly once across output and errors"
-    assert (out / "_manifest.json").exists()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"
-    return output, errors
-
-
-def configure_dag(monkeypatch, **kwargs: Any) -> None:
-    monkeypatch.setenv("OPENAI_BATCH_OUTCOME_KWARGS", json.dumps(kwargs))
-
-
-def creates(emulator) -> int:
-    """Paid ``POST /v1/batches`` calls (not cancels)."""
-    return sum(1 for e in emulator.calls("POST", "/v1/batches") if e["path"] == "/v1/batches")
-
-
-def client(emulator) -> OpenAI:
-    return OpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
-
-
-def batch_ids_created(emulator) -> list[str]:
-    return [b.id for b in client(emulator).batches.list(limit=100).data][::-1]
-
-
-def in_background(fn) -> threading.Thread:
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            fn()
-        except BaseException as err:  # surfaced by join_checked
-            errors.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
-
-
-def join_checked(thread: threading.Thread) -> None:
-    thread.join(30)
-    assert not thread.is_alive()
-    assert not thread.errors, thread.errors  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def raised(monkeypatch) -> list[BaseException]:
-    """Exceptions raised by the operator's execute / execute_complete, in order (dag.test() does not raise)."""
-    seen: list[BaseException] = []
-    for name in ("execute", "execute_complete"):
-        original = getattr(OpenAIBatchOperator, name)
-
-        def spy(self, *args, __original=original, **kwargs):
-            try:
-                return __original(self, *args, **kwargs)
-            except BaseException as err:
-                if type(err).__name__ != "TaskDeferred" and not any(e is err for e in seen):
-                    seen.append(err)
-                raise
-
-        monkeypatch.setattr(OpenAIBatchOperator, name, spy)
-    return seen
-
-
-def only_error(raised: list[BaseException], cls: type) -> BaseException:
-    assert len(raised) == 1, raised
-    assert type(raised[0]) is cls, repr(raised[0])
-    return raised[0]
-
-
-def assert_usage_summed(result: dict, emulator, batch_ids: list[str]) -> None:
-    batches = [client(emulator).batches.retrieve(b) for b in batch_ids]
+def assert_usage_summed(result: dict, emulator, ids: list[str]) -> None:
+    batches = [api_client(emulator).batches.retrieve(b) for b in ids]
     assert result["usage"]["input_tokens"] == sum(b.usage.input_tokens for b in batches if b.usage)
     assert result["usage"]["output_tokens"] == sum(b.usage.output_tokens for b in batches if b.usage)
     assert result["usage"]["total_tokens"] == sum(b.usage.total_tokens for b in batches if b.usage)
@@ -140,13 +44,13 @@ def assert_usage_summed(result: dict, emulator, batch_ids: list[str]) -> None:
 def test_completed_clean_lands_output_only(run_dag, openai_conn, tmp_path, monkeypatch, raised):
     ids = write_requests(tmp_path / "in.jsonl", 6)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
 
     outcome = run_dag(DAG_ID)
 
     assert outcome.state == "success", outcome.ti_states()
     assert raised == []
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert len(output) == 6 and errors == []
     assert not (out / "errors.jsonl").exists()
     result = outcome.xcoms[("run_batch", "return_value")]
@@ -160,7 +64,7 @@ def test_completed_clean_lands_output_only(run_dag, openai_conn, tmp_path, monke
     assert result["usage"]["total_tokens"] > 0
     assert_usage_summed(result, openai_conn, result["batch_ids"])
     assert json.loads((out / "_manifest.json").read_text()) == result
-    assert creates(openai_conn) == 1
+    assert len(batch_posts(openai_conn)) == 1
 
 
 @pytest.mark.parametrize("ratio, state", [(0.0, "failed"), (0.5, "success")])
@@ -169,14 +73,14 @@ def test_completed_with_failed_requests_against_max_failed_ratio(
 ):
     ids = write_requests(tmp_path / "in.jsonl", 8, fail={1: 500, 4: 429})
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), max_failed_ratio=ratio
     )
 
     outcome = run_dag(DAG_ID)
 
     assert outcome.state == state, outcome.ti_states()
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert sorted(e["custom_id"] for e in errors) == ["req-1", "req-4"]
     assert sorted(e["response"]["status_code"] for e in errors) == [429, 500]
     assert len(output) == 6
@@ -200,14 +104,14 @@ def test_completed_with_failed_requests_against_max_failed_ratio(
 def test_every_request_failed(run_dag, openai_conn, tmp_path, monkeypatch, raised, ratio, state):
     ids = write_requests(tmp_path / "in.jsonl", 4, fail=dict.fromkeys(range(4), 503))
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), max_failed_ratio=ratio
     )
 
     outcome = run_dag(DAG_ID)
 
     assert outcome.state == state, outcome.ti_states()
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert output == [] and len(errors) == 4
     # The batch completed with no output file: an empty output.jsonl still lands, so readers find the file.
     assert (out / "output.jsonl").read_bytes() == b""
@@ -231,7 +135,7 @@ def test_failed_batch_lists_errors_data_line_by_line(run_dag, openai_conn, tmp_p
     openai_conn.configure(max_requests=3)
     write_requests(tmp_path / "in.jsonl", 5)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
 
     outcome = run_dag(DAG_ID)
 
@@ -255,19 +159,19 @@ def test_clear_after_a_failed_batch_submits_anew(run_dag, openai_conn, tmp_path,
     openai_conn.configure(max_requests=3)
     ids = write_requests(tmp_path / "in.jsonl", 5)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
     assert run_dag(DAG_ID, "2026-11-12").state == "failed"
     only_error(raised, exc.OpenAIBatchFailed)
-    (failed_id,) = batch_ids_created(openai_conn)
+    (failed_id,) = batch_ids(openai_conn)
 
     openai_conn.configure(max_requests=50_000)
     second = run_dag(DAG_ID, "2026-11-12", clear=True)
 
     assert second.state == "success", second.ti_states()
-    assert creates(openai_conn) == 2
+    assert len(batch_posts(openai_conn)) == 2
     result = second.xcoms[("run_batch", "return_value")]
     assert result["batch_id"] != failed_id and result["status"] == "completed"
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert len(output) == 5 and errors == []
 
 
@@ -275,13 +179,9 @@ def test_failed_batch_with_several_errors_via_execute_complete(openai_conn, tmp_
     """execute_complete on a batch created directly on the emulator whose file the service rejects."""
     from unittest import mock
 
-    c = client(openai_conn)
-    lines = [
-        json.dumps(request("a")),
-        json.dumps({**request("b"), "url": "/v1/embeddings"}),
-        json.dumps(request("a")),
-    ]
-    f = c.files.create(file=("in.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+    c = api_client(openai_conn)
+    lines = jsonl(request("a"), request("b", url="/v1/embeddings"), request("a"))
+    f = c.files.create(file=("in.jsonl", lines), purpose="batch")
     batch = c.batches.create(input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h")
     wait_for(lambda: c.batches.retrieve(batch.id).status == "failed", timeout=10)
 
@@ -308,13 +208,13 @@ def test_expired_lands_partial_output_and_batch_expired_lines(
     openai_conn.configure(time_scale=2.0 / 86400, rate=10)
     ids = write_requests(tmp_path / "in.jsonl", 60)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
 
     outcome = run_dag(DAG_ID)
 
     assert outcome.state == "failed"
     err = only_error(raised, exc.OpenAIBatchExpired)
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert 0 < len(output) < 60
     assert {e["error"]["code"] for e in errors} == {"batch_expired"}
     result = outcome.xcoms[("run_batch", "batch_result")]
@@ -329,11 +229,11 @@ def test_cancelled_elsewhere_lands_partial_results(run_dag, openai_conn, tmp_pat
     openai_conn.configure(rate=20)
     ids = write_requests(tmp_path / "in.jsonl", 100)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
 
     def cancel_when_running():
-        c = client(openai_conn)
-        bid = wait_for(lambda: batch_ids_created(openai_conn), timeout=20)[0]
+        c = api_client(openai_conn)
+        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
         wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 5, timeout=20)
         c.batches.cancel(bid)
 
@@ -343,7 +243,7 @@ def test_cancelled_elsewhere_lands_partial_results(run_dag, openai_conn, tmp_pat
 
     assert outcome.state == "failed"
     err = only_error(raised, exc.OpenAIBatchCancelled)
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert 5 <= len(output) < 100
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     result = outcome.xcoms[("run_batch", "batch_result")]
@@ -359,7 +259,7 @@ def test_timeout_cancel_lands_partial_and_raises_timeout(
     openai_conn.configure(rate=20)
     ids = write_requests(tmp_path / "in.jsonl", 200)
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=str(tmp_path / "in.jsonl"),
         output_path=str(out),
@@ -373,9 +273,9 @@ def test_timeout_cancel_lands_partial_and_raises_timeout(
     assert outcome.state == "failed"
     err = only_error(raised, exc.OpenAIBatchTimeout)
     assert "were cancelled after the timeout" in str(err)
-    (batch_id,) = batch_ids_created(openai_conn)
+    (batch_id,) = batch_ids(openai_conn)
     assert len(openai_conn.calls("POST", f"/v1/batches/{batch_id}/cancel")) == 1
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert 0 < len(output) < 200
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
     result = outcome.xcoms[("run_batch", "batch_result")]
@@ -389,7 +289,7 @@ def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
     ids = write_requests(tmp_path / "in.jsonl", 30)
     out = tmp_path / "out"
     kwargs = {"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)}
-    configure_dag(monkeypatch, **kwargs, timeout=1.0, on_timeout="keep")
+    configure_outcome_dag(monkeypatch, **kwargs, timeout=1.0, on_timeout="keep")
 
     first = run_dag(DAG_ID, "2026-11-02")
 
@@ -397,19 +297,19 @@ def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
     err = only_error(raised, exc.OpenAIBatchTimeout)
     assert "still running: a retry re-attaches" in str(err)
     assert openai_conn.calls("POST", "/v1/batches/") == []  # no cancel
-    (batch_id,) = batch_ids_created(openai_conn)
-    assert client(openai_conn).batches.retrieve(batch_id).status in ("validating", "in_progress")
+    (batch_id,) = batch_ids(openai_conn)
+    assert api_client(openai_conn).batches.retrieve(batch_id).status in ("validating", "in_progress")
     assert not (out / "_manifest.json").exists()
 
-    configure_dag(monkeypatch, **kwargs)
+    configure_outcome_dag(monkeypatch, **kwargs)
     second = run_dag(DAG_ID, "2026-11-02", clear=True)
 
     assert second.state == "success", second.ti_states()
-    assert creates(openai_conn) == 1
+    assert len(batch_posts(openai_conn)) == 1
     assert len(openai_conn.calls("POST", "/v1/files")) == 1
     result = second.xcoms[("run_batch", "return_value")]
     assert result["batch_id"] == batch_id
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert len(output) == 30 and errors == []
 
 
@@ -417,7 +317,7 @@ def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
 def test_non_deferrable_end_to_end(run_dag, openai_conn, tmp_path, monkeypatch, raised):
     ids = write_requests(tmp_path / "in.jsonl", 5, fail={2: 500})
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=str(tmp_path / "in.jsonl"),
         output_path=str(out),
@@ -429,7 +329,7 @@ def test_non_deferrable_end_to_end(run_dag, openai_conn, tmp_path, monkeypatch, 
 
     assert outcome.state == "success", outcome.ti_states()
     assert raised == []
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert [e["custom_id"] for e in errors] == ["req-2"]
     result = outcome.xcoms[("run_batch", "return_value")]
     assert result["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
@@ -447,31 +347,31 @@ def test_input_change_policy_on_rerun(run_dag, openai_conn, tmp_path, monkeypatc
     kwargs = {"input_path": str(source), "output_path": str(out), "on_input_change": policy}
     date = "2026-11-03" if policy == "resubmit" else "2026-11-04"
     # First try: gives up waiting and leaves its batch running.
-    configure_dag(monkeypatch, **kwargs, timeout=0.8, on_timeout="keep")
+    configure_outcome_dag(monkeypatch, **kwargs, timeout=0.8, on_timeout="keep")
     assert run_dag(DAG_ID, date).state == "failed"
-    (stale,) = batch_ids_created(openai_conn)
+    (stale,) = batch_ids(openai_conn)
     raised.clear()
 
     openai_conn.configure(rate=500)
     new_ids = write_requests(source, 3, prefix="changed")
-    configure_dag(monkeypatch, **kwargs)
+    configure_outcome_dag(monkeypatch, **kwargs)
     second = run_dag(DAG_ID, date, clear=True)
 
     if policy == "resubmit":
         assert second.state == "success", second.ti_states()
         assert raised == []
         assert len(openai_conn.calls("POST", f"/v1/batches/{stale}/cancel")) == 1
-        assert client(openai_conn).batches.retrieve(stale).status in ("cancelling", "cancelled")
-        assert creates(openai_conn) == 2
+        assert api_client(openai_conn).batches.retrieve(stale).status in ("cancelling", "cancelled")
+        assert len(batch_posts(openai_conn)) == 2
         result = second.xcoms[("run_batch", "return_value")]
         assert result["batch_id"] != stale
-        output, errors = landed(out, new_ids)
+        output, errors = assert_each_custom_id_once(out, new_ids)
         assert len(output) == 3
     else:
         assert second.state == "failed"
         err = only_error(raised, exc.OpenAIBatchInputChanged)
         assert stale in str(err) and "on_input_change='resubmit'" in str(err)
-        assert creates(openai_conn) == 1
+        assert len(batch_posts(openai_conn)) == 1
         assert openai_conn.calls("POST", f"/v1/batches/{stale}/cancel") == []
         assert len(openai_conn.calls("POST", "/v1/files")) == 1
 
@@ -485,7 +385,7 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     openai_conn.configure(fail_custom_id_regex=r"^req-(1|3)$", fail_status=500)
     ids = write_requests(tmp_path / "in.jsonl", 6, fail={5: 400})
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=str(tmp_path / "in.jsonl"),
         output_path=str(out),
@@ -496,7 +396,7 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     )
 
     def clear_regex_after_round_0():
-        wait_for(lambda: batch_ids_created(openai_conn), timeout=20)
+        wait_for(lambda: batch_ids(openai_conn), timeout=20)
         openai_conn.configure(fail_custom_id_regex=None)
 
     thread = in_background(clear_regex_after_round_0)
@@ -506,7 +406,7 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     assert outcome.state == "failed"
     err = only_error(raised, exc.OpenAIBatchRequestsFailed)
     assert "1 of 6 request(s) failed" in str(err)
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert sorted(o["custom_id"] for o in output) == ["req-0", "req-1", "req-2", "req-3", "req-4"]
     assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [("req-5", 400)]
     result = outcome.xcoms[("run_batch", "batch_result")]
@@ -518,9 +418,9 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     assert result["batch_ids"] == round0 + round1
     assert (result["output_lines"], result["error_lines"]) == (5, 1)
     # Round 1 held only the two retryable requests.
-    assert client(openai_conn).batches.retrieve(round1[0]).request_counts.total == 2
+    assert api_client(openai_conn).batches.retrieve(round1[0]).request_counts.total == 2
     assert_usage_summed(result, openai_conn, result["batch_ids"])
-    assert creates(openai_conn) == 2
+    assert len(batch_posts(openai_conn)) == 2
 
 
 @pytest.mark.parametrize("resubmit_failed", [1, 2])
@@ -530,7 +430,7 @@ def test_resubmit_failed_that_keeps_failing_lands_the_last_round_once(
     openai_conn.configure(fail_custom_id_regex=r"^req-(1|3)$", fail_status=503)
     ids = write_requests(tmp_path / "in.jsonl", 6)
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=str(tmp_path / "in.jsonl"),
         output_path=str(out),
@@ -542,16 +442,16 @@ def test_resubmit_failed_that_keeps_failing_lands_the_last_round_once(
     assert outcome.state == "failed"
     err = only_error(raised, exc.OpenAIBatchRequestsFailed)
     assert "2 of 6 request(s) failed" in str(err)
-    assert creates(openai_conn) == 1 + resubmit_failed
-    output, errors = landed(out, ids)
+    assert len(batch_posts(openai_conn)) == 1 + resubmit_failed
+    output, errors = assert_each_custom_id_once(out, ids)
     assert sorted(e["custom_id"] for e in errors) == ["req-1", "req-3"]
     result = outcome.xcoms[("run_batch", "batch_result")]
     assert len(result["rounds"]) == 1 + resubmit_failed
     assert [len(r) for r in result["rounds"]] == [1] * (1 + resubmit_failed)
     assert result["request_counts"] == {"total": 6, "completed": 4, "failed": 2}
     # The error lines that landed are the last round's.
-    last = client(openai_conn).batches.retrieve(result["rounds"][-1][0])
-    last_errors = client(openai_conn).files.content(last.error_file_id).text
+    last = api_client(openai_conn).batches.retrieve(result["rounds"][-1][0])
+    last_errors = api_client(openai_conn).files.content(last.error_file_id).text
     assert sorted(e["id"] for e in errors) == sorted(
         json.loads(x)["id"] for x in last_errors.splitlines() if x.strip()
     )
@@ -562,11 +462,13 @@ def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, mo
     openai_conn.configure(rate=10)
     ids = write_requests(tmp_path / "in.jsonl", 40)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), resubmit_failed=1)
+    configure_outcome_dag(
+        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), resubmit_failed=1
+    )
 
     def expire_round_0():
-        c = client(openai_conn)
-        bid = wait_for(lambda: batch_ids_created(openai_conn), timeout=20)[0]
+        c = api_client(openai_conn)
+        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
         wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 5, timeout=20)
         openai_conn.configure(rate=500)
         openai_conn.expire(bid)
@@ -576,7 +478,7 @@ def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, mo
     join_checked(thread)
 
     assert outcome.state == "success", (outcome.ti_states(), raised)
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert len(output) == 40 and errors == []
     result = outcome.xcoms[("run_batch", "return_value")]
     assert result["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
@@ -596,7 +498,7 @@ def test_task_decorator_with_generator(run_dag, openai_conn, tmp_path, monkeypat
 
     assert outcome.state == "success", (outcome.ti_states(), raised)
     ids = [f"gen-2026-11-01-{i:06d}" for i in range(7)]
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert errors == []
     assert all(o["response"]["body"]["object"] == "list" for o in output)
     result = outcome.xcoms[("generate", "return_value")]
@@ -610,15 +512,15 @@ def test_expired_on_s3_lands_partial_results(run_dag, openai_conn, moto_s3, tmp_
     openai_conn.configure(rate=10)
     ids = write_requests(tmp_path / "in.jsonl", 40)
     s3.put_object(Bucket=bucket, Key="outcomes/in.jsonl", Body=(tmp_path / "in.jsonl").read_bytes())
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=f"s3://{conn}@{bucket}/outcomes/in.jsonl",
         output_path=f"s3://{conn}@{bucket}/outcomes/expired",
     )
 
     def expire_soon():
-        c = client(openai_conn)
-        bid = wait_for(lambda: batch_ids_created(openai_conn), timeout=20)[0]
+        c = api_client(openai_conn)
+        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
         wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 3, timeout=20)
         openai_conn.expire(bid)
 
@@ -629,12 +531,8 @@ def test_expired_on_s3_lands_partial_results(run_dag, openai_conn, moto_s3, tmp_
     assert outcome.state == "failed"
     only_error(raised, exc.OpenAIBatchExpired)
 
-    def s3_lines(key: str) -> list[dict]:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-        return [json.loads(x) for x in body.splitlines() if x.strip()]
-
-    output = s3_lines("outcomes/expired/output.jsonl")
-    errors = s3_lines("outcomes/expired/errors.jsonl")
+    output = read_s3_jsonl(s3, bucket, "outcomes/expired/output.jsonl")
+    errors = read_s3_jsonl(s3, bucket, "outcomes/expired/errors.jsonl")
     assert sorted(x["custom_id"] for x in output + errors) == sorted(ids)
     assert output and {e["error"]["code"] for e in errors} == {"batch_expired"}
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="outcomes/expired/")["Contents"]}
@@ -661,7 +559,7 @@ def test_operator_on_kill_cancels_in_non_deferrable_mode(openai_conn, tmp_path, 
     context = {"ti": ti, "task_state_store": None}
 
     def kill_when_running():
-        bid = wait_for(lambda: batch_ids_created(openai_conn), timeout=20)[0]
+        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
         wait_for(lambda: op._active_batch_ids == [bid], timeout=10)
         op.on_kill()
 
@@ -669,9 +567,9 @@ def test_operator_on_kill_cancels_in_non_deferrable_mode(openai_conn, tmp_path, 
     with pytest.raises(exc.OpenAIBatchCancelled):
         op.execute(context)
     join_checked(thread)
-    (bid,) = batch_ids_created(openai_conn)
+    (bid,) = batch_ids(openai_conn)
     assert len(openai_conn.calls("POST", f"/v1/batches/{bid}/cancel")) == 1
-    assert client(openai_conn).batches.retrieve(bid).status == "cancelled"
+    assert api_client(openai_conn).batches.retrieve(bid).status == "cancelled"
 
 
 def test_operator_on_kill_with_nothing_running_does_not_call_the_api(openai_conn, tmp_path):
@@ -685,9 +583,8 @@ def test_trigger_on_kill_cancels_a_live_batch(openai_conn, monkeypatch):
     from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 
     openai_conn.configure(rate=5)
-    c = client(openai_conn)
-    lines = "".join(json.dumps(request(f"k-{i}")) + "\n" for i in range(50))
-    f = c.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
+    c = api_client(openai_conn)
+    f = c.files.create(file=("in.jsonl", jsonl(*(request(f"k-{i}") for i in range(50)))), purpose="batch")
     batch = c.batches.create(input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h")
     trigger = OpenAIBatchTrigger(batch_ids=[batch.id], poll_interval=0.2, first_poll_jitter=0)
 
@@ -722,7 +619,7 @@ def test_timeout_cancel_that_comes_too_late_keeps_the_completed_batch(
     openai_conn.configure(rate=0, finalizing_seconds=4.0)
     ids = write_requests(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out"
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=str(tmp_path / "in.jsonl"),
         output_path=str(out),
@@ -733,10 +630,10 @@ def test_timeout_cancel_that_comes_too_late_keeps_the_completed_batch(
     outcome = run_dag(DAG_ID)
 
     assert outcome.state == "success", (outcome.ti_states(), raised)
-    (batch_id,) = batch_ids_created(openai_conn)
+    (batch_id,) = batch_ids(openai_conn)
     cancels = openai_conn.calls("POST", f"/v1/batches/{batch_id}/cancel")
     assert cancels and all(c["status"] == 409 for c in cancels)
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert len(output) == 20 and errors == []
     assert outcome.xcoms[("run_batch", "return_value")]["status"] == "completed"
 
@@ -747,11 +644,11 @@ def test_clear_after_expiry_resubmits_only_the_unfinished_requests(
     openai_conn.configure(rate=10)
     ids = write_requests(tmp_path / "in.jsonl", 40)
     out = tmp_path / "out"
-    configure_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
 
     def expire_soon():
-        c = client(openai_conn)
-        bid = wait_for(lambda: batch_ids_created(openai_conn), timeout=20)[0]
+        c = api_client(openai_conn)
+        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
         wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 3, timeout=20)
         openai_conn.expire(bid)
 
@@ -759,17 +656,17 @@ def test_clear_after_expiry_resubmits_only_the_unfinished_requests(
     first = run_dag(DAG_ID)
     join_checked(thread)
     assert first.state == "failed"
-    finished_first = len(landed(out, ids)[0])
+    finished_first = len(assert_each_custom_id_once(out, ids)[0])
     assert 0 < finished_first < 40
 
     openai_conn.configure(rate=0)
     second = run_dag(DAG_ID, clear=True)
 
     assert second.state == "success", (second.ti_states(), raised)
-    first_batch, follow_up = batch_ids_created(openai_conn)
-    follow_up_batch = client(openai_conn).batches.retrieve(follow_up)
+    first_batch, follow_up = batch_ids(openai_conn)
+    follow_up_batch = api_client(openai_conn).batches.retrieve(follow_up)
     assert follow_up_batch.request_counts.total == 40 - finished_first  # the paid part is not paid again
-    output, errors = landed(out, ids)
+    output, errors = assert_each_custom_id_once(out, ids)
     assert len(output) == 40 and errors == []
     result = second.xcoms[("run_batch", "return_value")]
     assert result["rounds"] == [[first_batch], [follow_up]]

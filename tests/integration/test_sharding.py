@@ -7,14 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
 
 from airflow_provider_openai_batch import exceptions as exc
-from tests.integration.test_outcomes import configure_dag, creates, raised  # noqa: F401 - fixture
+from tests.support.assertions import ids_in
+from tests.support.journal import api_client, batch_posts
+from tests.support.operator_runs import (
+    OUTCOME_DAG,
+    configure_outcome_dag,
+    raised_fixture,  # noqa: F401 - the `raised` fixture
+)
 
 pytestmark = pytest.mark.integration
 
-DAG_ID = "openai_batch_outcome"
+DAG_ID = OUTCOME_DAG
 N = 120_000
 # Every request whose index is a multiple of 997 fails (the emulator answers it 500): the error file is merged too.
 FAIL_EVERY = 997
@@ -33,34 +38,25 @@ def write_tiny_requests(path: Path, n: int, *, bad_line: int | None = None) -> N
             fh.write(template % (i, url, i, extra))
 
 
-def ids_in(path: Path) -> list[str]:
-    ids = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                ids.append(json.loads(line)["custom_id"])
-    return ids
-
-
 def test_120k_requests_become_three_batches_and_one_merged_result(
     run_dag,
     openai_conn,
     tmp_path,
     monkeypatch,
-    raised,  # noqa: F811
+    raised,
 ):
     openai_conn.configure(rate=0)  # as fast as possible
     source, out = tmp_path / "big.jsonl", tmp_path / "out"
     write_tiny_requests(source, N)
     failing = {f"r{i}" for i in range(0, N, FAIL_EVERY)}
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch, input_path=str(source), output_path=str(out), max_failed_ratio=0.01, poll_interval=0.5
     )
 
     outcome = run_dag(DAG_ID, "2026-11-10")
 
     assert outcome.state == "success", (outcome.ti_states(), raised)
-    assert creates(openai_conn) == 3
+    assert len(batch_posts(openai_conn)) == 3
     assert len(openai_conn.calls("POST", "/v1/files")) == 3
     output_ids, error_ids = ids_in(out / "output.jsonl"), ids_in(out / "errors.jsonl")
     assert len(output_ids) + len(error_ids) == N
@@ -73,7 +69,7 @@ def test_120k_requests_become_three_batches_and_one_merged_result(
     assert result["status"] == "completed"
     assert result["request_counts"] == {"total": N, "completed": N - len(failing), "failed": len(failing)}
     assert (result["output_lines"], result["error_lines"]) == (N - len(failing), len(failing))
-    client = OpenAI(base_url=openai_conn.base_url, api_key="sk-test")
+    client = api_client(openai_conn)
     batches = [client.batches.retrieve(b) for b in result["batch_ids"]]
     # Default limits: 47,500 requests per shard (95% of 50,000).
     assert [b.request_counts.total for b in batches] == [47_500, 47_500, 25_000]
@@ -92,11 +88,11 @@ def test_bad_line_deep_in_a_large_input_fails_before_uploading(
     openai_conn,
     tmp_path,
     monkeypatch,
-    raised,  # noqa: F811
+    raised,
 ):
     source, out = tmp_path / "big.jsonl", tmp_path / "out"
     write_tiny_requests(source, 60_000, bad_line=58_321)
-    configure_dag(monkeypatch, input_path=str(source), output_path=str(out))
+    configure_outcome_dag(monkeypatch, input_path=str(source), output_path=str(out))
 
     outcome = run_dag(DAG_ID, "2026-11-11")
 
@@ -106,7 +102,7 @@ def test_bad_line_deep_in_a_large_input_fails_before_uploading(
     assert str(source) in str(err) and "line 58321" in str(err) and "'url'" in str(err)
     assert [p.line for p in err.problems] == [58_321] and err.total == 1
     assert openai_conn.calls("POST", "/v1/files") == []
-    assert creates(openai_conn) == 0
+    assert len(batch_posts(openai_conn)) == 0
     assert not out.exists()
 
 
@@ -115,7 +111,7 @@ def test_max_shards_in_flight_submits_in_waves_and_merges_every_shard(
     openai_conn,
     tmp_path,
     monkeypatch,
-    raised,  # noqa: F811
+    raised,
 ):
     # Each batch spends at least 0.8 s validating and finalizing: a wave boundary shows as a gap that long.
     openai_conn.configure(rate=0, validating_seconds=0.5, finalizing_seconds=0.3)
@@ -123,7 +119,7 @@ def test_max_shards_in_flight_submits_in_waves_and_merges_every_shard(
     write_tiny_requests(source, 50)
     failing = {f"r{i}" for i in range(0, 50, FAIL_EVERY)}
     # 10 requests per shard (95% margin on 11) → 5 shards, at most 2 in flight → waves of 2, 2, 1.
-    configure_dag(
+    configure_outcome_dag(
         monkeypatch,
         input_path=str(source),
         output_path=str(out),
@@ -135,7 +131,7 @@ def test_max_shards_in_flight_submits_in_waves_and_merges_every_shard(
     outcome = run_dag(DAG_ID, "2026-11-12")
 
     assert outcome.state == "success", (outcome.ti_states(), raised)
-    posts = [c["time"] for c in openai_conn.journal() if c["method"] == "POST" and c["path"] == "/v1/batches"]
+    posts = [c["time"] for c in batch_posts(openai_conn)]
     assert len(posts) == 5
     gaps = [b - a for a, b in zip(posts, posts[1:], strict=False)]
     assert gaps[1] >= 0.8 and gaps[3] >= 0.8, gaps  # a new wave only after the last one finished

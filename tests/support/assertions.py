@@ -16,6 +16,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_s3_jsonl(client: Any, bucket: str, key: str) -> list[dict[str, Any]]:
+    """The JSON lines of an S3 object (blank lines skipped).
+
+    :param client: a boto3 S3 client.
+    """
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
 def ids_in(path: Path) -> list[str]:
     """The ``custom_id`` of every line of ``path``, in order (``[]`` when it does not exist)."""
     return [line["custom_id"] for line in read_jsonl(path)]

@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 
 OUTCOME_DAG = "openai_batch_outcome"
@@ -40,6 +42,13 @@ def record_raised(monkeypatch: Any) -> list[BaseException]:
 
         monkeypatch.setattr(OpenAIBatchOperator, name, spy)
     return seen
+
+
+@pytest.fixture(name="raised")
+def raised_fixture(monkeypatch: Any) -> list[BaseException]:
+    """The ``raised`` fixture: :func:`record_raised` for the test. A test module registers it by importing it
+    (``from tests.support.operator_runs import raised_fixture  # noqa: F401``)."""
+    return record_raised(monkeypatch)
 
 
 def only_error(raised: list[BaseException], cls: type) -> BaseException:
