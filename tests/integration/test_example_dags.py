@@ -8,6 +8,8 @@ import json
 import pytest
 
 from tests.integration.conftest import storage_env
+from tests.support.assertions import read_s3_jsonl
+from tests.support.builders import jsonl, request
 
 pytestmark = pytest.mark.integration
 
@@ -16,28 +18,8 @@ DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 def _put_requests(s3, bucket: str, date: str, n: int = 4) -> list[str]:
     ids = [f"{date}-{i}" for i in range(n)]
-    body = "".join(
-        json.dumps(
-            {
-                "custom_id": cid,
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": "gpt-4o-mini",
-                    "messages": [{"role": "user", "content": f"question {cid}"}],
-                },
-            }
-        )
-        + "\n"
-        for cid in ids
-    )
-    s3.put_object(Bucket=bucket, Key=f"requests/{date}.jsonl", Body=body.encode())
+    s3.put_object(Bucket=bucket, Key=f"requests/{date}.jsonl", Body=jsonl(*(request(cid) for cid in ids)))
     return ids
-
-
-def _s3_lines(s3, bucket: str, key: str) -> list[dict]:
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
 def test_daily_backfill_over_three_dates_lands_three_result_folders(
@@ -56,7 +38,7 @@ def test_daily_backfill_over_three_dates_lands_three_result_folders(
         assert result["output_path"] == f"s3://{moto_s3['conn_id']}@{bucket}/results/{date}/output.jsonl"
         assert result["error_path"] is None
         assert result["usage"]["total_tokens"] > 0
-        lines = _s3_lines(s3, bucket, f"results/{date}/output.jsonl")
+        lines = read_s3_jsonl(s3, bucket, f"results/{date}/output.jsonl")
         assert sorted(line["custom_id"] for line in lines) == sorted(expected[date])
         manifest = json.loads(
             s3.get_object(Bucket=bucket, Key=f"results/{date}/_manifest.json")["Body"].read()
@@ -93,7 +75,7 @@ def test_rerunning_a_successful_run_relands_without_a_new_batch(
         == first.xcoms[("run_batch", "return_value")]["batch_id"]
     )
     assert len(openai_conn.calls("POST", "/v1/batches")) == 1
-    assert len(_s3_lines(s3, bucket, f"results/{date}/output.jsonl")) == 4
+    assert len(read_s3_jsonl(s3, bucket, f"results/{date}/output.jsonl")) == 4
 
 
 def test_fresh_run_submits_a_new_batch(run_dag, openai_conn, moto_s3, monkeypatch):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -27,73 +26,42 @@ from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import ledger as ledger_module
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger, TriggerStatus
-from tests.integration.conftest import TEST_API_KEY
+from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_s3_jsonl
+from tests.support.builders import ENDPOINT, jsonl, request, write_input, write_requests
+from tests.support.environment import connected_emulator, dag_env, openai_connection, short_client_backoff
+from tests.support.journal import batch_posts, faulted, waits_after_faults
 
 pytestmark = pytest.mark.integration
 
 DAG_ID = "reliability_batch"
 DATE = "2026-11-01"
+# Long enough to tell a wait from an immediate retry, short enough not to slow the suite (the emulator sends
+# fractions as they are: ``Retry-After: 0.2``).
+RETRY_AFTER = 0.2
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def set_connection(monkeypatch, emulator, **extra: Any) -> None:
-    """`openai_default` on the emulator; extras such as ``max_retries`` / ``timeout`` tune the client."""
-    conn = {"conn_type": "openai_batch", "host": emulator.base_url, "password": TEST_API_KEY}
-    if extra:
-        conn["extra"] = extra
-    monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
-
-
 @pytest.fixture
 def emulator(openai_emulator, monkeypatch):
-    """The reset emulator, with `openai_default` on it (the client's default 2 retries, 10 s timeout)."""
-    hook_module.clear_async_client_cache()
-    set_connection(monkeypatch, openai_emulator, timeout=10)
-    yield openai_emulator
-    openai_emulator.clear_faults()
-    hook_module.clear_async_client_cache()
+    """The reset emulator, with `openai_default` on it (the client's default 2 retries, 10 s timeout).
 
-
-def request(custom_id: str, status: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": f"q {custom_id}"}],
-    }
-    if status is not None:
-        body["x_emulator_status"] = status  # the emulator fails this request with that HTTP status
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
-
-
-def write_input(path: Path, ids: list[str], failing: dict[str, int] | None = None) -> None:
-    failing = failing or {}
-    path.write_text("".join(json.dumps(request(cid, failing.get(cid))) + "\n" for cid in ids))
+    openai's retry backoff is shortened: these tests count what is retried, not how long each wait is.
+    """
+    short_client_backoff(monkeypatch)
+    yield from connected_emulator(openai_emulator, monkeypatch, timeout=10)
 
 
 def use_dag(monkeypatch, input_path: str, output_base: str, **env: Any) -> None:
-    monkeypatch.setenv("RELIABILITY_INPUT", input_path)
-    monkeypatch.setenv("RELIABILITY_OUTPUT", output_base)
-    for name, value in env.items():
-        monkeypatch.setenv(f"RELIABILITY_{name.upper()}", str(value))
+    """The reliability DAG's input, results folder and operator arguments (tests/dags/reliability_dags.py)."""
+    dag_env(monkeypatch, "RELIABILITY", input=input_path, output=output_base, **env)
 
 
 @pytest.fixture
 def local_job(tmp_path, monkeypatch):
     """Six requests on local storage; returns (ids, results folder of DATE)."""
-    ids = [f"req-{i}" for i in range(6)]
-    write_input(tmp_path / "input.jsonl", ids)
+    ids = write_requests(tmp_path / "input.jsonl", 6)
     use_dag(monkeypatch, str(tmp_path / "input.jsonl"), str(tmp_path / "out"))
     return ids, tmp_path / "out" / DATE
-
-
-def created_batches(emulator) -> list[dict[str, Any]]:
-    """`POST /v1/batches` calls the emulator answered with a batch (faulted calls create nothing)."""
-    return [
-        c for c in emulator.calls("POST", "/v1/batches") if c["path"] == "/v1/batches" and c["status"] == 200
-    ]
-
-
-def batch_posts(emulator) -> list[dict[str, Any]]:
-    return [c for c in emulator.calls("POST", "/v1/batches") if c["path"] == "/v1/batches"]
 
 
 def emulator_batches(emulator) -> list[Any]:
@@ -101,26 +69,9 @@ def emulator_batches(emulator) -> list[Any]:
     return list(OpenAIBatchHook().iter_batches(max_pages=5))
 
 
-def read_ids(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [json.loads(line)["custom_id"] for line in path.read_text().splitlines() if line.strip()]
-
-
-def assert_each_custom_id_once(folder: Path, ids: list[str], *, failed: set[str] = frozenset()) -> None:
-    output, errors = read_ids(folder / "output.jsonl"), read_ids(folder / "errors.jsonl")
-    assert sorted(output + errors) == sorted(ids), (output, errors)
-    assert set(errors) == set(failed)
-    assert (folder / storage.MANIFEST).exists()
-
-
 def assert_one_batch(emulator) -> None:
-    assert len(created_batches(emulator)) == 1, emulator.journal()
+    assert_paid(emulator, 1)
     assert len(emulator_batches(emulator)) == 1
-
-
-def faulted(emulator, method: str, path_prefix: str) -> list[dict[str, Any]]:
-    return [c for c in emulator.calls(method, path_prefix) if c.get("fault")]
 
 
 # ----------------------------------------------------------------------------- transient HTTP faults
@@ -131,17 +82,17 @@ def faulted(emulator, method: str, path_prefix: str) -> list[dict[str, Any]]:
 )
 def test_429_with_retry_after_is_waited_out(run_dag, emulator, local_job, method, path):
     ids, folder = local_job
-    emulator.add_fault(method=method, path=path, status=429, retry_after=1, times=2)
+    emulator.add_fault(method=method, path=path, status=429, retry_after=RETRY_AFTER, times=2)
 
-    started = time.monotonic()
     outcome = run_dag(DAG_ID, DATE)
 
     assert outcome.state == "success", outcome.ti_states()
     hits = faulted(emulator, method, path.rstrip("*"))
     assert [c["status"] for c in hits] == [429, 429]
-    assert time.monotonic() - started >= 2  # Retry-After: 1 was honoured twice, not hammered
+    waits = waits_after_faults(emulator, method, path.rstrip("*"))
+    assert len(waits) == 2 and min(waits) >= RETRY_AFTER, waits  # Retry-After honoured twice, not hammered
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 @pytest.mark.parametrize("status", [500, 503])
@@ -164,7 +115,7 @@ def test_server_errors_are_retried(run_dag, emulator, local_job, method, path, s
     assert outcome.state == "success", outcome.ti_states()
     assert [c["status"] for c in faulted(emulator, method, path.split("*")[0])] == [status]
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 @pytest.mark.parametrize("path", ["/v1/files", "/v1/batches"], ids=["upload", "create"])
@@ -182,7 +133,7 @@ def test_dropped_connection_during_upload_or_create_is_retried(run_dag, emulator
         between = [c for c in emulator.journal() if posts[0]["time"] < c["time"] < posts[1]["time"]]
         assert [(c["method"], c["path"]) for c in between] == [("GET", "/v1/batches")]
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 # ---------------------------------------------------------------------------------- dropped downloads
@@ -190,8 +141,7 @@ def test_dropped_connection_during_upload_or_create_is_retried(run_dag, emulator
 def test_dropped_download_is_retried_from_scratch(run_dag, emulator, tmp_path, monkeypatch, moto_s3, kind):
     """Results land on S3 whole although the output download broke (before any byte, or midway)."""
     s3, bucket = moto_s3["client"], moto_s3["bucket"]
-    ids = [f"dl-{kind}-{i}" for i in range(40)]
-    write_input(tmp_path / "input.jsonl", ids)
+    ids = write_requests(tmp_path / "input.jsonl", 40, prefix=f"dl-{kind}")
     base = f"s3://{moto_s3['conn_id']}@{bucket}/reliability-{kind}"
     use_dag(monkeypatch, str(tmp_path / "input.jsonl"), base)
     emulator.add_fault(method="GET", path="/v1/files/*/content", kind=kind, times=1)
@@ -203,16 +153,14 @@ def test_dropped_download_is_retried_from_scratch(run_dag, emulator, tmp_path, m
     assert [c.get("fault") for c in downloads] == [kind, None]
     result = outcome.xcoms[("run_batch", "return_value")]
     assert result["output_lines"] == 40
-    body = s3.get_object(Bucket=bucket, Key=f"reliability-{kind}/{DATE}/output.jsonl")["Body"].read()
-    lines = [json.loads(line) for line in body.decode().splitlines()]
+    lines = read_s3_jsonl(s3, bucket, f"reliability-{kind}/{DATE}/output.jsonl")
     assert sorted(line["custom_id"] for line in lines) == sorted(ids)  # whole, not truncated or doubled
     assert_one_batch(emulator)
 
 
 def test_download_that_keeps_dropping_gives_up_naming_the_file(emulator, tmp_path):
     hook = OpenAIBatchHook()
-    with open(tmp_path / "in.jsonl", "wb") as fh:
-        fh.write(b"".join(json.dumps(request(f"x-{i}")).encode() + b"\n" for i in range(20)))
+    (tmp_path / "in.jsonl").write_bytes(jsonl(*(request(f"x-{i}") for i in range(20))))
     with open(tmp_path / "in.jsonl", "rb") as fh:
         uploaded = hook.upload_file(file=fh, filename="in.jsonl")
     emulator.add_fault(
@@ -244,7 +192,7 @@ def test_slow_answers_within_the_client_timeout(run_dag, emulator, local_job):
     slow = [(c["method"], c["path"].split("/")[2]) for c in emulator.journal() if c.get("fault") == "latency"]
     assert sorted(slow) == [("GET", "batches"), ("GET", "batches"), ("POST", "batches"), ("POST", "files")]
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 class _LoseFirstCreateAnswer(httpx2.HTTPTransport):
@@ -281,7 +229,7 @@ def test_create_whose_answer_is_lost_is_not_paid_twice(run_dag, emulator, local_
     batches = emulator_batches(emulator)
     assert [b.id for b in batches] == transport.lost, "a second batch was created for the same input"
     assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == transport.lost[0]
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 # ----------------------------------------------------------------------------------- triggerer restart
@@ -292,7 +240,7 @@ def _slow_batch(emulator, tmp_path, n: int = 30) -> str:
     write_input(tmp_path / "slow.jsonl", [f"slow-{i}" for i in range(n)])
     with open(tmp_path / "slow.jsonl", "rb") as fh:
         uploaded = hook.upload_file(file=fh, filename="slow.jsonl")
-    return hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions").id
+    return hook.create_batch(input_file_id=uploaded.id, endpoint=ENDPOINT).id
 
 
 async def _run_for(trigger: OpenAIBatchTrigger, seconds: float | None) -> list[Any]:
@@ -365,7 +313,7 @@ def test_crash_between_create_and_defer(run_dag, emulator, local_job, monkeypatc
 
     def crash_once(self, *args, **kwargs):
         if not crashes:
-            crashes.append(len(created_batches(emulator)))
+            crashes.append(len(emulator.paid_creates()))
             raise RuntimeError("worker lost between batches.create and defer")
         return original(self, *args, **kwargs)
 
@@ -380,7 +328,7 @@ def test_crash_between_create_and_defer(run_dag, emulator, local_job, monkeypatc
     assert crashes == [1]  # it crashed with the batch already created
     assert outcome.state == "success", outcome.ti_states()
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 @pytest.mark.parametrize("rerun", ["retry", "clear"])
@@ -404,19 +352,18 @@ def test_crash_between_create_and_record_write(run_dag, emulator, local_job, mon
         assert run_dag(DAG_ID, DATE).state == "failed"
         outcome = run_dag(DAG_ID, DATE, clear=True)
 
-    assert len(crashes) == 1 and len(created_batches(emulator)) == 1
+    assert len(crashes) == 1 and len(emulator.paid_creates()) == 1
     assert outcome.state == "success", outcome.ti_states()
     assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == crashes[0]["0/1"]
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     run_dag, emulator, tmp_path, monkeypatch, moto_s3
 ):
     s3, bucket = moto_s3["client"], moto_s3["bucket"]
-    ids = [f"st-{i}" for i in range(20)]
-    write_input(tmp_path / "input.jsonl", ids)
+    ids = write_requests(tmp_path / "input.jsonl", 20, prefix="st")
     use_dag(
         monkeypatch, str(tmp_path / "input.jsonl"), f"s3://{moto_s3['conn_id']}@{bucket}/reliability-storage"
     )
@@ -443,8 +390,8 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
 
     assert second.state == "success", second.ti_states()
     assert_one_batch(emulator)
-    body = s3.get_object(Bucket=bucket, Key=f"{prefix}output.jsonl")["Body"].read().decode()
-    assert sorted(json.loads(line)["custom_id"] for line in body.splitlines()) == sorted(ids)
+    landed = read_s3_jsonl(s3, bucket, f"{prefix}output.jsonl")
+    assert sorted(line["custom_id"] for line in landed) == sorted(ids)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}_manifest.json")["Body"].read())
     assert manifest["output_lines"] == 20
 
@@ -454,7 +401,7 @@ def test_polling_that_keeps_failing_gives_up_and_a_retry_reattaches(
     run_dag, emulator, local_job, monkeypatch, capfd, caplog
 ):
     ids, folder = local_job
-    set_connection(monkeypatch, emulator, timeout=10, max_retries=0)
+    openai_connection(monkeypatch, emulator.base_url, timeout=10, max_retries=0)
     emulator.add_fault(method="GET", path="/v1/batches/*", status=500, times=None)
 
     first = run_dag(DAG_ID, DATE)
@@ -474,7 +421,7 @@ def test_polling_that_keeps_failing_gives_up_and_a_retry_reattaches(
     assert second.state == "success", second.ti_states()
     assert second.xcoms[("run_batch", "return_value")]["batch_id"] == batch.id
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 def test_create_that_keeps_failing_gives_up_without_a_batch(run_dag, emulator, local_job, monkeypatch):
@@ -491,14 +438,13 @@ def test_create_that_keeps_failing_gives_up_without_a_batch(run_dag, emulator, l
     emulator.clear_faults()
     assert run_dag(DAG_ID, DATE, clear=True).state == "success"
     assert_one_batch(emulator)
-    assert_each_custom_id_once(folder, ids)
+    assert_each_custom_id_once(folder, ids, failed=set())
 
 
 @pytest.mark.parametrize("max_failed_ratio", [1.0, 0.0])
 def test_failed_requests_land_once_each(run_dag, emulator, tmp_path, monkeypatch, max_failed_ratio):
-    ids = [f"mix-{i}" for i in range(8)]
-    failing = {"mix-2": 500, "mix-5": 429}
-    write_input(tmp_path / "input.jsonl", ids, failing)
+    ids = write_requests(tmp_path / "input.jsonl", 8, prefix="mix", fail={2: 500, 5: 429})
+    failing = {"mix-2", "mix-5"}
     use_dag(
         monkeypatch, str(tmp_path / "input.jsonl"), str(tmp_path / "out"), max_failed_ratio=max_failed_ratio
     )
@@ -509,4 +455,4 @@ def test_failed_requests_land_once_each(run_dag, emulator, tmp_path, monkeypatch
     result = outcome.xcoms[("run_batch", "return_value" if max_failed_ratio else "batch_result")]
     assert result["request_counts"] == {"total": 8, "completed": 6, "failed": 2}
     assert_one_batch(emulator)
-    assert_each_custom_id_once(tmp_path / "out" / DATE, ids, failed=set(failing))
+    assert_each_custom_id_once(tmp_path / "out" / DATE, ids, failed=failing)

@@ -22,7 +22,8 @@ from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from tests.integration.conftest import TEST_API_KEY, storage_env
-from tests.integration.test_faults import DATE, request, set_connection, use_dag, write_input
+from tests.support.builders import jsonl, request, write_input
+from tests.support.environment import dag_env, openai_connection
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +98,8 @@ def test_api_key_reaches_no_log_xcom_trigger_template_or_error(
     # Success paths: both example DAGs.
     # Under a prefix of its own, so the other suites' listings of the shared bucket do not see it.
     storage_env(monkeypatch, base=f"s3://{moto_s3['conn_id']}@{bucket}/security")
-    lines = [json.dumps(request(f"daily-{i}")) + "\n" for i in range(4)]
-    s3.put_object(Bucket=bucket, Key="security/requests/2026-11-21.jsonl", Body="".join(lines).encode())
+    lines = jsonl(*(request(f"daily-{i}") for i in range(4)))
+    s3.put_object(Bucket=bucket, Key="security/requests/2026-11-21.jsonl", Body=lines)
     daily = run_dag("openai_batch_daily", "2026-11-21")
     assert daily.state == "success"
     runs.append(("openai_batch_daily", daily.run.run_id))
@@ -110,14 +111,20 @@ def test_api_key_reaches_no_log_xcom_trigger_template_or_error(
     # Failing path 1: requests that fail on the emulator with max_failed_ratio=0 (OpenAIBatchRequestsFailed).
     ids = [f"sec-{i}" for i in range(4)]
     write_input(tmp_path / "input.jsonl", ids, {"sec-1": 401, "sec-3": 500})
-    use_dag(monkeypatch, str(tmp_path / "input.jsonl"), str(tmp_path / "out"), max_failed_ratio=0)
-    failed = run_dag("reliability_batch", DATE)
+    dag_env(
+        monkeypatch,
+        "RELIABILITY",
+        input=tmp_path / "input.jsonl",
+        output=tmp_path / "out",
+        max_failed_ratio=0,
+    )
+    failed = run_dag("reliability_batch", "2026-11-01")
     assert failed.state == "failed"
     runs.append(("reliability_batch", failed.run.run_id))
     rows_failed_requests = db_rows(runs[-1:])
 
     # Failing path 2: polling fails until the trigger gives up (OpenAIBatchPollError).
-    set_connection(monkeypatch, openai_conn, max_retries=0)
+    openai_connection(monkeypatch, openai_conn.base_url, max_retries=0)
     assert TEST_API_KEY in os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"]
     openai_conn.add_fault(method="GET", path="/v1/batches/*", status=500, times=None)
     gave_up = run_dag("reliability_batch", "2026-11-02")

@@ -29,3 +29,16 @@ def api_client(emulator: Any) -> OpenAI:
 def batch_ids(emulator: Any) -> list[str]:
     """The ids of every batch the emulator holds (up to 100), oldest first."""
     return [b.id for b in api_client(emulator).batches.list(limit=100).data][::-1]
+
+
+def waits_after_faults(emulator: Any, method: str, path_prefix: str) -> list[float]:
+    """Seconds from each faulted call under ``path_prefix`` to the next call of the same path: how long the
+    client waited before trying again (``inf`` where it never did).
+    """
+    calls = emulator.calls(method, path_prefix)
+    waits = []
+    for i, call in enumerate(calls):
+        if call.get("fault"):
+            later = next((c["time"] for c in calls[i + 1 :] if c["path"] == call["path"]), float("inf"))
+            waits.append(later - call["time"])
+    return waits
