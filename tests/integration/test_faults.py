@@ -15,13 +15,10 @@ import json
 import time
 from typing import Any
 
-import httpx2
-import openai
 import pytest
 
 from airflow_provider_openai_batch import storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import ledger as ledger_module
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
@@ -30,6 +27,7 @@ from tests.support.assertions import assert_each_custom_id_once, assert_paid, re
 from tests.support.builders import ENDPOINT, jsonl, request, write_input, write_requests
 from tests.support.environment import connected_emulator, dag_env, openai_connection, short_client_backoff
 from tests.support.journal import batch_posts, faulted, waits_after_faults
+from tests.support.transports import LoseFirstCreateAnswer
 
 pytestmark = pytest.mark.integration
 
@@ -195,32 +193,11 @@ def test_slow_answers_within_the_client_timeout(run_dag, emulator, local_job):
     assert_each_custom_id_once(folder, ids, failed=set())
 
 
-class _LoseFirstCreateAnswer(httpx2.HTTPTransport):
-    """Real HTTP to the emulator, but the answer to the first ``POST /v1/batches`` is lost after the server
-    made the batch (a timeout or reset on the way back): what a slow or flaky network does to a paid call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lost: list[str] = []
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = super().handle_request(request)
-        if request.method == "POST" and request.url.path.endswith("/v1/batches") and not self.lost:
-            response.read()
-            response.close()
-            self.lost.append(json.loads(response.content)["id"])
-            raise httpx2.ReadTimeout("emulated: the answer to batches.create was lost", request=request)
-        return response
-
-
 def test_create_whose_answer_is_lost_is_not_paid_twice(run_dag, emulator, local_job, monkeypatch):
     """The server created the batch but the client never heard: the openai client retries the POST by
     itself, which would create (and bill) a second batch unless the provider looks for the first one."""
     ids, folder = local_job
-    transport = _LoseFirstCreateAnswer()
-    monkeypatch.setattr(
-        hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=transport)
-    )
+    transport = LoseFirstCreateAnswer().install(monkeypatch)
 
     outcome = run_dag(DAG_ID, DATE)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,24 @@ DAG_ID = OUTCOME_DAG
 
 
 # --------------------------------------------------------------------------------------------- helpers
+def outcome_job(
+    tmp_path: Path, monkeypatch, n: int, *, fail: dict[int, int] | None = None, **operator_kwargs: Any
+) -> tuple[list[str], Path]:
+    """``n`` requests in tmp/in.jsonl for the outcome DAG, landing in tmp/out, with these operator arguments.
+
+    :param fail: request index → the HTTP status the emulator answers it with.
+    :return: the custom_ids and the results folder.
+    """
+    ids = write_requests(tmp_path / "in.jsonl", n, fail=fail)
+    configure_outcome_dag(
+        monkeypatch,
+        input_path=str(tmp_path / "in.jsonl"),
+        output_path=str(tmp_path / "out"),
+        **operator_kwargs,
+    )
+    return ids, tmp_path / "out"
+
+
 def assert_usage_summed(result: dict, emulator, ids: list[str]) -> None:
     batches = [api_client(emulator).batches.retrieve(b) for b in ids]
     assert result["usage"]["input_tokens"] == sum(b.usage.input_tokens for b in batches if b.usage)
@@ -42,9 +62,7 @@ def assert_usage_summed(result: dict, emulator, ids: list[str]) -> None:
 
 # ------------------------------------------------------------------------------------ completed
 def test_completed_clean_lands_output_only(run_dag, openai_conn, tmp_path, monkeypatch, raised):
-    ids = write_requests(tmp_path / "in.jsonl", 6)
-    out = tmp_path / "out"
-    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    ids, out = outcome_job(tmp_path, monkeypatch, 6)
 
     outcome = run_dag(DAG_ID)
 
@@ -71,11 +89,7 @@ def test_completed_clean_lands_output_only(run_dag, openai_conn, tmp_path, monke
 def test_completed_with_failed_requests_against_max_failed_ratio(
     run_dag, openai_conn, tmp_path, monkeypatch, raised, ratio, state
 ):
-    ids = write_requests(tmp_path / "in.jsonl", 8, fail={1: 500, 4: 429})
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), max_failed_ratio=ratio
-    )
+    ids, out = outcome_job(tmp_path, monkeypatch, 8, fail={1: 500, 4: 429}, max_failed_ratio=ratio)
 
     outcome = run_dag(DAG_ID)
 
@@ -102,10 +116,8 @@ def test_completed_with_failed_requests_against_max_failed_ratio(
 
 @pytest.mark.parametrize("ratio, state", [(0.5, "failed"), (1.0, "success")])
 def test_every_request_failed(run_dag, openai_conn, tmp_path, monkeypatch, raised, ratio, state):
-    ids = write_requests(tmp_path / "in.jsonl", 4, fail=dict.fromkeys(range(4), 503))
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), max_failed_ratio=ratio
+    ids, out = outcome_job(
+        tmp_path, monkeypatch, 4, fail=dict.fromkeys(range(4), 503), max_failed_ratio=ratio
     )
 
     outcome = run_dag(DAG_ID)
@@ -133,9 +145,7 @@ def test_failed_batch_lists_errors_data_line_by_line(run_dag, openai_conn, tmp_p
     # The emulator is told to allow fewer requests per file than the operator's limits assume: the batch passes
     # our validation, then ends `failed` with `too_many_tasks` (as a token-limit failure would on OpenAI).
     openai_conn.configure(max_requests=3)
-    write_requests(tmp_path / "in.jsonl", 5)
-    out = tmp_path / "out"
-    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    _, out = outcome_job(tmp_path, monkeypatch, 5)
 
     outcome = run_dag(DAG_ID)
 
@@ -157,9 +167,7 @@ def test_failed_batch_lists_errors_data_line_by_line(run_dag, openai_conn, tmp_p
 def test_clear_after_a_failed_batch_submits_anew(run_dag, openai_conn, tmp_path, monkeypatch, raised):
     """A `failed` batch was not billed: clearing the task submits the input again instead of re-landing."""
     openai_conn.configure(max_requests=3)
-    ids = write_requests(tmp_path / "in.jsonl", 5)
-    out = tmp_path / "out"
-    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    ids, out = outcome_job(tmp_path, monkeypatch, 5)
     assert run_dag(DAG_ID, "2026-11-12").state == "failed"
     only_error(raised, exc.OpenAIBatchFailed)
     (failed_id,) = batch_ids(openai_conn)
@@ -206,9 +214,7 @@ def test_expired_lands_partial_output_and_batch_expired_lines(
 ):
     # A 24h window scaled to about 2 s, at 10 requests/s: some finish, the rest expire.
     openai_conn.configure(time_scale=2.0 / 86400, rate=10)
-    ids = write_requests(tmp_path / "in.jsonl", 60)
-    out = tmp_path / "out"
-    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    ids, out = outcome_job(tmp_path, monkeypatch, 60)
 
     outcome = run_dag(DAG_ID)
 
@@ -227,9 +233,7 @@ def test_expired_lands_partial_output_and_batch_expired_lines(
 
 def test_cancelled_elsewhere_lands_partial_results(run_dag, openai_conn, tmp_path, monkeypatch, raised):
     openai_conn.configure(rate=20)
-    ids = write_requests(tmp_path / "in.jsonl", 100)
-    out = tmp_path / "out"
-    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    ids, out = outcome_job(tmp_path, monkeypatch, 100)
 
     def cancel_when_running():
         c = api_client(openai_conn)
@@ -257,15 +261,8 @@ def test_timeout_cancel_lands_partial_and_raises_timeout(
     run_dag, openai_conn, tmp_path, monkeypatch, raised, deferrable
 ):
     openai_conn.configure(rate=20)
-    ids = write_requests(tmp_path / "in.jsonl", 200)
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch,
-        input_path=str(tmp_path / "in.jsonl"),
-        output_path=str(out),
-        timeout=1.5,
-        on_timeout="cancel",
-        deferrable=deferrable,
+    ids, out = outcome_job(
+        tmp_path, monkeypatch, 200, timeout=1.5, on_timeout="cancel", deferrable=deferrable
     )
 
     outcome = run_dag(DAG_ID)
@@ -315,15 +312,7 @@ def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
 
 # -------------------------------------------------------------------------------------- non-deferrable
 def test_non_deferrable_end_to_end(run_dag, openai_conn, tmp_path, monkeypatch, raised):
-    ids = write_requests(tmp_path / "in.jsonl", 5, fail={2: 500})
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch,
-        input_path=str(tmp_path / "in.jsonl"),
-        output_path=str(out),
-        deferrable=False,
-        max_failed_ratio=0.25,
-    )
+    ids, out = outcome_job(tmp_path, monkeypatch, 5, fail={2: 500}, deferrable=False, max_failed_ratio=0.25)
 
     outcome = run_dag(DAG_ID)
 
@@ -383,12 +372,11 @@ def test_resubmit_failed_retries_5xx_once_and_keeps_last_outcome(
     # Round 0 runs with the regex (settings are taken at creation); it is cleared once round 0 exists, so
     # round 1 succeeds. req-5 fails with a 400 in both rounds (not retryable: not resubmitted).
     openai_conn.configure(fail_custom_id_regex=r"^req-(1|3)$", fail_status=500)
-    ids = write_requests(tmp_path / "in.jsonl", 6, fail={5: 400})
-    out = tmp_path / "out"
-    configure_outcome_dag(
+    ids, out = outcome_job(
+        tmp_path,
         monkeypatch,
-        input_path=str(tmp_path / "in.jsonl"),
-        output_path=str(out),
+        6,
+        fail={5: 400},
         resubmit_failed=1,
         # 1 of the 6 requests fails in the end: more than 15%. (Counting the resubmitted requests twice
         # would make it 1 of 8, under 15%.)
@@ -428,14 +416,7 @@ def test_resubmit_failed_that_keeps_failing_lands_the_last_round_once(
     run_dag, openai_conn, tmp_path, monkeypatch, raised, resubmit_failed
 ):
     openai_conn.configure(fail_custom_id_regex=r"^req-(1|3)$", fail_status=503)
-    ids = write_requests(tmp_path / "in.jsonl", 6)
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch,
-        input_path=str(tmp_path / "in.jsonl"),
-        output_path=str(out),
-        resubmit_failed=resubmit_failed,
-    )
+    ids, out = outcome_job(tmp_path, monkeypatch, 6, resubmit_failed=resubmit_failed)
 
     outcome = run_dag(DAG_ID)
 
@@ -460,11 +441,7 @@ def test_resubmit_failed_that_keeps_failing_lands_the_last_round_once(
 def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, monkeypatch, raised):
     """Round 0 expires part way (batch_expired is retryable); round 1 finishes the rest."""
     openai_conn.configure(rate=10)
-    ids = write_requests(tmp_path / "in.jsonl", 40)
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out), resubmit_failed=1
-    )
+    ids, out = outcome_job(tmp_path, monkeypatch, 40, resubmit_failed=1)
 
     def expire_round_0():
         c = api_client(openai_conn)
@@ -617,15 +594,7 @@ def test_timeout_cancel_that_comes_too_late_keeps_the_completed_batch(
     # All requests done at once, then a long `finalizing`: the timeout fires there, where a cancel is refused
     # (409), and the batch completes. A finished batch is a success, not a timeout.
     openai_conn.configure(rate=0, finalizing_seconds=4.0)
-    ids = write_requests(tmp_path / "in.jsonl", 20)
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch,
-        input_path=str(tmp_path / "in.jsonl"),
-        output_path=str(out),
-        timeout=1.5,
-        on_timeout="cancel",
-    )
+    ids, out = outcome_job(tmp_path, monkeypatch, 20, timeout=1.5, on_timeout="cancel")
 
     outcome = run_dag(DAG_ID)
 
@@ -642,9 +611,7 @@ def test_clear_after_expiry_resubmits_only_the_unfinished_requests(
     run_dag, openai_conn, tmp_path, monkeypatch, raised
 ):
     openai_conn.configure(rate=10)
-    ids = write_requests(tmp_path / "in.jsonl", 40)
-    out = tmp_path / "out"
-    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "in.jsonl"), output_path=str(out))
+    ids, out = outcome_job(tmp_path, monkeypatch, 40)
 
     def expire_soon():
         c = api_client(openai_conn)
