@@ -237,7 +237,10 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = [b for b in state.current if b in own]
         # Pushed before deferring so the extra link works while the task waits.
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=[b for r in state.rounds for b in r])
-        context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.hook.dashboard_url(state.current[0]))
+        try:
+            context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.hook.dashboard_url(state.current[0]))
+        except Exception as err:  # a link is never worth failing a paid batch's try for
+            self.log.warning("No extra link for batch %s: %s", state.current[0], type(err).__name__)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
