@@ -67,10 +67,16 @@ test-matrix: $(foreach v,$(AIRFLOW_MINORS),.venv-$(v)/.installed)
 	$$UV pip install -q --python .venv-$*/bin/python -c requirements-lock-$*.txt -e '.[test]'
 	@touch $@
 
+# Per-minor pins beyond the provider's own. Airflow 3.2.2 caps neither fastapi nor svcs, and both break its
+# Execution API: fastapi 0.137+ at start-up, svcs 26 on every task call ('State' has no 'svcs_registry').
 lock-matrix:
 	@for v in $(AIRFLOW_MINORS); do \
-	  echo "apache-airflow==$$v.*" | uv pip compile -q pyproject.toml - --extra test --python-version 3.11 \
-	    --custom-compile-command "make lock-matrix" -o requirements-lock-$$v.txt; \
+	  case $$v in \
+	    3.2) pins='fastapi<0.137 svcs<26';; \
+	    *) pins='';; \
+	  esac; \
+	  printf '%s\n' "apache-airflow==$$v.*" $$pins | uv pip compile -q pyproject.toml - --extra test \
+	    --python-version 3.11 --custom-compile-command "make lock-matrix" -o requirements-lock-$$v.txt; \
 	done
 
 clean:

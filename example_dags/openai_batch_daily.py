@@ -1,7 +1,10 @@
 """Daily OpenAI batch over dated JSONL partitions: requests/{{ ds }}.jsonl in → results/{{ ds }}/ out.
 
 Storage root: the Airflow Variable ``openai_batch_example_base`` (e.g. ``s3://aws_default@my-bucket`` or
-``file:///data/openai``). With ``catchup=True`` a backfill lands one results folder per date.
+``file:///data/openai``). Catch-up is off: every scheduled run is a paid batch, and with catch-up on,
+unpausing this DAG would submit one for every day since ``start_date``. Past dates are run on purpose with a
+backfill (``airflow backfill create --dag-id openai_batch_daily --from-date ... --to-date ...``), which lands
+one results folder per date.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ BASE = "{{ var.value.get('openai_batch_example_base', 's3://aws_default@my-opena
 @dag(
     schedule="@daily",
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=True,
+    catchup=False,  # unpausing runs the latest day only; see the module docstring
     max_active_runs=3,
     tags=["openai", "example"],
     default_args={"retries": 2},
