@@ -19,7 +19,7 @@ from airflow_provider_openai_batch.emulator.testing import wait_for
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from tests.support.assertions import assert_each_custom_id_once, read_jsonl, read_s3_jsonl
 from tests.support.builders import ENDPOINT, jsonl, request, write_requests
-from tests.support.journal import api_client, batch_ids, batch_posts
+from tests.support.journal import api_client, batch_ids, batch_posts, first_batch_running
 from tests.support.operator_runs import (
     OUTCOME_DAG,
     configure_outcome_dag,
@@ -236,10 +236,8 @@ def test_cancelled_elsewhere_lands_partial_results(run_dag, openai_conn, tmp_pat
     ids, out = outcome_job(tmp_path, monkeypatch, 100)
 
     def cancel_when_running():
-        c = api_client(openai_conn)
-        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
-        wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 5, timeout=20)
-        c.batches.cancel(bid)
+        bid = first_batch_running(openai_conn, completed=5)
+        api_client(openai_conn).batches.cancel(bid)
 
     thread = in_background(cancel_when_running)
     outcome = run_dag(DAG_ID)
@@ -444,9 +442,7 @@ def test_resubmit_failed_after_partial_expiry(run_dag, openai_conn, tmp_path, mo
     ids, out = outcome_job(tmp_path, monkeypatch, 40, resubmit_failed=1)
 
     def expire_round_0():
-        c = api_client(openai_conn)
-        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
-        wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 5, timeout=20)
+        bid = first_batch_running(openai_conn, completed=5)
         openai_conn.configure(rate=500)
         openai_conn.expire(bid)
 
@@ -496,9 +492,7 @@ def test_expired_on_s3_lands_partial_results(run_dag, openai_conn, moto_s3, tmp_
     )
 
     def expire_soon():
-        c = api_client(openai_conn)
-        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
-        wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 3, timeout=20)
+        bid = first_batch_running(openai_conn, completed=3)
         openai_conn.expire(bid)
 
     thread = in_background(expire_soon)
@@ -614,9 +608,7 @@ def test_clear_after_expiry_resubmits_only_the_unfinished_requests(
     ids, out = outcome_job(tmp_path, monkeypatch, 40)
 
     def expire_soon():
-        c = api_client(openai_conn)
-        bid = wait_for(lambda: batch_ids(openai_conn), timeout=20)[0]
-        wait_for(lambda: (c.batches.retrieve(bid).request_counts.completed or 0) >= 3, timeout=20)
+        bid = first_batch_running(openai_conn, completed=3)
         openai_conn.expire(bid)
 
     thread = in_background(expire_soon)

@@ -10,6 +10,8 @@ from typing import Any
 
 from openai import OpenAI
 
+from airflow_provider_openai_batch.emulator.testing import wait_for
+
 
 def batch_posts(emulator: Any) -> list[dict[str, Any]]:
     """Every ``POST /v1/batches`` (a create attempt, faulted or not; cancels excluded), in order."""
@@ -42,3 +44,17 @@ def waits_after_faults(emulator: Any, method: str, path_prefix: str) -> list[flo
             later = next((c["time"] for c in calls[i + 1 :] if c["path"] == call["path"]), float("inf"))
             waits.append(later - call["time"])
     return waits
+
+
+def first_batch_running(emulator: Any, completed: int, timeout: float = 20) -> str:
+    """Wait until the first batch exists and has finished at least ``completed`` requests; its id.
+
+    For a person acting on a running batch (cancel, expire) while the DAG waits for it.
+    """
+    client = api_client(emulator)
+    batch_id = wait_for(lambda: batch_ids(emulator), timeout=timeout)[0]
+    wait_for(
+        lambda: (client.batches.retrieve(batch_id).request_counts.completed or 0) >= completed,
+        timeout=timeout,
+    )
+    return batch_id
