@@ -263,7 +263,13 @@ class OpenAIBatchHook(BaseHook):
         conn = self.get_connection(self.openai_conn_id)
         template = conn.extra_dejson.get("dashboard_url")
         if template:
-            return str(template).format(batch_id=urllib.parse.quote(batch_id, safe=""))
+            try:
+                return str(template).format(batch_id=urllib.parse.quote(batch_id, safe=""))
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(
+                    f"Expected connection {self.openai_conn_id!r} extra `dashboard_url` to be a URL with "
+                    f"`{{batch_id}}` as its only placeholder but received {safe_url(str(template))!r}"
+                ) from None
         kind, kwargs = client_kwargs_from_connection(conn)
         return batch_dashboard_url(kind, kwargs, batch_id)
 

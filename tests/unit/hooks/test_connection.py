@@ -206,3 +206,9 @@ def test_airflow_connections_test_cli_against_the_emulator(openai_emulator, tmp_
 def test_dashboard_url_follows_the_connection(monkeypatch, fields, url):
     set_conn(monkeypatch, **fields)
     assert OpenAIBatchHook(CONN_ID).dashboard_url("batch_1") == url
+
+
+def test_a_dashboard_url_template_with_other_placeholders_is_refused(monkeypatch):
+    set_conn(monkeypatch, extra={"dashboard_url": "https://ops.example.com/{project}/{batch_id}"})
+    with pytest.raises(ValueError, match=r"`\{batch_id\}` as its only placeholder"):
+        OpenAIBatchHook(CONN_ID).dashboard_url("batch_1")
