@@ -161,7 +161,7 @@ class OpenAIBatchHook(BaseHook):
         """Connection form: API key as password, optional base URL as host, the rest in extras."""
         return {
             "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Base URL (optional)", "password": "API key"},
+            "relabeling": {"host": "Base URL (optional; a bare host gets /v1)", "password": "API key"},
             "placeholders": {
                 "host": "https://api.openai.com/v1",
                 "password": "sk-...",
@@ -175,6 +175,7 @@ class OpenAIBatchHook(BaseHook):
                         "azure_endpoint": "https://RESOURCE.openai.azure.com (Azure only)",
                         "api_version": "2024-10-21 (Azure only)",
                         "azure_deployment": "(Azure, optional)",
+                        "dashboard_url": "(optional) link template, e.g. https://gateway/batches/{batch_id}",
                     },
                     indent=2,
                 ),
