@@ -39,11 +39,7 @@ def write_tiny_requests(path: Path, n: int, *, bad_line: int | None = None) -> N
 
 
 def test_120k_requests_become_three_batches_and_one_merged_result(
-    run_dag,
-    openai_conn,
-    tmp_path,
-    monkeypatch,
-    raised,
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
 ):
     openai_conn.configure(rate=0)  # as fast as possible
     source, out = tmp_path / "big.jsonl", tmp_path / "out"
@@ -84,11 +80,7 @@ def test_120k_requests_become_three_batches_and_one_merged_result(
 
 
 def test_bad_line_deep_in_a_large_input_fails_before_uploading(
-    run_dag,
-    openai_conn,
-    tmp_path,
-    monkeypatch,
-    raised,
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
 ):
     source, out = tmp_path / "big.jsonl", tmp_path / "out"
     write_tiny_requests(source, 60_000, bad_line=58_321)
@@ -107,11 +99,7 @@ def test_bad_line_deep_in_a_large_input_fails_before_uploading(
 
 
 def test_max_shards_in_flight_submits_in_waves_and_merges_every_shard(
-    run_dag,
-    openai_conn,
-    tmp_path,
-    monkeypatch,
-    raised,
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
 ):
     # Each batch spends at least 0.8 s validating and finalizing: a wave boundary shows as a gap that long.
     openai_conn.configure(rate=0, validating_seconds=0.5, finalizing_seconds=0.3)
