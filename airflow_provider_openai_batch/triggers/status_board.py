@@ -6,12 +6,10 @@ one cadence (the shortest poll interval of its subscribers; a batch whose trigge
 fetched only when its own interval is up), plus early refreshes for new subscribers' first look, and wakes
 exactly the triggers with news: a batch whose status changed (so a completion reaches its trigger on the
 refresh that saw it), an error (each counts against that trigger's budget), a first answer, or request
-counts that moved (at most every ``progress_log_interval``). A refresh reads what
-:class:`~.list_map.ListMap` plans: list pages anchored next to runs of watched batches, fetched
-concurrently, retrieves for batches alone, and pages read down from the top only for batches whose place
-in the list is not known yet. Wake-ups are handed out in chunks so that thousands of triggers finishing on
-one refresh do not hold the event loop. With ``[openai_batch] coalesce = False``, or when ``GET /batches``
-answers 403/404/405/501, every batch is retrieved on its own. The task stops when nobody subscribes.
+counts that moved (at most every ``progress_log_interval``). The requests of a refresh are
+:class:`~.refresh.Refresher`'s; the board keeps the subscriptions, the schedule, what each batch last
+showed and the summary log. Wake-ups are handed out in chunks so that thousands of triggers finishing on
+one refresh do not hold the event loop. The task stops when nobody subscribes.
 """
 
 from __future__ import annotations
@@ -19,59 +17,43 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import openai
 
 from airflow_provider_openai_batch.lifecycle.waiting import PermanentPollError, StatusResult
-from airflow_provider_openai_batch.statuses import PERMANENT_POLL_HTTP_STATUSES, TERMINAL
-from airflow_provider_openai_batch.triggers.list_map import ListMap, Window
+from airflow_provider_openai_batch.statuses import TERMINAL
+from airflow_provider_openai_batch.triggers.list_map import ListMap
+from airflow_provider_openai_batch.triggers.refresh import (
+    CONCURRENCY,
+    LIST_UNSUPPORTED_HTTP_STATUSES,
+    Refresher,
+    list_page,
+    retrieve_status,
+)
 from airflow_provider_openai_batch.triggers.settings import BoardSettings
 
-__all__ = ["PermanentPollError", "StatusBoard", "StatusResult", "Subscription", "board_for", "live_boards"]
+__all__ = [
+    "CONCURRENCY",
+    "LIST_UNSUPPORTED_HTTP_STATUSES",
+    "NOTIFY_CHUNK",
+    "PermanentPollError",
+    "StatusBoard",
+    "StatusResult",
+    "Subscription",
+    "board_for",
+    "list_page",
+    "live_boards",
+    "retrieve_status",
+]
 
 log = logging.getLogger(__name__)
 
-#: HTTP statuses of ``GET /batches`` meaning this endpoint or key cannot list (a gateway that only routes
-#: retrieve, a key without the permission): the board retrieves each batch from then on.
-LIST_UNSUPPORTED_HTTP_STATUSES = frozenset({403, 404, 405, 501})
-#: Requests one refresh keeps in flight (the shared client pools 50 connections).
-CONCURRENCY = 32
 #: Triggers woken per event-loop turn: a turn stays a few milliseconds even when thousands finish at once.
 NOTIFY_CHUNK = 200
-
-
-async def retrieve_status(client: openai.AsyncOpenAI, batch_id: str) -> StatusResult:
-    """One ``GET /batches/{id}``, reading only ``status`` and ``request_counts`` from the raw JSON."""
-    try:
-        raw = await client.batches.with_raw_response.retrieve(batch_id)
-    except openai.APIStatusError as exc:
-        if exc.status_code in PERMANENT_POLL_HTTP_STATUSES:
-            raise PermanentPollError(f"batch {batch_id}: HTTP {exc.status_code} {exc.message}") from exc
-        raise
-    data = json.loads(raw.content)
-    return batch_id, data.get("status"), data.get("request_counts") or {}
-
-
-async def list_page(client: openai.AsyncOpenAI, after: str | None, limit: int) -> tuple[list[dict], bool]:
-    """One ``GET /batches`` page as raw dicts (newest first) and whether more follow."""
-    options: dict[str, Any] = {"limit": limit} if after is None else {"limit": limit, "after": after}
-    raw = await client.batches.with_raw_response.list(**options)
-    data = json.loads(raw.content)
-    items = data.get("data")
-    if not isinstance(items, list):
-        raise ValueError(
-            f"Expected a list page with `data` from GET /batches but received keys {sorted(data)}"
-        )
-    return [i for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)], bool(
-        data.get("has_more")
-    )
 
 
 @dataclass
@@ -131,13 +113,10 @@ class StatusBoard:
     loop: asyncio.AbstractEventLoop
     settings: BoardSettings = field(default_factory=BoardSettings.from_conf)
     refreshes: int = 0
-    pages: int = 0
-    retrieves: int = 0
-    list_unsupported: bool = False
     closed: bool = False
 
     def __post_init__(self) -> None:
-        self.map = ListMap(self.settings.list_page_size, self.settings.max_list_pages)
+        self.refresher = Refresher(self.client, self.settings)
         self.generation = 0
         self._subs: dict[str, set[Subscription]] = {}
         self._entries: dict[str, Entry] = {}
@@ -150,11 +129,28 @@ class StatusBoard:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_summary = self.loop.time() + self.settings.summary_log_interval
-        self._since_summary = Counter[str]()
+        self._summarized = (0, 0, 0)  # refreshes, pages, retrieves at the last summary
+
+    # The refresher's counters and list map, read here by tests, benchmarks and the summary.
+    @property
+    def pages(self) -> int:
+        return self.refresher.pages
+
+    @property
+    def retrieves(self) -> int:
+        return self.refresher.retrieves
 
     @property
     def requests(self) -> int:
-        return self.pages + self.retrieves
+        return self.refresher.pages + self.refresher.retrieves
+
+    @property
+    def list_unsupported(self) -> bool:
+        return self.refresher.list_unsupported
+
+    @property
+    def map(self) -> ListMap:
+        return self.refresher.map
 
     @property
     def watched(self) -> dict[str, int]:
@@ -295,7 +291,6 @@ class StatusBoard:
         """Fetch statuses for ``fetch`` (and whatever else the pages hold); what changed, and how."""
         self.generation += 1
         self.refreshes += 1
-        self._since_summary["refreshes"] += 1
         changed: dict[str, str] = {}
 
         def record(batch_id: str, result: StatusResult | None = None, error: Exception | None = None) -> None:
@@ -312,146 +307,12 @@ class StatusBoard:
             self._last_fetch[batch_id] = started
 
         try:
-            await self._fetch(sorted(fetch), record)
+            await self.refresher.fetch(sorted(fetch), record)
         except Exception as exc:  # a bug here must not strand the triggers: each gets the error
             log.exception("Refreshing batch statuses failed")
             for batch_id in fetch:
                 record(batch_id, error=exc)
         return changed
-
-    async def _fetch(self, batch_ids: list[str], record: Callable[..., None]) -> None:
-        if not self.settings.coalesce or self.list_unsupported:
-            await self._gather([self._retrieve_job(b, record) for b in batch_ids])
-            return
-        plan = self.map.plan(batch_ids)
-        windows = list(plan.windows)
-        retrieves = list(plan.retrieves)
-        discover = bool(plan.unknown) and self.map.should_discover(0, len(plan.unknown))
-        if not discover:
-            retrieves += plan.unknown
-        top = next((w for w in windows if w.anchor is None), None)
-        if discover and top is not None:
-            windows.remove(top)  # discovery reads the top page anyway
-        jobs = [self._window_job(w, record) for w in windows]
-        jobs += [self._retrieve_job(b, record) for b in retrieves]
-        if discover:
-            jobs.append(self._discover(set(plan.unknown), record, top.expected if top else ()))
-        await self._gather(jobs)
-
-    async def _gather(self, jobs: list[Awaitable[None]]) -> None:
-        """Run the jobs with at most :data:`CONCURRENCY` in flight (discovery counts as one)."""
-        queue = iter(jobs)
-
-        async def worker() -> None:
-            for job in queue:
-                await job
-
-        await asyncio.gather(*(worker() for _ in range(min(CONCURRENCY, len(jobs)))))
-
-    async def _retrieve_job(self, batch_id: str, record: Callable[..., None]) -> None:
-        self.retrieves += 1
-        self._since_summary["retrieves"] += 1
-        try:
-            record(batch_id, await retrieve_status(self.client, batch_id))
-        except Exception as exc:
-            record(batch_id, error=exc)
-
-    async def _page(self, after: str | None, record: Callable[..., None]) -> tuple[list[str], bool]:
-        """One list page; records every watched batch on it and returns its ids."""
-        self.pages += 1
-        self._since_summary["pages"] += 1
-        items, has_more = await list_page(self.client, after, self.settings.list_page_size)
-        ids = []
-        for item in items:
-            batch_id = item["id"]
-            ids.append(batch_id)
-            record(batch_id, (batch_id, item.get("status"), item.get("request_counts") or {}))
-        return ids, has_more
-
-    def _list_failed(self, exc: Exception) -> bool:
-        """True when the endpoint cannot list at all: switch to retrieves for good (logged once)."""
-        if isinstance(exc, openai.APIStatusError) and exc.status_code in LIST_UNSUPPORTED_HTTP_STATUSES:
-            if not self.list_unsupported:
-                log.warning(
-                    "Listing batches is not available here (HTTP %s); polling each batch with retrieve",
-                    exc.status_code,
-                )
-            self.list_unsupported = True
-            return True
-        log.debug("Listing batches failed: %s: %s", type(exc).__name__, exc)
-        return False
-
-    async def _window_job(self, window: Window, record: Callable[..., None]) -> None:
-        try:
-            ids, has_more = await self._page(window.anchor, record)
-        except Exception as exc:
-            if self._list_failed(exc):
-                await self._gather([self._retrieve_job(b, record) for b in window.expected])
-            else:
-                for batch_id in window.expected:
-                    record(batch_id, error=exc)
-            return
-        missing = set(window.expected) - set(ids)
-        if window.anchor is None:
-            # The top page moves as batches are created: learn it, and retrieve what moved off it.
-            self.map.learn_top(ids, has_more)
-            await self._gather([self._retrieve_job(b, record) for b in sorted(missing)])
-        elif missing:  # the list is not what the map says: start the map over, and answer these directly
-            log.warning(
-                "List page after %s lacked %d expected batch(es); re-reading the list",
-                window.anchor,
-                len(missing),
-            )
-            self.map.reset()
-            await self._gather([self._retrieve_job(b, record) for b in sorted(missing)])
-
-    async def _discover(
-        self, unknown: set[str], record: Callable[..., None], top: Sequence[str] = ()
-    ) -> None:
-        """Find batches whose place is unknown: read down from the top to the known stretch, then below it.
-
-        :param top: known batches expected on the top page (read here anyway).
-        """
-        judged = set(unknown)  # watched before this refresh started: they existed during every read
-        top_left = set(top)  # the top page normally has them; if not, they are retrieved below
-        pages, chain, after = 0, [], None
-        try:
-            while True:  # from the top until the pages reach the known stretch
-                ids, has_more = await self._page(after, record)
-                pages += 1
-                unknown.difference_update(ids)
-                top_left.difference_update(ids)
-                chain.extend(ids)
-                reached = any(b in self.map for b in ids)
-                if (
-                    reached
-                    or not has_more
-                    or not ids
-                    or len(chain) >= self.map.max_pages * self.map.page_size
-                    or (len(self.map) == 0 and not self.map.should_discover(pages, len(unknown)))
-                ):
-                    break
-                after = ids[-1]
-            self.map.learn_top(chain, has_more)
-            from_top = True
-            while not self.map.end_reached and self.map.should_discover(pages, len(unknown)):
-                anchor = self.map.tail_id
-                if anchor is None:
-                    break
-                ids, has_more = await self._page(anchor, record)
-                pages += 1
-                unknown.difference_update(ids)
-                if not self.map.learn_after(anchor, ids, has_more):
-                    from_top = False
-                    break
-            self.map.judge_missing(judged & unknown, read_from_top=from_top)
-        except Exception as exc:
-            if not self._list_failed(exc):
-                for batch_id in unknown | top_left:
-                    record(batch_id, error=exc)
-                return
-        # Older than discovery reached this time, not listed, or pushed off the top page: ask for each.
-        await self._gather([self._retrieve_job(b, record) for b in sorted(unknown | top_left)])
 
     # -- logging and shutdown ------------------------------------------------------------------------
 
@@ -462,16 +323,18 @@ class StatusBoard:
         self._next_summary = now + self.settings.summary_log_interval
         statuses = Counter(e.result[1] if e.result else "error" for e in self._entries.values())
         n_subs = len({id(s) for subs in self._subs.values() for s in subs})
-        counts, self._since_summary = self._since_summary, Counter()
+        totals = (self.refreshes, self.pages, self.retrieves)
+        refreshes, pages, retrieves = (t - s for t, s in zip(totals, self._summarized, strict=True))
+        self._summarized = totals
         log.info(
             "Status board: %d trigger(s) watching %d batch(es) (%s); since the last summary %d refresh(es), "
             "%d list page(s), %d retrieve(s); list positions known for %d batch(es)",
             n_subs,
             len(self._subs),
             ", ".join(f"{k}={v}" for k, v in sorted(statuses.items())) or "none fetched yet",
-            counts["refreshes"],
-            counts["pages"],
-            counts["retrieves"],
+            refreshes,
+            pages,
+            retrieves,
             sum(1 for b in self._subs if b in self.map),
         )
 
