@@ -146,7 +146,8 @@ def check_arguments(
     input_path: Any, requests: Any, on_timeout: str, on_input_change: str, ratio: float, in_flight: int | None
 ) -> None:
     if (input_path is None) == (requests is None):
-        raise ValueError("Pass exactly one of `input_path` or `requests` to OpenAIBatchOperator.")
+        given = "both" if input_path is not None else "neither"
+        raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
     if on_timeout not in ("cancel", "keep"):
         raise ValueError(f"Expected `on_timeout` to be 'cancel' or 'keep' but received {on_timeout!r}")
     if on_input_change not in ("resubmit", "fail"):

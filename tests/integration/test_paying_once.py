@@ -6,19 +6,16 @@ creates in the emulator's journal and checks that every custom_id lands exactly 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import httpx2
-import openai
 import pytest
 
 from airflow_provider_openai_batch import storage
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
-from tests.integration.conftest import TEST_API_KEY
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_jsonl
 from tests.support.builders import write_input
+from tests.support.environment import connected_emulator, dag_env
+from tests.support.transports import LoseFirstCreateAnswer
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +24,7 @@ DAG_ID, GEN_DAG, DATE = "reliability_batch", "openai_batch_outcome_generator", "
 
 @pytest.fixture
 def emulator(openai_emulator, monkeypatch):
-    hook_module.clear_async_client_cache()
-    conn = {"conn_type": "openai_batch", "host": openai_emulator.base_url, "password": TEST_API_KEY}
-    monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps({**conn, "extra": {"timeout": 10}}))
-    yield openai_emulator
-    openai_emulator.clear_faults()
-    hook_module.clear_async_client_cache()
+    yield from connected_emulator(openai_emulator, monkeypatch, timeout=10)
 
 
 @pytest.fixture
@@ -45,37 +37,14 @@ def job(tmp_path, monkeypatch):
 
 
 def use_dag(monkeypatch, source: Any, output: Any, **env: Any) -> None:
-    monkeypatch.setenv("RELIABILITY_INPUT", str(source))
-    monkeypatch.setenv("RELIABILITY_OUTPUT", str(output))
-    for name, value in env.items():
-        monkeypatch.setenv(f"RELIABILITY_{name.upper()}", str(value))
-
-
-class _LoseFirstCreateAnswer(httpx2.HTTPTransport):
-    """The first ``POST /v1/batches`` reaches the emulator and makes the batch; then, before the answer comes
-    back, other users create ``others`` batches in the organisation and the answer is lost."""
-
-    def __init__(self, emulator: Any, others: int) -> None:
-        super().__init__()
-        self.emulator, self.others, self.lost = emulator, others, []
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = super().handle_request(request)
-        if request.method == "POST" and request.url.path.endswith("/v1/batches") and not self.lost:
-            response.read()
-            response.close()
-            self.lost.append(json.loads(response.content)["id"])
-            self.emulator.seed_batches(self.others, status="completed")
-            raise httpx2.ReadTimeout("emulated: the answer to batches.create was lost", request=request)
-        return response
+    dag_env(monkeypatch, "RELIABILITY", input=source, output=output, **env)
 
 
 def test_1_lost_create_answer_in_a_busy_organisation_is_found_by_time(run_dag, emulator, job, monkeypatch):
     ids, _, folder = job
-    transport = _LoseFirstCreateAnswer(emulator, others=250)  # two and a half pages of newer batches
-    monkeypatch.setattr(
-        hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=transport)
-    )
+    # Meanwhile, other users create two and a half pages of newer batches.
+    transport = LoseFirstCreateAnswer(on_lost=lambda: emulator.seed_batches(250, status="completed"))
+    transport.install(monkeypatch)
 
     outcome = run_dag(DAG_ID, DATE)
 
