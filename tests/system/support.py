@@ -49,7 +49,7 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Send ``sig`` to the process group of ``proc`` (started with ``start_new_session=True``, so pid == pgid)."""
+    """Send ``sig`` to the process group of ``proc`` (its own session: pid == pgid)."""
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -99,7 +99,7 @@ class Airflow:
         return result
 
     def start(self, name: str, *args: str) -> None:
-        """Start ``airflow <args>`` as the component ``name``, its output captured in ``<out_dir>/<name>.log``."""
+        """Start ``airflow <args>`` as the component ``name``, its output in ``<out_dir>/<name>.log``."""
         log = (self.out_dir / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(
             [str(VENV_BIN / "airflow"), *args],
@@ -113,7 +113,7 @@ class Airflow:
         log.close()
 
     def start_all(self, port: int, triggerers: Iterable[str] = ("triggerer",)) -> None:
-        """Start the scheduler, one triggerer per name in ``triggerers``, the dag-processor and the API server.
+        """Start the scheduler, a triggerer per name in ``triggerers``, the dag-processor and the API server.
 
         :param port: the API server's port (the one in ``env``'s ``AIRFLOW__API__BASE_URL``).
         :param triggerers: component names for the triggerer processes.
@@ -217,8 +217,8 @@ def component_env(
         # Scheduler signs the workers' tokens, the API server checks them: one secret for both.
         "AIRFLOW__API_AUTH__JWT_SECRET": "system-test-jwt-secret-0123456789abcdef",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        # Only the run we trigger: the DAG is @daily with catchup from 2026-11-01, which would otherwise fill up
-        # with scheduled runs for dates that have no partition.
+        # Only the run we trigger: the DAG is @daily with catchup from 2026-11-01, which would otherwise fill
+        # up with scheduled runs for dates that have no partition.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -306,8 +306,9 @@ def wait_until_parsed(af: Airflow, *dag_ids: str) -> None:
 
 def trigger_run(af: Airflow, dag_id: str, logical_date: str) -> str:
     """Trigger a manual run of ``dag_id``, its only run, for ``logical_date`` (ISO 8601); its run id."""
-    # Through the REST API (as `airflow dags trigger --logical-date` would, at a fraction of a CLI start-up): a
-    # manual run needs an explicit logical date, else `{{ ds }}` is undefined. All-admins simple auth: no token.
+    # Through the REST API (as `airflow dags trigger --logical-date` would, at a fraction of a CLI start-up):
+    # a manual run needs an explicit logical date, else `{{ ds }}` is undefined. All-admins simple auth: no
+    # token.
     response = httpx.post(
         f"{af.api_url}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": logical_date}, timeout=60
     )
@@ -321,7 +322,8 @@ def trigger_run(af: Airflow, dag_id: str, logical_date: str) -> str:
 def task_instance(af: Airflow, dag_id: str, run_id: str, task_id: str) -> tuple | None:
     """(state, trigger_id, try_number) of a task instance, or None before the scheduler made it."""
     rows = af.query(
-        "SELECT state, trigger_id, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+        "SELECT state, trigger_id, try_number FROM task_instance"
+        " WHERE dag_id = ? AND run_id = ? AND task_id = ?",
         dag_id,
         run_id,
         task_id,

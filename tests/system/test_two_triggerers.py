@@ -1,34 +1,39 @@
 """A triggerer dies mid-wait: its triggers move to the other triggerer, and no batch is paid twice or lost.
 
-Two ``airflow triggerer`` processes beside a scheduler (LocalExecutor), dag-processor and API server on a fresh
-AIRFLOW_HOME, against the OpenAI emulator and local file storage (:mod:`tests.system.support`). One DAG run of
-twenty deferrable batch tasks (``dags/openai_batch_twenty.py``) defers twenty triggers: the first triggerer
-claims as many as its capacity allows, the second the rest. Once every trigger is running and the batches are
-still running too, the first triggerer is SIGKILLed with its whole process group (no ``on_kill``, no clean
-shutdown, as when a node dies). Airflow hands a triggerer's triggers to another only after its heartbeat is older than
+Two ``airflow triggerer`` processes beside a scheduler (LocalExecutor), dag-processor and API server on a
+fresh AIRFLOW_HOME, against the OpenAI emulator and local file storage (:mod:`tests.system.support`). One
+DAG run of twenty deferrable batch tasks (``dags/openai_batch_twenty.py``) defers twenty triggers: the first
+triggerer claims as many as its capacity allows, the second the rest. Once every trigger and every batch is
+running, the first triggerer is SIGKILLed with its whole process group (no ``on_kill``, no clean shutdown, as
+when a node dies). Airflow hands a triggerer's triggers to another only after its heartbeat is older than
 ``[triggerer] triggerer_health_check_threshold``, set low here so the test stays short. Each task must then
-finish on its first try from the survivor's event, with one paid ``POST /v1/batches`` per task, no cancel, and
-every ``custom_id`` landed exactly once in its task's ``output.jsonl`` ∪ ``errors.jsonl`` under a
-``_manifest.json``.
+finish on its first try from the survivor's event, with one paid ``POST /v1/batches`` per task, no cancel,
+and every ``custom_id`` landed exactly once in its task's ``output.jsonl`` ∪ ``errors.jsonl`` under a
+``_manifest.json``. The second test freezes the first triggerer instead (SIGSTOP) and lets it recover after
+the hand-over, which today cancels the moved batches (a known Airflow 3.3 bug, marked xfail).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 
+from airflow_provider_openai_batch.emulator.testing import EmulatorClient
 from tests.integration.conftest import TEST_API_KEY
 from tests.system.support import (
     STARTUP_TIMEOUT,
     Airflow,
     new_airflow,
+    signal_group,
     trigger_run,
     wait_until,
     wait_until_parsed,
@@ -44,9 +49,9 @@ LOGICAL_DATE = "2026-11-01T00:00:00+00:00"
 TRIGGERERS = ("triggerer-a", "triggerer-b")
 CAPACITY = 12  # per triggerer: 12 of the 20 triggers on the first, 8 on the second
 HEALTH_CHECK_THRESHOLD = 10  # seconds without a heartbeat before a triggerer's triggers are handed over
-# Each batch stays in `validating` for this long, then takes REQUESTS_PER_TASK / RATE seconds: long enough that
-# every batch is still running when the last task has deferred and the kill comes (twenty task starts on a
-# loaded 2-core machine), short enough for the whole test to fit in about three minutes.
+# Each batch stays in `validating` for this long, then takes REQUESTS_PER_TASK / RATE seconds: long enough
+# that every batch is still running when the last task has deferred and the kill comes (twenty task starts on
+# a loaded 2-core machine), short enough for the whole test to fit in about three minutes.
 VALIDATING_SECONDS = 30.0
 RATE = 0.1
 DEFER_TIMEOUT = 120  # the run triggered to every trigger claimed and running
@@ -104,7 +109,7 @@ def _landed_ids(folder: Path) -> list[str]:
 
 
 def _trigger_logs(af: Airflow) -> dict[str, dict[int, str]]:
-    """Trigger log texts by task id, then by the triggerer job id in the file name (``….trigger.<job>.log``)."""
+    """Trigger log texts by task id, then by the triggerer job named in ``….trigger.<job>.log``."""
     logs: dict[str, dict[int, str]] = {}
     for path in (af.home / "logs").rglob("*.trigger.*.log") if (af.home / "logs").exists() else []:
         task = re.search(r"task_id=([^/]+)", str(path))
@@ -161,8 +166,31 @@ class Observer:
         ]
 
 
-def test_a_killed_triggerers_triggers_finish_on_the_survivor(two_triggerers: Airflow, openai_emulator):
-    af = two_triggerers
+def _unix(timestamp: str) -> float:
+    """A timestamp as Airflow writes it to sqlite (UTC, with or without an offset), in Unix seconds."""
+    parsed = datetime.fromisoformat(timestamp)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+@dataclass
+class Spread:
+    """Twenty tasks deferred, 12 triggers running on the first triggerer and 8 on the second."""
+
+    af: Airflow
+    emulator: EmulatorClient
+    run_id: str
+    obs: Observer
+    expected: dict[str, list[str]]  # custom_ids by task id
+    first_job: int
+    second_job: int
+    load: dict[int, list[str]]  # task ids by the job running their triggers
+    batches: Callable[[], dict[str, dict]]  # the emulator's batches by id
+    timings: dict[str, float]  # seconds after the test started
+
+
+def _defer_twenty_over_two(af: Airflow, openai_emulator: EmulatorClient) -> Spread:
+    """Start the first triggerer, run the DAG, start the second once the first is full; wait until every task
+    is deferred and its trigger running (it has logged its first line on its triggerer)."""
     started = time.monotonic()
     expected = _write_partitions(af.storage)
     openai_emulator.configure(validating_seconds=VALIDATING_SECONDS, rate=RATE)
@@ -173,129 +201,158 @@ def test_a_killed_triggerers_triggers_finish_on_the_survivor(two_triggerers: Air
     def batches() -> dict[str, dict]:
         return {b["id"]: b for b in emulator.get("/batches", params={"limit": 100}).json()["data"]}
 
-    victim_name, survivor_name = TRIGGERERS
-    victim_job = _start_triggerer(af, victim_name)
+    first, second = TRIGGERERS
+    first_job = _start_triggerer(af, first)
     wait_until_parsed(af, DAG_ID)
-    parsed_after = time.monotonic() - started
+    timings = {"parsed": time.monotonic() - started}
     run_id = trigger_run(af, DAG_ID, LOGICAL_DATE)
     obs = Observer(af, run_id)
 
-    def claimed_and_watching(count: int):
-        """{task id: triggerer job} once ``count`` triggers are claimed and running, each on one triggerer."""
+    def claimed_and_watching(count: int) -> dict[str, int] | None:
         tis = obs.poll()
         if wrong := obs.gone_wrong():
-            pytest.fail(f"{wrong} went {[obs.states[t] for t in wrong]} before any kill\n{af.diagnostics()}")
+            pytest.fail(f"{wrong} went {[obs.states[t] for t in wrong]} before any fault\n{af.diagnostics()}")
         held = {t: job for t, (state, _, job) in tis.items() if state == "deferred" and job is not None}
         if len(held) < count:
             return None
         logs = _trigger_logs(af)
-        # Running on its triggerer, not only assigned: the trigger has logged its first line there.
-        if all("Watching 1 batch(es)" in logs.get(t, {}).get(job, "") for t, job in held.items()):
-            return held
-        return None
+        return (
+            held
+            if all("Watching 1 batch(es)" in logs.get(t, {}).get(j, "") for t, j in held.items())
+            else None
+        )
 
     # The second triggerer starts once the first is full. With sqlite, Airflow's claim (a SELECT, then an
     # UPDATE, no row locks) lets two triggerers that claim at the same instant both start a trigger; the loser
     # then cancels its copy "by user action", which calls on_kill and cancels the batch (seen here: a task
-    # failed with its batch cancelled before any kill). Postgres and MySQL claim with FOR UPDATE SKIP LOCKED,
+    # failed with its batch cancelled before any fault). Postgres and MySQL claim with FOR UPDATE SKIP LOCKED,
     # and a full triggerer claims nothing, so from here on only one triggerer claims at a time.
-    wait_until(af, f"{victim_name} full", lambda: claimed_and_watching(CAPACITY), DEFER_TIMEOUT)
-    full_after = time.monotonic() - started
-    survivor_job = _start_triggerer(af, survivor_name)
-    held_by = wait_until(
-        af, "all 20 triggers claimed and watching", lambda: claimed_and_watching(TASKS), DEFER_TIMEOUT
+    wait_until(af, f"{first} full", lambda: claimed_and_watching(CAPACITY), DEFER_TIMEOUT)
+    timings["first full"] = time.monotonic() - started
+    second_job = _start_triggerer(af, second)
+    held_by = wait_until(af, "all triggers running", lambda: claimed_and_watching(TASKS), DEFER_TIMEOUT)
+    timings["all deferred"] = time.monotonic() - started
+    load = {job: sorted(t for t, j in held_by.items() if j == job) for job in (first_job, second_job)}
+    assert [len(load[first_job]), len(load[second_job])] == [CAPACITY, TASKS - CAPACITY], (
+        f"Expected {CAPACITY} triggers on {first} (job {first_job}) and the rest on {second}"
+        f" (job {second_job}) but received {load}"
     )
-    deferred_after = time.monotonic() - started
-    load = {job: sorted(t for t, j in held_by.items() if j == job) for job in (victim_job, survivor_job)}
-    assert [len(load[victim_job]), len(load[survivor_job])] == [CAPACITY, TASKS - CAPACITY], (
-        f"Expected {CAPACITY} triggers on {victim_name} (job {victim_job}) and the rest on {survivor_name}"
-        f" (job {survivor_job}) but received {load}"
+    now = batches()
+    timings["oldest batch age"] = time.time() - min(v["created_at"] for v in now.values())
+    assert len(now) == TASKS and {v["status"] for v in now.values()} <= ACTIVE_BATCH, (
+        f"Expected {TASKS} batches still running but received {now}: a slower emulator (VALIDATING_SECONDS,"
+        f" RATE) is needed on this machine"
     )
-    before_kill = {b: v["status"] for b, v in batches().items()}
-    oldest = time.time() - min(v["created_at"] for v in batches().values())
-    paid_before_kill = openai_emulator.paid_creates()
-    assert len(before_kill) == TASKS and set(before_kill.values()) <= ACTIVE_BATCH, (
-        f"Expected {TASKS} batches still running at the kill but received {before_kill}: a slower emulator"
-        f" (VALIDATING_SECONDS, RATE) is needed on this machine"
-    )
+    timings["started"] = started
+    return Spread(af, openai_emulator, run_id, obs, expected, first_job, second_job, load, batches, timings)
 
-    af.kill(victim_name)
-    killed_at = time.time()
-    (last_heartbeat,) = af.query("SELECT latest_heartbeat FROM job WHERE id = ?", victim_job)[0]
-    expired_at = _unix(last_heartbeat) + HEALTH_CHECK_THRESHOLD
-    moved = load[victim_job]
+
+def _wait_for_the_run(spread: Spread, paid_before: list[str]) -> None:
+    """Wait for the run; then every task succeeded on its first try, with one batch each (``paid_before``,
+    none cancelled) and each custom_id landed once in its output ∪ errors under a manifest."""
+    af, obs = spread.af, spread.obs
 
     def run_finished():
         obs.poll()
         if wrong := obs.gone_wrong():  # fail now, not after the other tasks
             return f"{wrong} went {[obs.states[t] for t in wrong]}"
-        state = af.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)[0][0]
-        return state if state in ("success", "failed") else None
+        state = af.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, spread.run_id)
+        return state[0][0] if state[0][0] in ("success", "failed") else None
 
-    final = wait_until(af, f"run {run_id} to finish", run_finished, RUN_TIMEOUT, interval=0.2)
-    finished_after = time.monotonic() - started
+    final = wait_until(af, f"run {spread.run_id} to finish", run_finished, RUN_TIMEOUT, interval=0.2)
+    spread.timings["run finished"] = time.monotonic() - spread.timings["started"]
+    cancels = [c["path"] for c in spread.emulator.calls("POST", "/v1/batches/batch_")]
+    assert final == "success", f"run ended {final}; cancel calls {cancels}\n{af.diagnostics()}"
+    # First try: a trigger that moved did not fail its task into a retry.
     tis = obs.poll()
-    assert final == "success", f"run ended {final}: {obs.states}\n{af.diagnostics()}"
-
-    # Every task succeeded on its first try: its trigger moved, the task did not fail and retry.
     assert {t: (s, tries) for t, (s, tries, _) in tis.items()} == {t: ("success", 1) for t in TASK_IDS}, (
         obs.states
     )
+    paid = spread.emulator.paid_creates()
+    assert len(paid) == TASKS and len(set(paid)) == TASKS and paid == paid_before, (paid, paid_before)
+    assert not cancels, f"batches cancelled: {cancels}"
+    after = {b: v["status"] for b, v in spread.batches().items()}
+    assert set(after) == set(paid) and set(after.values()) == {"completed"}, after
+    for i, task_id in enumerate(TASK_IDS):
+        folder = af.storage / "results" / f"part-{i:02d}"
+        assert (folder / "_manifest.json").exists(), f"{folder}/_manifest.json missing"
+        landed = _landed_ids(folder)
+        assert sorted(landed) == sorted(spread.expected[task_id]), (
+            f"Expected each of {spread.expected[task_id]} landed once in {folder}"
+            f" but received {sorted(landed)}"
+        )
 
-    # Each moved trigger was claimed by the survivor only after the victim's heartbeat expired, and the survivor
-    # fired every task's event; the victim fired none (it died before any batch finished).
-    adopted = {t: obs.holders[t].get(survivor_job) for t in moved}
+
+def test_a_killed_triggerers_triggers_finish_on_the_survivor(two_triggerers: Airflow, openai_emulator):
+    af = two_triggerers
+    spread = _defer_twenty_over_two(af, openai_emulator)
+    victim_name, _ = TRIGGERERS
+    victim, survivor = spread.first_job, spread.second_job
+    paid_before_kill = openai_emulator.paid_creates()
+
+    af.kill(victim_name)
+    killed_at = time.time()
+    (last_heartbeat,) = af.query("SELECT latest_heartbeat FROM job WHERE id = ?", victim)[0]
+    expired_at = _unix(last_heartbeat) + HEALTH_CHECK_THRESHOLD
+    _wait_for_the_run(spread, paid_before_kill)
+
+    # The survivor fired every task's event (the victim none: it died before any batch finished), no trigger
+    # was cancelled, and each moved trigger was claimed by the survivor only once the victim's heartbeat had
+    # expired.
     logs = _trigger_logs(af)
     for task_id in TASK_IDS:
-        survivor_log = logs.get(task_id, {}).get(survivor_job, "")
-        assert "Trigger fired event" in survivor_log, (
-            f"Expected the survivor (job {survivor_job}) to fire {task_id}'s event; its trigger logs by job:"
+        assert "Trigger fired event" in logs.get(task_id, {}).get(survivor, ""), (
+            f"Expected the survivor (job {survivor}) to fire {task_id}'s event; its trigger logs by job:"
             f" {sorted(logs.get(task_id, {}))}\n{af.diagnostics()}"
         )
-        assert "Trigger fired event" not in logs.get(task_id, {}).get(victim_job, ""), task_id
-    for task_id in moved:
-        assert "Watching 1 batch(es)" in logs[task_id][survivor_job], task_id
+        assert "Trigger fired event" not in logs.get(task_id, {}).get(victim, ""), task_id
     cancelled = [
         t for t, by_job in logs.items() for text in by_job.values() if "cancelled by user action" in text
     ]
     assert not cancelled, f"Airflow cancelled the triggers of {cancelled} (on_kill ran)\n{af.diagnostics()}"
+    moved = spread.load[victim]
+    adopted = {t: spread.obs.holders[t].get(survivor) for t in moved}
     early = {t: at for t, at in adopted.items() if at is not None and at < expired_at}
     assert not early, (
         f"Expected {victim_name}'s triggers to move only once its last heartbeat ({last_heartbeat}) was"
         f" {HEALTH_CHECK_THRESHOLD}s old but received {early} (Unix times; expiry at {expired_at:.1f})"
     )
-    seen_adoptions = [at - killed_at for at in adopted.values() if at is not None]
-
-    # Never paid twice, never cancelled: one batch per task, all created before the kill.
-    paid = openai_emulator.paid_creates()
-    assert len(paid) == TASKS and len(set(paid)) == TASKS and paid == paid_before_kill, (
-        paid,
-        paid_before_kill,
-    )
-    assert not openai_emulator.calls("POST", "/v1/batches/batch_"), "a batch was cancelled"
-    after = {b: v["status"] for b, v in batches().items()}
-    assert set(after) == set(before_kill) and set(after.values()) == {"completed"}, after
-
-    # Never lost a result: each custom_id once in its task's output ∪ errors, under a manifest.
-    for i, task_id in enumerate(TASK_IDS):
-        folder = af.storage / "results" / f"part-{i:02d}"
-        assert (folder / "_manifest.json").exists(), f"{folder}/_manifest.json missing"
-        landed = _landed_ids(folder)
-        assert sorted(landed) == sorted(expected[task_id]), (
-            f"Expected each of {expected[task_id]} landed once in {folder} but received {sorted(landed)}"
-        )
-    emulator.close()
-
+    seen = sorted(round(at - killed_at, 1) for at in adopted.values() if at is not None)
+    t = spread.timings
     print(
-        f"\nparsed {parsed_after:.1f}s, {victim_name} full {full_after:.1f}s, all 20 deferred and watching"
-        f" {deferred_after:.1f}s (oldest batch {oldest:.0f}s old), run finished"
-        f" {finished_after:.1f}s after start-up; load {[len(v) for v in load.values()]}, killed {victim_name}"
-        f" (job {victim_job}, {len(moved)} triggers); adopted by job {survivor_job}"
-        f" {sorted(round(d, 1) for d in seen_adoptions)} s after the kill ({len(seen_adoptions)} seen in the DB)"
+        f"\nparsed {t['parsed']:.1f}s, first triggerer full {t['first full']:.1f}s, all 20 deferred"
+        f" {t['all deferred']:.1f}s (oldest batch {t['oldest batch age']:.0f}s old), run finished"
+        f" {t['run finished']:.1f}s after start-up; killed {victim_name} (job {victim}, {len(moved)}"
+        " triggers);"
+        f" adopted by job {survivor} {seen} s after the kill ({len(seen)} of {len(moved)} seen in the DB)"
     )
 
 
-def _unix(timestamp: str) -> float:
-    """A timestamp as Airflow writes it to sqlite (UTC, with or without an offset), in Unix seconds."""
-    parsed = datetime.fromisoformat(timestamp)
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # the run fails with its batches cancelled; a timeout is a real failure
+    reason="Airflow 3.3 cancels a reassigned trigger 'by user action' when its old triggerer recovers, and"
+    " OpenAIBatchTrigger.on_kill then cancels a batch the new triggerer is watching (apache/airflow#73454)",
+)
+def test_a_triggerer_frozen_past_its_heartbeat_cancels_nothing_when_it_recovers(
+    two_triggerers: Airflow, openai_emulator
+):
+    """A triggerer that was only slow (a long GC pause, a stopped container, a partition) loses its triggers
+    to the other, then comes back: every task must still finish once, its batch never cancelled."""
+    af = two_triggerers
+    spread = _defer_twenty_over_two(af, openai_emulator)
+    frozen_name, _ = TRIGGERERS
+    paid_before = openai_emulator.paid_creates()
+
+    signal_group(af.procs[frozen_name], signal.SIGSTOP)
+    try:
+
+        def moved():
+            return (
+                sum(job == spread.second_job for _, _, job in spread.obs.poll().values()) > TASKS - CAPACITY
+            )
+
+        wait_until(af, "the second triggerer to take over some triggers", moved, 60, interval=0.2)
+    finally:
+        signal_group(af.procs[frozen_name], signal.SIGCONT)
+    _wait_for_the_run(spread, paid_before)

@@ -1,8 +1,8 @@
-"""Twenty deferrable batch tasks in one DAG run, for the two-triggerer system test (copied into its dags folder).
+"""Twenty deferrable batch tasks in one DAG run, for the two-triggerer system test (copied to its dags).
 
 Task ``part_NN`` reads ``requests/part-NN.jsonl`` and lands in ``results/part-NN`` under the storage root (the
-Variable ``openai_batch_example_base``); each is its own partition, so each pays for exactly one batch. No retries:
-a trigger lost with its triggerer must be finished by the surviving triggerer, not hidden by a second try.
+Variable ``openai_batch_example_base``); each is its own partition, so each pays for exactly one batch. No
+retries: a trigger lost with its triggerer must be finished by the surviving triggerer, not hidden by a retry.
 """
 
 from __future__ import annotations
