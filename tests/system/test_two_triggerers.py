@@ -185,7 +185,8 @@ class Spread:
     second_job: int
     load: dict[int, list[str]]  # task ids by the job running their triggers
     batches: Callable[[], dict[str, dict]]  # the emulator's batches by id
-    timings: dict[str, float]  # seconds after the test started
+    started: float  # time.monotonic() when the set-up began
+    timings: dict[str, float]  # seconds after ``started``
 
 
 def _defer_twenty_over_two(af: Airflow, openai_emulator: EmulatorClient) -> Spread:
@@ -194,12 +195,15 @@ def _defer_twenty_over_two(af: Airflow, openai_emulator: EmulatorClient) -> Spre
     started = time.monotonic()
     expected = _write_partitions(af.storage)
     openai_emulator.configure(validating_seconds=VALIDATING_SECONDS, rate=RATE)
-    emulator = httpx.Client(
-        base_url=openai_emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"}, timeout=30
-    )
 
     def batches() -> dict[str, dict]:
-        return {b["id"]: b for b in emulator.get("/batches", params={"limit": 100}).json()["data"]}
+        response = httpx.get(
+            f"{openai_emulator.base_url}/batches",
+            params={"limit": 100},
+            headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+            timeout=30,
+        )
+        return {b["id"]: b for b in response.json()["data"]}
 
     first, second = TRIGGERERS
     first_job = _start_triggerer(af, first)
@@ -243,8 +247,9 @@ def _defer_twenty_over_two(af: Airflow, openai_emulator: EmulatorClient) -> Spre
         f"Expected {TASKS} batches still running but received {now}: a slower emulator (VALIDATING_SECONDS,"
         f" RATE) is needed on this machine"
     )
-    timings["started"] = started
-    return Spread(af, openai_emulator, run_id, obs, expected, first_job, second_job, load, batches, timings)
+    return Spread(
+        af, openai_emulator, run_id, obs, expected, first_job, second_job, load, batches, started, timings
+    )
 
 
 def _wait_for_the_run(spread: Spread, paid_before: list[str]) -> None:
@@ -260,7 +265,7 @@ def _wait_for_the_run(spread: Spread, paid_before: list[str]) -> None:
         return state[0][0] if state[0][0] in ("success", "failed") else None
 
     final = wait_until(af, f"run {spread.run_id} to finish", run_finished, RUN_TIMEOUT, interval=0.2)
-    spread.timings["run finished"] = time.monotonic() - spread.timings["started"]
+    spread.timings["run finished"] = time.monotonic() - spread.started
     cancels = [c["path"] for c in spread.emulator.calls("POST", "/v1/batches/batch_")]
     assert final == "success", f"run ended {final}; cancel calls {cancels}\n{af.diagnostics()}"
     # First try: a trigger that moved did not fail its task into a retry.
