@@ -37,7 +37,7 @@ bench: setup
 	$(PY) bench/bench_input.py --mb 50 200
 	$(PY) bench/bench_submit.py --mb 50 200
 	$(PY) bench/bench_emulator.py --requests 50000 --line-bytes 4000
-	$(PY) bench/bench_trigger.py --triggers 500 --seconds 10
+	$(PY) bench/bench_trigger.py --triggers 1000 --others 0 1500
 
 lock:
 	uv pip compile -q pyproject.toml --extra test --python-version 3.11 -o requirements-lock.txt
