@@ -352,4 +352,5 @@ class Ledger:
         record.intent = None
         self.store.save(record)
         self.seen[batch["id"]] = batch
+        log.info("Created batch %s (%s)", batch["id"], lbl)
         return batch

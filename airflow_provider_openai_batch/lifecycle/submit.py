@@ -113,7 +113,7 @@ def create(job: Job, ledger: Ledger, record: SubmissionRecord, labels: list[str]
             completion_window=job.completion_window,
             output_expires_after=job.output_expires_after,
         )
-        log.info("Batch %s (%s) is %s", batch["id"], lbl, batch["status"])
+        log.debug("Batch %s (%s) is %s", batch["id"], lbl, batch["status"])
 
 
 def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
