@@ -95,7 +95,9 @@ def _new_sync_http_client() -> httpx2.Client | None:
 def _new_sync_client(kind: ClientKind, kwargs: dict[str, Any]) -> openai.OpenAI:
     cls = openai.AzureOpenAI if kind == "azure" else openai.OpenAI
     http_client = _new_sync_http_client()
-    return cls(**kwargs, **({"http_client": http_client} if http_client is not None else {}))
+    if http_client is None:
+        return cls(**kwargs)
+    return cls(**kwargs, http_client=http_client)
 
 
 def _new_async_http_client() -> httpx2.AsyncClient:
