@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom
 
 if TYPE_CHECKING:
-    from airflow.models.taskinstancekey import TaskInstanceKey
+    from airflow.sdk.types import TaskInstanceKey
 
 #: The operator pushes its batch ids under this key before it defers.
 BATCH_IDS_XCOM_KEY = "openai_batch_ids"
