@@ -299,6 +299,49 @@ def test_on_kill_with_an_empty_list_cancels_nothing(monkeypatch):
     assert fake.cancels == []
 
 
+class _Comms:
+    """The triggerer's supervisor comms, answering task state look-ups with ``state``."""
+
+    def __init__(self, state):
+        self.state, self.asked = state, []
+
+    async def asend(self, msg):
+        from airflow.sdk.execution_time.comms import ErrorResponse, TaskStatesResult
+
+        self.asked.append(msg)
+        if type(msg).__name__ != "GetTaskStates":
+            return ErrorResponse()  # connections come from the environment in these tests
+        return TaskStatesResult(task_states={"run_1": {"run_batch": self.state}})
+
+
+@pytest.mark.parametrize(
+    ("state", "cancelled"), [("deferred", False), ("failed", True), ("success", True), (None, True)]
+)
+def test_on_kill_spares_the_batches_of_a_trigger_that_moved_to_another_triggerer(
+    monkeypatch, state, cancelled
+):
+    """Airflow cancels a trigger it reassigns as if the task were killed (apache/airflow#73454): the task
+    instance is then still deferred, and its batch must keep running. Marked failed, cleared or succeeded: cancel."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    fake = FakeBatches(monkeypatch, {"b1": ["in_progress"]})
+    comms = _Comms(state)
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    trigger = make_trigger(["b1"])
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run_batch", run_id="run_1", map_index=-1)
+    asyncio.run(trigger.on_kill())
+    assert fake.cancels == (["b1"] if cancelled else [])
+    asked = next(m for m in comms.asked if type(m).__name__ == "GetTaskStates")
+    assert (asked.dag_id, asked.task_ids, asked.run_ids, asked.map_index) == (
+        "d",
+        ["run_batch"],
+        ["run_1"],
+        -1,
+    )
+
+
 def test_on_kill_never_raises_even_without_a_connection(capsys):
     trigger = OpenAIBatchTrigger(batch_ids=["b1"], openai_conn_id="no_such_connection_anywhere")
     asyncio.run(trigger.on_kill())
