@@ -223,7 +223,7 @@ class OpenAIBatchTrigger(BaseTrigger):
             return False
         try:
             from airflow.sdk.execution_time import task_runner
-            from airflow.sdk.execution_time.comms import GetTaskStates
+            from airflow.sdk.execution_time.comms import GetTaskStates, TaskStatesResult
 
             map_index = getattr(ti, "map_index", -1)
             map_index = -1 if map_index is None else map_index
@@ -232,6 +232,8 @@ class OpenAIBatchTrigger(BaseTrigger):
                     dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
                 )
             )
+            if not isinstance(response, TaskStatesResult):  # an ErrorResponse, or no answer
+                raise TypeError(f"Expected a TaskStatesResult but received {type(response).__name__}")
             key = ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"
             return (response.task_states.get(ti.run_id) or {}).get(key) == "deferred"
         except Exception as err:  # older Airflow, no comms: cancel, as a killed task's trigger should
