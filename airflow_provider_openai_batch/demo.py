@@ -96,7 +96,8 @@ def main() -> int:
         return 0 if str(run.state) in ("success", "DagRunState.SUCCESS") else 1
     finally:
         emulator.close()
-        stop_emulator(emulator.process)
+        if emulator.process is not None:  # always set by start_emulator
+            stop_emulator(emulator.process)
 
 
 if __name__ == "__main__":

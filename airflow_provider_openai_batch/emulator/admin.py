@@ -137,7 +137,7 @@ def seeded_batches(spec: dict[str, Any]) -> list[BatchRecord]:
         )
     endpoint = check_endpoint(spec.get("endpoint", "/v1/chat/completions"))
     metadata = check_metadata(spec.get("metadata"))
-    stamps = dict.fromkeys(SEED_TIMESTAMPS[status], created_at)
+    stamps: dict[str, Any] = dict.fromkeys(SEED_TIMESTAMPS[status], created_at)  # BatchRecord's *_at fields
     return [
         BatchRecord(
             id=new_batch_id(),

@@ -180,7 +180,7 @@ def _add_batch_routes(api: FastAPI) -> None:
         batch = BatchRecord(
             id=new_batch_id(),
             endpoint=endpoint,
-            input_file_id=input_file_id,
+            input_file_id=record.id,  # the id asked for, now known to be a str
             completion_window=window,
             created_at=int(now),
             deadline=now + window_seconds,

@@ -44,7 +44,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
 
 def check_endpoint(endpoint: Any) -> str:
     """``endpoint`` when it is one of the batch endpoints (400 otherwise)."""
-    if endpoint not in ENDPOINTS:
+    if not isinstance(endpoint, str) or endpoint not in ENDPOINTS:
         raise APIError(
             400, f"Expected `endpoint` in {list(ENDPOINTS)} but received {endpoint!r}.", param="endpoint"
         )

@@ -247,7 +247,9 @@ class BatchWorker(threading.Thread):
     ) -> tuple[bool, bytes]:
         batch = self.batch
         custom_id = str(request.get("custom_id"))
-        body = request.get("body") if isinstance(request.get("body"), dict) else {}
+        body = request.get("body")
+        if not isinstance(body, dict):
+            body = {}
         seed = responses.digest(batch.id + custom_id, {}).hex()
         status = body.get("x_emulator_status")
         if not (isinstance(status, int) and status >= 400):

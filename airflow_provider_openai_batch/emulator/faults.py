@@ -19,6 +19,7 @@ import json
 import re
 import time
 import urllib.parse
+from collections.abc import MutableMapping
 from typing import Any
 
 from .errors import error_body
@@ -115,7 +116,7 @@ def is_api_call(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/")
 
 
-def note_created(scope: dict[str, Any], object_id: str) -> None:
+def note_created(scope: MutableMapping[str, Any], object_id: str) -> None:
     """Record in the call's journal entry the id of the object the call created."""
     entry = scope.get(JOURNAL_ENTRY)
     if entry is not None:
@@ -202,7 +203,7 @@ class FaultMiddleware:
         await asyncio.sleep(0)  # let uvicorn see the connection lost, so it does not try to answer
 
     async def _drop_mid_body(self, fault: Fault, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        state = {"sent": 0, "limit": fault.after_bytes, "dropped": False}
+        state: dict[str, Any] = {"sent": 0, "limit": fault.after_bytes, "dropped": False}
 
         async def truncating_send(message: dict[str, Any]) -> None:
             if state["dropped"]:

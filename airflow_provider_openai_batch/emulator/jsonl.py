@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+
+# Declared once so both implementations fit it (orjson also takes memoryview, json also bytearray).
+loads: Callable[[bytes | str], Any]
 
 try:
     import orjson

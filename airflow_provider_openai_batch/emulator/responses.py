@@ -53,8 +53,9 @@ def _text(seed: bytes, words: int) -> str:
 
 def _output_limit(body: dict[str, Any]) -> int | None:
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        if isinstance(body.get(key), int) and body[key] > 0:
-            return body[key]
+        limit = body.get(key)
+        if isinstance(limit, int) and limit > 0:
+            return limit
     return None
 
 
@@ -173,7 +174,9 @@ def _embeddings(seed: bytes, body: dict[str, Any], _created: int, dim: int) -> t
     inputs = body.get("input", "")
     # A list of ints is one tokenised input; a list of anything else is several inputs.
     items = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
-    size = body.get("dimensions") if isinstance(body.get("dimensions"), int) else dim
+    size = body.get("dimensions")
+    if not isinstance(size, int):
+        size = dim
     data = []
     for index, _item in enumerate(items):
         vector = _vector(seed, index, size)
@@ -232,7 +235,9 @@ def _moderations(seed: bytes, body: dict[str, Any], _created: int, _dim: int) ->
 
 
 def _images(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tuple[dict[str, Any], Usage]:
-    count = body.get("n") if isinstance(body.get("n"), int) else 1
+    count = body.get("n")
+    if not isinstance(count, int):
+        count = 1
     data = [{"url": f"https://emulator.invalid/images/{seed.hex()[:16]}-{i}.png"} for i in range(count)]
     prompt = count_tokens(body)
     usage = {

@@ -106,7 +106,7 @@ def _flag_type(name: str) -> type:
     annotation = Settings.model_fields[name].annotation
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-    if annotation not in (bool, int, float, str):
+    if annotation not in (bool, int, float, str) or not isinstance(annotation, type):
         raise TypeError(f"Expected setting {name!r} to be bool, int, float or str but it is {annotation!r}")
     return annotation
 

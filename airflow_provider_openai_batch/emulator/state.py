@@ -31,4 +31,5 @@ class Emulator:
 
 def emulator_of(request: Request) -> Emulator:
     """The emulator serving ``request``."""
-    return request.app.state.emulator
+    emulator: Emulator = request.app.state.emulator
+    return emulator

@@ -59,7 +59,8 @@ class EmulatorClient:
 
     def journal(self) -> list[dict[str, Any]]:
         """Every API call received since the last reset: ``{"method", "path", "status", "query", "time"}``."""
-        return self._call("GET", "/journal")
+        entries: list[dict[str, Any]] = self._call("GET", "/journal")
+        return entries
 
     def calls(
         self, method: str | None = None, path_prefix: str = "", *, status: int | None = None
@@ -98,27 +99,32 @@ class EmulatorClient:
 
     def add_fault(self, **spec: Any) -> dict[str, Any]:
         """Arm a fault, e.g. ``add_fault(method="POST", path="/v1/batches", status=429, retry_after=1)``."""
-        return self._call("POST", "/faults", spec)
+        fault: dict[str, Any] = self._call("POST", "/faults", spec)
+        return fault
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")
 
     def faults(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/faults")
+        armed: list[dict[str, Any]] = self._call("GET", "/faults")
+        return armed
 
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change settings by name (the fields of ``settings.Settings``); returns them all.
 
         :raises httpx.HTTPStatusError: on an unknown name or a bad value (then nothing changed).
         """
-        return self._call("POST", "/config", settings)
+        changed: dict[str, Any] = self._call("POST", "/config", settings)
+        return changed
 
     def config(self) -> dict[str, Any]:
-        return self._call("GET", "/config")
+        current: dict[str, Any] = self._call("GET", "/config")
+        return current
 
     def expire(self, batch_id: str) -> dict[str, Any]:
         """Make the batch expire now, as if its completion window had passed."""
-        return self._call("POST", f"/batches/{batch_id}/expire")
+        batch: dict[str, Any] = self._call("POST", f"/batches/{batch_id}/expire")
+        return batch
 
     def seed_batches(
         self, count: int, status: str = "completed", metadata: dict[str, str] | None = None, **fields: Any
@@ -131,9 +137,10 @@ class EmulatorClient:
         :param fields: ``endpoint`` or ``created_at`` (Unix seconds; default now).
         :return: their ids, oldest first.
         """
-        return self._call(
+        ids: list[str] = self._call(
             "POST", "/batches/seed", {"count": count, "status": status, "metadata": metadata, **fields}
         )["ids"]
+        return ids
 
     def close(self) -> None:
         self._http.close()

@@ -60,7 +60,7 @@ async def read_upload(request: Request, tmp_path: Path, batch_limit: int) -> Upl
         part["name"] = options.get(b"name", b"").decode()
         filename = options.get(b"filename")
         part["is_file"] = filename is not None
-        if part["is_file"]:
+        if filename is not None:
             upload.filename = filename.decode(errors="replace")
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
