@@ -6,7 +6,7 @@ Pure except for the hook's ``download_file`` it is handed; the planner decides w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ def _downloaded_lines(hook: Any, file_id: str, path: Path) -> Iterator[dict[str,
 
 def collect_retryable(
     hook: Any,
-    batches: list[Mapping[str, Any]],
+    batches: Sequence[Mapping[str, Any]],
     workdir: str,
     *,
     endpoint: str,

@@ -6,7 +6,7 @@ the BatchResult sums them into one answer for the task. Pure: no Airflow import,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from airflow_provider_openai_batch.statuses import TERMINAL, combined_status
@@ -74,7 +74,8 @@ def as_dict(batch: Any) -> dict[str, Any]:
     """A plain dict of an ``openai.types.Batch`` (or a dict already)."""
     if isinstance(batch, Mapping):
         return dict(batch)
-    return batch.model_dump(mode="json", exclude_none=False)
+    dumped: dict[str, Any] = batch.model_dump(mode="json", exclude_none=False)
+    return dumped
 
 
 def sum_counts(batches: Iterable[Mapping[str, Any]]) -> RequestCounts:
@@ -82,7 +83,7 @@ def sum_counts(batches: Iterable[Mapping[str, Any]]) -> RequestCounts:
     for batch in batches:
         counts = batch.get("request_counts") or {}
         for key in ("total", "completed", "failed"):
-            total[key] += int(counts.get(key) or 0)  # type: ignore[literal-required]
+            total[key] += int(counts.get(key) or 0)
     return total
 
 
@@ -128,7 +129,7 @@ def shard_summary(batch: Mapping[str, Any]) -> ShardSummary:
 
 
 def build_result(
-    rounds: list[list[Mapping[str, Any]]],
+    rounds: Sequence[Sequence[Mapping[str, Any]]],
     *,
     output_path: str | None,
     error_path: str | None,

@@ -36,7 +36,7 @@ class _OpenAIBatchDecoratedOperator(DecoratedOperator, OpenAIBatchOperator):
     def __init__(
         self,
         *,
-        python_callable: Callable,
+        python_callable: Callable[..., Any],
         op_args: Collection[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -56,7 +56,7 @@ class _OpenAIBatchDecoratedOperator(DecoratedOperator, OpenAIBatchOperator):
         return OpenAIBatchOperator.execute(self, context)
 
 
-def openai_batch_task(python_callable: Callable | None = None, **kwargs: Any) -> TaskDecorator:
+def openai_batch_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> TaskDecorator:
     """Wrap a function returning or yielding request dicts (or bare bodies with ``custom_id_prefix``) into an
     OpenAIBatchOperator. Takes the operator's arguments, e.g. ``@task.openai_batch(output_path=...)``."""
     return task_decorator_factory(

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from airflow_provider_openai_batch import cost, results, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
@@ -35,7 +35,7 @@ class Landed:
 def land(
     hook: Any,
     output_path: str,
-    rounds: list[list[Mapping[str, Any]]],
+    rounds: Sequence[Sequence[Mapping[str, Any]]],
     resubmitted_cancelled: list[bool],
     workdir: str,
 ) -> Landed:
@@ -124,7 +124,7 @@ def _keep_last_outcomes(path: Path, *, superseded: bool, cancelled: bool) -> tup
     return kept, count, ran
 
 
-def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> dict[str, Any] | None:
+def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> results.BatchResult | None:
     """The manifest at ``output_path`` if it records exactly these batches for this input (the results are there)."""
     manifest = storage.to_path(output_path) / storage.MANIFEST
     try:
@@ -136,12 +136,12 @@ def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> 
         and data.get("batch_ids") == batch_ids
         and data.get("input_fingerprint") == fingerprint
     ):
-        return data
+        return cast(results.BatchResult, data)  # the manifest is the BatchResult that land_result wrote
     return None
 
 
 def delete_openai_files(
-    hook: Any, rounds: list[list[Mapping[str, Any]]], uploads: list[str], log: Any
+    hook: Any, rounds: Sequence[Sequence[Mapping[str, Any]]], uploads: list[str], log: Any
 ) -> list[str]:
     """Delete on OpenAI every input, output and error file of these batches, and uploads no batch used."""
     ids = [
@@ -161,7 +161,7 @@ def delete_openai_files(
 def land_result(
     hook: Any,
     output_path: str,
-    rounds: list[list[Mapping[str, Any]]],
+    rounds: Sequence[Sequence[Mapping[str, Any]]],
     state: Any,
     *,
     custom_id_prefix: str | None,
@@ -182,7 +182,8 @@ def land_result(
         fingerprint=state.record.fingerprint,
         custom_id_prefix=custom_id_prefix,
     )
-    result["cost"] = cost.cost_of_usage(result["model"] or state.model, result["usage"])
+    estimate = cost.cost_of_usage(result["model"] or state.model, result["usage"])
+    result["cost"] = estimate
     finish(landed, result)
     log.info(
         "Landed %d output line(s) at %s and %d error line(s)%s. Cost: %s",
@@ -190,6 +191,6 @@ def land_result(
         landed.output_path,
         landed.error_lines,
         f" at {landed.error_path}" if landed.error_path else "",
-        cost.describe(result["cost"]),
+        cost.describe(estimate),
     )
     return result

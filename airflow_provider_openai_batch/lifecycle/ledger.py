@@ -275,7 +275,7 @@ class Ledger:
                     stale.append(batch["id"])
                 continue
             lbl, parsed = meta.get(TAG_SHARD), parse_label(meta.get(TAG_SHARD))
-            if parsed is None or (parsed.round == 0 and parsed.total != record.shard_count):
+            if lbl is None or parsed is None or (parsed.round == 0 and parsed.total != record.shard_count):
                 continue
             if lbl in record.batches or batch["id"] in record.batches.values():
                 continue

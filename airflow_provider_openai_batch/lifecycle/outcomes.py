@@ -6,7 +6,7 @@ are, and what a retry or a clear does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_openai_batch import exceptions as exc
@@ -25,7 +25,7 @@ _TERMINAL = {
 def terminal_error(
     outcome: Outcome,
     result: results.BatchResult,
-    last_round: list[Mapping[str, Any]],
+    last_round: Sequence[Mapping[str, Any]],
     max_failed_ratio: float,
 ) -> exc.OpenAIBatchTerminalError:
     """The exception for a landed result whose outcome is not a success."""

@@ -7,7 +7,7 @@ anything still running, are shards left to submit, should failed or unfinished r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -140,8 +140,8 @@ class Outcome(str, Enum):
 
 def outcome(
     state: RunState,
-    last_round: list[Mapping[str, Any]],
-    counts: Mapping[str, int],
+    last_round: Sequence[Mapping[str, Any]],
+    counts: Mapping[str, Any],
     error_lines: int,
     policy: Policy,
 ) -> Outcome:
