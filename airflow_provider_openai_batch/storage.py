@@ -55,14 +55,16 @@ def open_input(url_or_path: str | Path) -> BinaryIO:
     with _about("open the input", url_or_path):
         if path.protocol == "file":
             return open(path.path, "rb")  # noqa: SIM115 - the caller closes it
-        return path.open("rb", block_size=BLOCK_SIZE)
+        remote: BinaryIO = path.open("rb", block_size=BLOCK_SIZE)
+        return remote
 
 
 def _open_write(path: ObjectStoragePath) -> BinaryIO:
     if path.protocol == "file":
         Path(path.path).parent.mkdir(parents=True, exist_ok=True)
         return open(path.path, "wb")  # noqa: SIM115
-    return path.open("wb", block_size=BLOCK_SIZE)
+    remote: BinaryIO = path.open("wb", block_size=BLOCK_SIZE)
+    return remote
 
 
 def _move(src: ObjectStoragePath, dst: ObjectStoragePath) -> None:

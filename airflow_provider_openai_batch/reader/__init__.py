@@ -98,7 +98,7 @@ class Results:
         self._requests = requests
         self._prefix = custom_id_prefix or files.custom_id_prefix
         self._index: RequestIndex | None = None
-        self._cleanup: weakref.finalize | None = None
+        self._cleanup: weakref.finalize[[], Results] | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:

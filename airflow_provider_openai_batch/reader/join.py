@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ _CACHE_KIB = 16 * 1024
 # Under SQLite's oldest limit on query parameters (999).
 LOOKUP_BATCH = 900
 # One system call per line read, where a buffered file's seek would throw its buffer away each time.
-_PREAD = getattr(os, "pread", None)
+_PREAD: Callable[[int, int, int], bytes] | None = getattr(os, "pread", None)
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -154,7 +154,8 @@ class RequestIndex:
         if _PREAD is not None:
             return _PREAD(self._file.fileno(), length, offset)
         self._file.seek(offset)
-        return self._file.read(length)
+        data: bytes = self._file.read(length)
+        return data
 
     def body(self, custom_id: str) -> Any:
         """The request ``body`` of ``custom_id``, or None when no request has that id."""

@@ -46,11 +46,14 @@ def text(record: Any) -> str | None:
             return None
         first = choices[0]
         if isinstance(first.get("message"), Mapping):
-            return first["message"].get("content")
+            content: str | None = first["message"].get("content")
+            return content
         if "text" in first:
-            return first["text"]
-    if isinstance(body.get("output_text"), str):
-        return body["output_text"]
+            completion: str | None = first["text"]
+            return completion
+    output_text = body.get("output_text")
+    if isinstance(output_text, str):
+        return output_text
     if isinstance(body.get("output"), list):
         return "".join(
             part.get("text") or ""

@@ -97,10 +97,12 @@ def open_binary(location: Any) -> BinaryIO:
         fs, path_in_fs = fsspec.core.url_to_fs(display(location))
         if not fs.exists(path_in_fs):
             raise FileNotFoundError(f"Expected a results file at {display(location)} but found none")
-        return fs.open(path_in_fs, "rb", block_size=BLOCK_SIZE)
+        remote: BinaryIO = fs.open(path_in_fs, "rb", block_size=BLOCK_SIZE)
+        return remote
     if not path.exists():
         raise FileNotFoundError(f"Expected a results file at {display(location)} but found none")
-    return path.open("rb", block_size=BLOCK_SIZE)
+    stored: BinaryIO = path.open("rb", block_size=BLOCK_SIZE)
+    return stored
 
 
 def exists(location: Any) -> bool:

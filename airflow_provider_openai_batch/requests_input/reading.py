@@ -71,8 +71,8 @@ def read_line_batches(fileobj: Any, chunk_size: int, max_line: int) -> Iterator[
             first = False
             if chunk.startswith(BOM):
                 chunk = chunk[len(BOM) :]
-        lines = chunk.split(b"\n")
-        tail = lines.pop()
+        lines: list[Any] = chunk.split(b"\n")  # bytes, and a TooLong where the first line is too long
+        tail: bytes = lines.pop()
         if not lines:  # no newline in this chunk: the pending line goes on
             pending_len += len(tail)
             if pending_len <= max_line:

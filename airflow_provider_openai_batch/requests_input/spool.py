@@ -92,7 +92,7 @@ def spool_requests(
         if hasattr(source, "read"):
             batches: Iterable[Batch] = read_line_batches(source, reading.CHUNK_SIZE, writer.byte_cap)
         else:
-            batches = item_batches(source, endpoint, custom_id_prefix)  # type: ignore[arg-type]
+            batches = item_batches(source, endpoint, custom_id_prefix)
         id_hashes = _spool(batches, checker, writer)
         shards = writer.finish()
         found, total = problems.first, problems.total

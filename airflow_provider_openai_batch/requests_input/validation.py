@@ -69,7 +69,7 @@ class InvalidRequestsError(ValueError):
             message = source
             problems = ()
         self.source = source
-        self.problems: list[Problem] = list(problems)[:MAX_PROBLEMS]
+        self.problems: list[Problem] = list(problems or ())[:MAX_PROBLEMS]
         self.total = len(self.problems) if total is None else total
         if total is not None or self.problems:
             message = self._format()

@@ -61,7 +61,9 @@ async def retrieve_status(client: openai.AsyncOpenAI, batch_id: str) -> StatusRe
     return batch_id, data.get("status"), data.get("request_counts") or {}
 
 
-async def list_page(client: openai.AsyncOpenAI, after: str | None, limit: int) -> tuple[list[dict], bool]:
+async def list_page(
+    client: openai.AsyncOpenAI, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
     """One ``GET /batches`` page as raw dicts (newest first) and whether more follow.
 
     :param client: the shared async client.
@@ -121,7 +123,7 @@ class Refresher:
             jobs.append(self._discover(set(plan.unknown), record, top.expected if top else ()))
         await self._gather(jobs)
 
-    async def _gather(self, jobs: list[Awaitable[None]]) -> None:
+    async def _gather(self, jobs: Sequence[Awaitable[None]]) -> None:
         """Run the jobs with at most :data:`CONCURRENCY` in flight (discovery counts as one)."""
         queue = iter(jobs)
 
