@@ -31,6 +31,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/ruff format --check airflow_provider_openai_batch tests bench example_dags
+	$(VENV)/bin/mypy
 
 # Results and the machine they ran on: docs/benchmarks.md.
 bench: setup
