@@ -10,7 +10,8 @@ when a node dies). Airflow hands a triggerer's triggers to another only after it
 finish on its first try from the survivor's event, with one paid ``POST /v1/batches`` per task, no cancel,
 and every ``custom_id`` landed exactly once in its task's ``output.jsonl`` ∪ ``errors.jsonl`` under a
 ``_manifest.json``. The second test freezes the first triggerer instead (SIGSTOP) and lets it recover after
-the hand-over, which today cancels the moved batches (a known Airflow 3.3 bug, marked xfail).
+the hand-over: Airflow 3.3 then cancels the moved triggers as if their tasks were killed (apache/airflow#73454),
+and the trigger's ``on_kill`` must see that the task instance is still deferred and cancel nothing.
 """
 
 from __future__ import annotations
@@ -333,12 +334,6 @@ def test_a_killed_triggerers_triggers_finish_on_the_survivor(two_triggerers: Air
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # the run fails with its batches cancelled; a timeout is a real failure
-    reason="Airflow 3.3 cancels a reassigned trigger 'by user action' when its old triggerer recovers, and"
-    " OpenAIBatchTrigger.on_kill then cancels a batch the new triggerer is watching (apache/airflow#73454)",
-)
 def test_a_triggerer_frozen_past_its_heartbeat_cancels_nothing_when_it_recovers(
     two_triggerers: Airflow, openai_emulator
 ):
