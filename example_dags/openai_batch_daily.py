@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 
@@ -38,6 +38,8 @@ def openai_batch_daily():
         # Set to submit a new batch even where this run already has one (a deliberate re-run).
         fresh_run=bool(os.environ.get("OPENAI_BATCH_EXAMPLE_FRESH_RUN")),
         poll_interval=float(os.environ.get("OPENAI_BATCH_EXAMPLE_POLL_INTERVAL", "60")),
+        # An asset event with the result summary: example_dags/openai_batch_downstream.py runs on it.
+        outlets=[Asset("openai_batch_daily_results")],
     )
 
     @task

@@ -188,6 +188,19 @@ def test_example_dag_defers_through_a_real_triggerer(airflow_components: Airflow
     submissions = openai_emulator.calls("POST", "/v1/batches")
     assert len(submissions) == 1, submissions
 
+    # The outlet's asset event carries the result summary, from which a downstream DAG reads the results.
+    events = af.query(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+        " WHERE a.name = 'openai_batch_daily_results' AND e.source_run_id = ?",
+        run_id,
+    )
+    assert len(events) == 1, events
+    extra = json.loads(events[0][0])
+    assert extra["batch_ids"] == [submissions[0]["id"]] and extra["status"] == "completed", extra
+    from airflow_provider_openai_batch import read_results
+
+    assert sorted(r["custom_id"] for r in read_results(extra)) == sorted(expected_ids)
+
     # The key never reached the serialized trigger, the DB, the logs or any process output. Each search is real:
     # the key is in the environment every process got, and each haystack holds what it should.
     assert TEST_API_KEY in af.env["AIRFLOW_CONN_OPENAI_DEFAULT"]
