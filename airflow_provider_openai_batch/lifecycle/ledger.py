@@ -34,7 +34,7 @@ from airflow_provider_openai_batch.lifecycle.tags import (
     parse_label,
 )
 from airflow_provider_openai_batch.results import as_dict
-from airflow_provider_openai_batch.statuses import REJECTED, TERMINAL
+from airflow_provider_openai_batch.statuses import REJECTED, STOPPED, TERMINAL
 
 __all__ = [
     "STATE_KEY",
@@ -353,4 +353,38 @@ class Ledger:
         self.store.save(record)
         self.seen[batch["id"]] = batch
         log.info("Created batch %s (%s)", batch["id"], lbl)
-        return batch
+        return batch if self.fresh else self._yield_to_an_older_twin(record, lbl, batch, started)
+
+    def _yield_to_an_older_twin(
+        self, record: SubmissionRecord, lbl: str, ours: dict[str, Any], started: float
+    ) -> dict[str, Any]:
+        """Two DAG runs of a partition that create in the same moment both pay: the younger batch yields. It is
+        cancelled while still validating (no request has run, nothing is billed) and the older one is used."""
+        twins = [
+            b
+            for b in search(
+                self.hook, keys=self.keys, since=started - CLOCK_SKEW_SECONDS, max_pages=self.max_pages
+            )
+            if b["id"] != ours["id"]
+            and (b.get("metadata") or {}).get(TAG_SHARD) == lbl
+            and (b.get("metadata") or {}).get(TAG_INPUT) == record.fingerprint
+            and b["status"] not in REJECTED | STOPPED
+        ]
+        age = lambda b: (int(b.get("created_at") or 0), b["id"])  # noqa: E731 - the order both sides agree on
+        older = min(twins, key=age, default=None)
+        if older is None or age(older) > age(ours):
+            return ours
+        run = (older.get("metadata") or {}).get(TAG_RUN)
+        log.warning(
+            "DAG run %r created batch %s for the same input moments earlier: cancelling %s and using theirs",
+            run,
+            older["id"],
+            ours["id"],
+        )
+        self.cancel([ours["id"]])
+        record.batches[lbl] = older["id"]
+        if run != self.identity.run_id:
+            record.adopted.append(older["id"])
+        self.store.save(record)
+        self.seen[older["id"]] = older
+        return older

@@ -6,11 +6,16 @@ creates in the emulator's journal and checks that every custom_id lands exactly 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 
 from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_jsonl
 from tests.support.builders import write_input
@@ -247,4 +252,47 @@ def test_7_fresh_run_opts_out_of_reuse_across_runs(run_dag, emulator, job, monke
     assert run_dag(DAG_ID, DATE, run_after="2026-11-05T10:00:00+00:00").state == "success"
 
     assert_paid(emulator, 2)
+    assert_each_custom_id_once(folder, ids)
+
+
+class _AnotherRunCreatesFirst(httpx2.HTTPTransport):
+    """Real HTTP to the emulator; just before this task's first ``POST /v1/batches``, another DAG run of the same
+    date posts the same batch (its own run id in the tags): two runs that started in the same moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.theirs: list[str] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST" and request.url.path.endswith("/v1/batches") and not self.theirs:
+            body = json.loads(request.content)
+            body["metadata"][TAG_RUN] = "manual__the_other_click"
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+            twin = httpx2.Request("POST", request.url, headers=headers, json=body)
+            answer = super().handle_request(twin)
+            answer.read()
+            self.theirs.append(json.loads(answer.content)["id"])
+            time.sleep(1.05)  # created_at has whole seconds: theirs is the older one, whatever the ids say
+        return super().handle_request(request)
+
+
+def test_7_two_runs_creating_in_the_same_moment_keep_one_batch(run_dag, emulator, job, monkeypatch):
+    ids, _, folder = job
+    emulator.configure(validating_seconds=2)  # the younger batch is cancelled before any request runs
+    transport = _AnotherRunCreatesFirst()
+    monkeypatch.setattr(
+        hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=transport)
+    )
+
+    outcome = run_dag(DAG_ID, DATE)
+
+    assert outcome.state == "success", outcome.ti_states()
+    (theirs,) = transport.theirs
+    paid = assert_paid(emulator, 2)
+    (ours,) = [b for b in paid if b != theirs]
+    assert outcome.xcoms[("run_batch", "return_value")]["batch_ids"] == [theirs]
+    assert len(emulator.calls("POST", f"/v1/batches/{ours}/cancel")) == 1
+    assert emulator.calls("POST", f"/v1/batches/{theirs}/cancel") == []
+    mine = openai.OpenAI(base_url=emulator.base_url, api_key="sk-test").batches.retrieve(ours)
+    assert mine.status in ("cancelling", "cancelled") and mine.request_counts.completed == 0  # nothing billed
     assert_each_custom_id_once(folder, ids)

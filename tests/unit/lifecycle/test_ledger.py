@@ -233,3 +233,57 @@ def test_shards_of_another_sharding_are_not_mixed_in():
     hook.add(tagged("b0", lbl="0/3"))
     led, _ = ledger(hook, None)
     assert led.attach("fp", 2).batches == {}
+
+
+def _created(led, hook, store):
+    record = led.attach("fp", 1)
+    led.upload(record, "0/1", __file__, "x.jsonl")
+    return record, led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
+
+
+def test_two_runs_creating_at_once_keep_the_older_batch_and_cancel_the_younger():
+    hook, store = FakeBatchHook(), FakeStore()
+    led, cancelled = ledger(hook, store)
+    original = hook.create_batch
+
+    def the_other_run_was_faster(**kwargs):
+        hook.add(tagged("theirs", identity=OTHER_RUN, status="validating", created_at=NOW - 1))
+        return original(**kwargs)
+
+    hook.create_batch = the_other_run_was_faster
+    record, used = _created(led, hook, store)
+    assert used["id"] == "theirs" and cancelled == ["batch_1"]
+    assert (
+        record.batches == {"0/1": "theirs"} and record.adopted == ["theirs"] and record.own_batch_ids() == []
+    )
+    assert store.values[STATE_KEY]["batches"] == {"0/1": "theirs"}
+
+
+def test_the_older_of_two_racing_batches_keeps_its_own():
+    hook, store = FakeBatchHook(), FakeStore()
+    led, cancelled = ledger(hook, store)
+    original = hook.create_batch
+
+    def the_other_run_came_second(**kwargs):
+        made = original(**kwargs)
+        hook.add(tagged("theirs", identity=OTHER_RUN, status="validating", created_at=made["created_at"] + 1))
+        return made
+
+    hook.create_batch = the_other_run_came_second
+    record, used = _created(led, hook, store)
+    assert used["id"] == "batch_1" and cancelled == [] and record.adopted == []
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled", "cancelling"])
+def test_a_stopped_or_rejected_twin_is_no_reason_to_yield(status):
+    hook, store = FakeBatchHook(), FakeStore()
+    led, cancelled = ledger(hook, store)
+    original = hook.create_batch
+
+    def a_stopped_twin_appears(**kwargs):
+        hook.add(tagged("theirs", identity=OTHER_RUN, status=status, created_at=NOW - 1))
+        return original(**kwargs)
+
+    hook.create_batch = a_stopped_twin_appears
+    _, used = _created(led, hook, store)
+    assert used["id"] == "batch_1" and cancelled == []
