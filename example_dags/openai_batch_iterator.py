@@ -3,6 +3,7 @@
 The decorated function yields bare request bodies; ``custom_id_prefix`` turns them into requests with stable ids
 (``<prefix>-000000``, ``<prefix>-000001``, ...) so results can be joined back by position.
 Storage root: the Airflow Variable ``openai_batch_local_base`` (default ``/tmp/openai-batch-example``).
+No schedule: it runs only when triggered, so unpausing it submits no batch.
 """
 
 from __future__ import annotations
