@@ -72,7 +72,10 @@ def main() -> int:
         from airflow.utils.session import create_session
 
         resetdb()
-        from airflow.dag_processing.dagbag import DagBag
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow 3.1
+            from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
         dag = DagBag(dag_folder=str(repo / "example_dags")).get_dag("openai_batch_daily")
         when = pendulum.parse(DATE)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
 from airflow_provider_openai_batch.batch_input import InvalidRequestsError
+from airflow_provider_openai_batch.version_compat import AirflowException, AirflowFailException
 
 
 class OpenAIBatchError(AirflowException):

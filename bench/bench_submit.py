@@ -64,7 +64,7 @@ if mode == "ours":
         out["spool_peak_kib"] = peak_kib()
         for shard in spool.shards:
             with open(shard.path, "rb") as fh:
-                uploaded = hook.upload_file(fh, filename=f"bench-{{shard.index:05d}}.jsonl")
+                uploaded = hook.upload_file(file=fh, filename=f"bench-{{shard.index:05d}}.jsonl")
             batch = hook.create_batch(
                 input_file_id=uploaded.id, endpoint={endpoint!r}, metadata={{"shard": str(shard.index)}}
             )

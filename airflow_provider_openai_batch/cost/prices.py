@@ -46,7 +46,7 @@ def _check(table: Any, where: str) -> dict[str, Any]:
 
 def _configured() -> str | None:
     try:
-        from airflow.sdk import conf
+        from airflow_provider_openai_batch.version_compat import conf
     except ImportError:  # used without Airflow: the shipped table
         return None
     value = conf.get(CONFIG_SECTION, CONFIG_OPTION, fallback=None)

@@ -370,7 +370,10 @@ class Ledger:
             and (b.get("metadata") or {}).get(TAG_INPUT) == record.fingerprint
             and b["status"] not in REJECTED | STOPPED
         ]
-        age = lambda b: (int(b.get("created_at") or 0), b["id"])  # noqa: E731 - the order both sides agree on
+
+        def age(batch: dict[str, Any]) -> tuple[int, str]:  # the order both sides agree on
+            return int(batch.get("created_at") or 0), str(batch["id"])
+
         older = min(twins, key=age, default=None)
         if older is None or age(older) > age(ours):
             return ours

@@ -17,7 +17,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.configuration import conf
 
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch import results, storage
@@ -34,6 +33,7 @@ from airflow_provider_openai_batch.links.openai_batch import (
 )
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
+from airflow_provider_openai_batch.version_compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -55,7 +55,7 @@ class BoardSettings:
     @classmethod
     def from_conf(cls) -> BoardSettings:
         """The settings as the Airflow configuration has them now (defaults for anything unset)."""
-        from airflow.sdk.configuration import conf
+        from airflow_provider_openai_batch.version_compat import conf
 
         return cls(
             coalesce=conf.getboolean(SECTION, "coalesce", fallback=DEFAULT_COALESCE),

@@ -48,7 +48,11 @@ def openai_conn(openai_emulator, monkeypatch):
 def run_dag(airflow_db):
     """Run a DAG from the test dags folder for a logical date with dag.test(); returns state and XComs."""
     import pendulum
-    from airflow.dag_processing.dagbag import DagBag
+
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

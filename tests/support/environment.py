@@ -70,3 +70,10 @@ def short_client_backoff(monkeypatch: Any, seconds: float = 0.05) -> None:
     ``Retry-After`` is still honoured as sent.
     """
     monkeypatch.setattr("openai._base_client.INITIAL_RETRY_DELAY", seconds)
+
+
+def has_task_state_store() -> bool:
+    """Whether this Airflow keeps a task state store (3.3+): tests of the recorded submission need one."""
+    from airflow.sdk.execution_time import context
+
+    return hasattr(context, "TaskStateStoreAccessor")

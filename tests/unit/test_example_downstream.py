@@ -48,5 +48,9 @@ def test_count_results_reads_every_event_from_its_extra(tmp_path):
         SimpleNamespace(extra=landed(tmp_path / "d1", answers=3, expired=1)),
         SimpleNamespace(extra=landed(tmp_path / "d2", answers=2, expired=0)),
     ]
-    counts = task.python_callable(triggering_asset_events={module.RESULTS: events})
+    # As Airflow's accessor, looked up by asset (an Asset is not hashable on Airflow 3.1, so no dict here).
+    accessor = type(
+        "Events", (), {"__getitem__": lambda self, asset: events if asset == module.RESULTS else []}
+    )()
+    counts = task.python_callable(triggering_asset_events=accessor)
     assert counts == {"events": 2, "answered": 5, "empty": 0, "failed": 1, "estimated_usd": 0.5}

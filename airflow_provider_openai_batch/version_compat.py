@@ -1,0 +1,32 @@
+"""What differs between the Airflow minors the provider supports (3.1 to 3.3), imported from one place.
+
+Each name is taken from the Task SDK where the running Airflow has it there, else from where Airflow 3.1 keeps it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk.bases.decorator import determine_kwargs
+    from airflow.sdk.configuration import conf
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+else:
+    try:  # Airflow 3.2+
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1
+        from airflow.configuration import conf
+
+    from airflow.sdk.exceptions import AirflowException
+
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:
+        from airflow.exceptions import AirflowFailException
+
+    try:
+        from airflow.sdk.bases.decorator import determine_kwargs
+    except ImportError:
+        from airflow.utils.operator_helpers import determine_kwargs
+
+__all__ = ["AirflowException", "AirflowFailException", "conf", "determine_kwargs"]
