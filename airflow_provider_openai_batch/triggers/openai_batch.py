@@ -27,6 +27,8 @@ TriggerStatus = EventStatus
 TERMINAL_BATCH_STATUSES = TERMINAL
 KNOWN_BATCH_STATUSES = KNOWN
 
+#: on_kill's shielded work, referenced until done (a task nobody references may be collected mid-way).
+_KILLS: set[asyncio.Future[None]] = set()
 #: Upper bound for one cancel call in ``on_kill`` (Airflow gives ``on_kill`` 30 seconds by default).
 _CANCEL_TIMEOUT = 20.0
 
@@ -241,7 +243,17 @@ class OpenAIBatchTrigger(BaseTrigger):
             return False
 
     async def on_kill(self) -> None:
-        """Cancel this task's own batches not seen terminal; best effort, never raises (a user killed it)."""
+        """Cancel this task's own batches not seen terminal; best effort, never raises (a user killed it).
+
+        The work runs shielded: Airflow may cancel the trigger again while ``on_kill`` still waits for the API,
+        and a user's cancel must not be lost halfway.
+        """
+        work = asyncio.ensure_future(self._cancel_own())
+        _KILLS.add(work)
+        work.add_done_callback(_KILLS.discard)
+        await asyncio.shield(work)
+
+    async def _cancel_own(self) -> None:
         mine = self.batch_ids if self.cancel_on_kill is None else self.cancel_on_kill
         to_cancel = [b for b in mine if self._statuses.get(b) not in TERMINAL]
         if not to_cancel:

@@ -343,6 +343,41 @@ def test_on_kill_spares_the_batches_of_a_trigger_that_moved_to_another_triggerer
     )
 
 
+def test_on_kill_finishes_the_cancel_when_airflow_cancels_it_again(monkeypatch):
+    """The triggerer may cancel a trigger again while its on_kill still waits on the API: the cancel a user
+    asked for must still reach OpenAI."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    fake = FakeBatches(monkeypatch, {"b1": ["in_progress"]})
+    comms = _Comms("failed")
+    slow = comms.asend
+
+    async def asend(msg):
+        if type(msg).__name__ == "GetTaskStates":
+            await asyncio.sleep(0.1)
+        return await slow(msg)
+
+    comms.asend = asend
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    trigger = make_trigger(["b1"])
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run_batch", run_id="run_1", map_index=-1)
+
+    async def main():
+        kill = asyncio.ensure_future(trigger.on_kill())
+        await asyncio.sleep(0.02)
+        kill.cancel()  # the second cancel, while on_kill waits for the task state
+        await asyncio.gather(kill, return_exceptions=True)
+        for _ in range(100):  # the shielded work goes on: wait for it, at most 5 s
+            if fake.cancels:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert fake.cancels == ["b1"]
+
+
 def test_on_kill_never_raises_even_without_a_connection(capsys):
     trigger = OpenAIBatchTrigger(batch_ids=["b1"], openai_conn_id="no_such_connection_anywhere")
     asyncio.run(trigger.on_kill())
