@@ -65,6 +65,11 @@ def _check_metadata(metadata: Any) -> None:
             )
 
 
+def _check_limit(limit: Any) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
+
+
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:

@@ -27,6 +27,9 @@ from airflow.sdk import BaseHook
 from airflow_provider_openai_batch.hooks import create_retry, download
 from airflow_provider_openai_batch.hooks.connection import (
     ClientKind,
+    _check_limit,
+    _check_metadata,
+    _non_empty,
     client_kwargs_from_connection,
     describe_failure,
     safe_url,
@@ -54,31 +57,6 @@ __all__ = [
 ASYNC_MAX_CONNECTIONS = 50
 #: Seconds the connection test waits for its one call.
 _TEST_TIMEOUT = 30.0
-
-
-def _non_empty(name: str, value: Any) -> None:
-    if not value or not isinstance(value, str):
-        raise ValueError(f"Expected a non-empty value for `{name}` but received {value!r}")
-
-
-def _check_metadata(metadata: Any) -> None:
-    """The Batch API's metadata limits, checked before a request is spent on them."""
-    if not isinstance(metadata, dict):
-        raise ValueError(
-            f"Expected `metadata` to be a dict of strings but received {type(metadata).__name__}"
-        )
-    if len(metadata) > 16:
-        raise ValueError(f"Expected at most 16 `metadata` pairs but received {len(metadata)}")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(
-                f"Expected `metadata` keys and values to be strings but received {key!r}: {value!r}"
-            )
-        if len(key) > 64 or len(value) > 512:
-            raise ValueError(
-                f"Expected `metadata` keys of at most 64 and values of at most 512 characters but key {key!r} "
-                f"has {len(key)} and its value {len(value)}"
-            )
 
 
 def _settings_key(kind: str, kwargs: dict[str, Any]) -> str:
@@ -440,8 +418,3 @@ class OpenAIBatchHook(BaseHook):
             _non_empty("after", after)
             return await client.batches.list(after=after, limit=limit)
         return await client.batches.list(limit=limit)
-
-
-def _check_limit(limit: Any) -> None:
-    if not isinstance(limit, int) or not 1 <= limit <= 100:
-        raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
