@@ -100,6 +100,7 @@ def batch(
         "object": "batch",
         "status": status,
         "endpoint": ENDPOINT,
+        "completion_window": "24h",
         "input_file_id": f"file-in-{batch_id}",
         "output_file_id": f"file-out-{batch_id}" if completed else None,
         "error_file_id": f"file-err-{batch_id}" if failed else None,

@@ -14,20 +14,13 @@ from openai._constants import MAX_RETRY_AFTER_DELAY
 from airflow_provider_openai_batch.hooks import create_retry
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from tests.support.builders import batch
 
 CONN_ID = "openai_retry"
 
 
 def batch_json(batch_id: str, status: str = "validating") -> dict:
-    return {
-        "id": batch_id,
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-in",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": 1700000000,
-    }
+    return batch(batch_id, status, counts=(0, 0, 0))
 
 
 def status_error(client: openai.OpenAI, status: int, headers: dict[str, str]) -> openai.APIStatusError:

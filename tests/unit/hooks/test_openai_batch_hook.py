@@ -15,22 +15,14 @@ from airflow_provider_openai_batch.hooks.openai_batch import (
     OpenAIBatchHook,
     client_kwargs_from_connection,
 )
+from tests.support.builders import batch
 
 API_KEY = "sk-test-DO-NOT-LEAK-0123456789"
 CONN_ID = "openai_test"
 
 
 def batch_json(batch_id: str = "batch_1", status: str = "in_progress") -> dict:
-    return {
-        "id": batch_id,
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-in",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": 1700000000,
-        "request_counts": {"total": 3, "completed": 1, "failed": 0},
-    }
+    return batch(batch_id, status, counts=(3, 1, 0))
 
 
 def set_conn(monkeypatch, conn_id: str = CONN_ID, **fields) -> None:

@@ -10,6 +10,7 @@ import httpx2
 import pytest
 
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from tests.support.builders import batch
 
 API_KEY = "sk-trigger-test-DO-NOT-LEAK-42"
 CONN_ID = "openai_trigger_test"
@@ -32,16 +33,7 @@ def openai_connection(monkeypatch):
 
 
 def batch_json(batch_id: str, status: str, completed: int = 4) -> dict:
-    return {
-        "id": batch_id,
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-in",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": 1700000000,
-        "request_counts": {"total": 10, "completed": completed, "failed": 1},
-    }
+    return batch(batch_id, status, counts=(10, completed, 1))
 
 
 class FakeBatches:
