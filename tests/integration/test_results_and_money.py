@@ -212,17 +212,19 @@ def test_without_delete_files_every_file_stays(run_dag, emulator, api, tmp_path,
 
 
 # ---------------------------------------------------------------------------------------------- assets
+ASSET = "money_results"  # money_batch's outlet (tests/dags/money_dags.py)
+
+
 def test_a_successful_task_emits_an_asset_event_with_the_result_summary(run_dag, emulator, job, monkeypatch):
     ids, _, folder = job
-    asset = f"money_results_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONEY_OUTLET", asset)
+    before = len(asset_events(ASSET))  # every money_batch run that succeeds emits one
 
     outcome = run_dag(DAG_ID, DATE)
 
     assert outcome.state == "success", outcome.ti_states()
     assert_paid(emulator, 1)
     assert_each_custom_id_once(folder, ids)
-    (event,) = asset_events(asset)
+    (event,) = asset_events(ASSET)[before:]
     assert (event["source_dag_id"], event["source_task_id"]) == (DAG_ID, TASK_ID)
     assert event["source_run_id"] == outcome.run.run_id
     result, extra = result_of(outcome), event["extra"]
@@ -238,15 +240,14 @@ def test_a_successful_task_emits_an_asset_event_with_the_result_summary(run_dag,
 
 def test_a_failed_task_emits_no_asset_event(run_dag, emulator, job, monkeypatch):
     _, source, _ = job
-    asset = f"money_results_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONEY_OUTLET", asset)
+    before = len(asset_events(ASSET))
     monkeypatch.setenv("MONEY_MAX_COST_USD", str(upper_bound(source) / 2))
 
     outcome = run_dag(DAG_ID, DATE)
 
     assert outcome.state == "failed"
     assert_paid(emulator, 0)
-    assert asset_events(asset) == []
+    assert len(asset_events(ASSET)) == before
 
 
 # ------------------------------------------------------------------------------------- person's cancel
