@@ -9,7 +9,9 @@ after start, under ``--others`` newer batches of other users. Each poller runs i
 
 * ``ours``: ``OpenAIBatchTrigger.run()`` (the status board; INFO logging on, written to a file);
 * ``bare``: one shared ``AsyncOpenAI``, one task per batch: ``batches.retrieve`` (pydantic model) every
-  poll interval after the same first-poll jitter, until terminal.
+  poll interval after the same first-poll jitter, until terminal;
+* ``openai-provider`` and ``common-ai``: the anchor triggers of issue 10 (``bench/trigger_anchors.py``),
+  run like ours, in a bench-only interpreter given with ``--python``.
 
 Reported per run: completion → event p50/p99 (the stub's completion time to the event, same clock), API
 calls/s over the run (the stub's count) against the cheapest plan (per poll interval, min over depth d of
@@ -33,11 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from trigger_anchors import connections  # noqa: E402
 from trigger_stub import our_ids, schedule  # noqa: E402
 
 API_KEY = "sk-bench"
 CONN_ID = "openai_bench"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
+POLLERS = ["ours", "bare", "openai-provider", "common-ai"]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -76,7 +80,7 @@ async def child_main(args) -> dict:
             async for event in trigger.run():
                 events[batch_id].append(time.time())
                 assert event.payload["status"] == "terminal", event.payload
-    else:
+    elif args.poller == "bare":
         import openai
 
         client = openai.AsyncOpenAI(api_key=API_KEY, base_url=args.base_url)
@@ -89,6 +93,10 @@ async def child_main(args) -> dict:
                     events[batch_id].append(time.time())
                     return
                 await asyncio.sleep(args.interval)
+    else:
+        from trigger_anchors import make_watch
+
+        watch = make_watch(args.poller, args.interval, events)
 
     await asyncio.sleep(max(0.0, args.start - time.time()))
     cpu0, wall0 = time.process_time(), time.time()
@@ -172,12 +180,13 @@ def run_one(poller: str, n: int, others: int, args) -> dict:
             {"conn_type": "openai_batch", "password": API_KEY, "host": f"{root}/v1"}
         ),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        **{f"AIRFLOW_CONN_{c.upper()}": json.dumps(v) for c, v in connections(API_KEY, f"{root}/v1").items()},
     }
     env.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
     try:
         before = stub_stats(root)
         cmd = [
-            sys.executable,
+            args.python,
             __file__,
             "--child",
             poller,
@@ -216,7 +225,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--triggers", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--others", type=int, nargs="+", default=[0, 1500])
-    parser.add_argument("--pollers", nargs="+", default=["ours", "bare"], choices=["ours", "bare"])
+    parser.add_argument("--pollers", nargs="+", default=["ours", "bare"], choices=POLLERS)
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the poller children (a bench-only venv for the anchor pollers)",
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="bound on one run, from its start")
     parser.add_argument("--interval", type=float, default=10.0, help="poll interval")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds before the first completion")
@@ -253,12 +267,13 @@ def main() -> None:
                 print(row(r, bare), flush=True)
                 if r["errors"]:
                     print(f"  errors: {r['errors']}", file=sys.stderr)
-            if bare and "ours" in results:
-                ours = results["ours"]
+            for name, r in results.items():
+                if bare is None or r is bare:
+                    continue
                 print(
-                    f"  ratios ours/bare: CPU x{ours['cpu_s'] / bare['cpu_s']:.3f}, calls/s "
-                    f"x{ours['calls_per_s'] / bare['calls_per_s']:.4f}; ours/cheapest plan calls "
-                    f"x{ours['calls_per_s'] / max(ours['ideal_per_s'], 1e-9):.2f}; loop load average "
+                    f"  ratios {name}/bare: CPU x{r['cpu_s'] / bare['cpu_s']:.3f}, calls/s "
+                    f"x{r['calls_per_s'] / bare['calls_per_s']:.4f}; {name}/cheapest plan calls "
+                    f"x{r['calls_per_s'] / max(r['ideal_per_s'], 1e-9):.2f}; loop load average "
                     f"{os.getloadavg()[0]:.2f}",
                     file=sys.stderr,
                     flush=True,
