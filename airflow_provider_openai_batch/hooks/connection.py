@@ -230,3 +230,29 @@ def _api_message(err: openai.APIStatusError) -> str:
     inner = body.get("error", body)
     message = inner.get("message") if isinstance(inner, dict) else None
     return str(message or err.message)[:200]
+
+
+def connection_form() -> dict[str, Any]:
+    """The connection form (``get_ui_field_behaviour``): API key as password, optional base URL as host."""
+    return {
+        "hidden_fields": ["schema", "port", "login"],
+        "relabeling": {"host": "Base URL (optional; a bare host gets /v1)", "password": "API key"},
+        "placeholders": {
+            "host": "https://api.openai.com/v1",
+            "password": "sk-...",
+            "extra": json.dumps(
+                {
+                    "organization": "org-... (optional)",
+                    "project": "proj_... (optional)",
+                    "timeout": 600,
+                    "max_retries": 2,
+                    "default_headers": {},
+                    "azure_endpoint": "https://RESOURCE.openai.azure.com (Azure only)",
+                    "api_version": "2024-10-21 (Azure only)",
+                    "azure_deployment": "(Azure, optional)",
+                    "dashboard_url": "(optional) link template, e.g. https://gateway/batches/{batch_id}",
+                },
+                indent=2,
+            ),
+        },
+    }

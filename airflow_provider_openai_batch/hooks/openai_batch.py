@@ -31,6 +31,7 @@ from airflow_provider_openai_batch.hooks.connection import (
     _check_metadata,
     _non_empty,
     client_kwargs_from_connection,
+    connection_form,
     describe_failure,
     safe_url,
 )
@@ -139,28 +140,7 @@ class OpenAIBatchHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Connection form: API key as password, optional base URL as host, the rest in extras."""
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Base URL (optional; a bare host gets /v1)", "password": "API key"},
-            "placeholders": {
-                "host": "https://api.openai.com/v1",
-                "password": "sk-...",
-                "extra": json.dumps(
-                    {
-                        "organization": "org-... (optional)",
-                        "project": "proj_... (optional)",
-                        "timeout": 600,
-                        "max_retries": 2,
-                        "default_headers": {},
-                        "azure_endpoint": "https://RESOURCE.openai.azure.com (Azure only)",
-                        "api_version": "2024-10-21 (Azure only)",
-                        "azure_deployment": "(Azure, optional)",
-                        "dashboard_url": "(optional) link template, e.g. https://gateway/batches/{batch_id}",
-                    },
-                    indent=2,
-                ),
-            },
-        }
+        return connection_form()
 
     # -- clients ---------------------------------------------------------------------------------------
 
