@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
+from ..statuses import TERMINAL
 from . import admin, pages
 from .checks import check_endpoint, check_metadata, expires_seconds, int_param
 from .engine import BatchWorker
@@ -23,7 +24,7 @@ from .errors import APIError, error_body, json_object
 from .faults import FaultMiddleware, Faults, Journal, note_created
 from .settings import Settings
 from .state import Emulator, emulator_of
-from .store import TERMINAL, BatchRecord, Store, new_batch_id, paginate
+from .store import BatchRecord, Store, new_batch_id, paginate
 from .uploads import read_upload
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")

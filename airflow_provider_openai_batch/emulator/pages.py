@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 from .checks import int_param
 from .errors import APIError
 from .state import emulator_of
-from .store import Store, paginate
+from .store import TIMESTAMPS, Store, paginate
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
@@ -30,17 +30,7 @@ _STYLE = (
     "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
     "th{background:#f4f4f4}code{font-size:13px}.muted{color:#777}"
 )
-_TIMESTAMPS = (
-    "created_at",
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-    "expires_at",
-)
+_TIMESTAMPS = ("created_at", *TIMESTAMPS)  # every *_at a batch can carry, creation first
 _FILES = ("input_file_id", "output_file_id", "error_file_id")
 
 

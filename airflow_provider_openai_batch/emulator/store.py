@@ -49,7 +49,7 @@ class FileRecord:
         return body
 
 
-_TIMESTAMPS = (
+TIMESTAMPS = (
     "in_progress_at",
     "expires_at",
     "finalizing_at",
@@ -59,7 +59,6 @@ _TIMESTAMPS = (
     "cancelling_at",
     "cancelled_at",
 )
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 @dataclasses.dataclass
@@ -120,7 +119,7 @@ class BatchRecord:
             body["output_file_id"] = self.output_file_id
         if self.error_file_id is not None:
             body["error_file_id"] = self.error_file_id
-        for name in _TIMESTAMPS:
+        for name in TIMESTAMPS:
             value = getattr(self, name)
             if value is not None:
                 body[name] = value

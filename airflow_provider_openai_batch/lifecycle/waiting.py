@@ -136,7 +136,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def ledger_status(hook: Any) -> Any:
+def batch_status(hook: Any) -> Any:
     """A blocking ``get_status(batch_id)`` for :func:`wait_in_place`, from the hook's ``get_batch``."""
 
     def get_status(batch_id: str) -> StatusResult:

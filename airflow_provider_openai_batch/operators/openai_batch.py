@@ -25,7 +25,7 @@ from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity, label
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
-from airflow_provider_openai_batch.lifecycle.waiting import ledger_status, wait_in_place
+from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
     BATCH_IDS_XCOM_KEY,
     BATCH_URL_XCOM_KEY,
@@ -254,7 +254,7 @@ class OpenAIBatchOperator(BaseOperator):
                 method_name="execute_complete",
             )
         event = wait_in_place(
-            ledger_status(self.hook),
+            batch_status(self.hook),
             state.current,
             deadline=state.deadline,
             poll_interval=self.poll_interval,

@@ -20,6 +20,7 @@ from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOper
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_jsonl
 from tests.support.builders import write_input
 from tests.support.environment import connected_emulator, dag_env, has_task_state_store
+from tests.support.operator_runs import configure_outcome_dag
 from tests.support.transports import LoseFirstCreateAnswer
 
 pytestmark = pytest.mark.integration
@@ -146,16 +147,12 @@ def test_3_a_generator_with_waves_is_read_once_and_uploaded_once(
 def test_3_an_input_file_with_waves_is_read_once(run_dag, emulator, tmp_path, monkeypatch):
     ids = [f"w-{i}" for i in range(25)]
     source = write_input(tmp_path / "input.jsonl", ids)
-    monkeypatch.setenv(
-        "OPENAI_BATCH_OUTCOME_KWARGS",
-        json.dumps(
-            {
-                "input_path": str(source),
-                "output_path": str(tmp_path / "out"),
-                "limits": {"max_requests": 11},
-                "max_shards_in_flight": 1,
-            }
-        ),
+    configure_outcome_dag(
+        monkeypatch,
+        input_path=str(source),
+        output_path=str(tmp_path / "out"),
+        limits={"max_requests": 11},
+        max_shards_in_flight=1,
     )
     opened: list[str] = []
     original = storage.open_input
@@ -173,16 +170,12 @@ def test_4_parts_without_a_final_newline_never_glue_two_records(run_dag, emulato
     emulator.configure(final_newline=False)
     ids = [f"nl-{i}" for i in range(25)]
     source = write_input(tmp_path / "input.jsonl", ids, failing={"nl-3": 500, "nl-17": 400})
-    monkeypatch.setenv(
-        "OPENAI_BATCH_OUTCOME_KWARGS",
-        json.dumps(
-            {
-                "input_path": str(source),
-                "output_path": str(tmp_path / "out"),
-                "limits": {"max_requests": 11},
-                "max_failed_ratio": 0.5,
-            }
-        ),
+    configure_outcome_dag(
+        monkeypatch,
+        input_path=str(source),
+        output_path=str(tmp_path / "out"),
+        limits={"max_requests": 11},
+        max_failed_ratio=0.5,
     )
 
     outcome = run_dag("openai_batch_outcome", DATE)

@@ -17,12 +17,12 @@ from openai import OpenAI
 
 from airflow_provider_openai_batch import cost, read_results
 from airflow_provider_openai_batch.emulator.testing import wait_for
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.statuses import is_stopped_line
 from tests.integration.conftest import TEST_API_KEY
 from tests.support.airflow_records import asset_events, task_tries
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, ids_in, read_jsonl
 from tests.support.builders import ENDPOINT, request, write_input
+from tests.support.environment import connected_emulator, dag_env
 from tests.support.s3_copy import download_prefix
 
 pytestmark = pytest.mark.integration
@@ -33,12 +33,7 @@ PRICED_MODEL = "gpt-4o-mini"
 
 @pytest.fixture
 def emulator(openai_emulator, monkeypatch):
-    hook_module.clear_async_client_cache()
-    conn = {"conn_type": "openai_batch", "host": openai_emulator.base_url, "password": TEST_API_KEY}
-    monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps({**conn, "extra": {"timeout": 10}}))
-    yield openai_emulator
-    openai_emulator.clear_faults()
-    hook_module.clear_async_client_cache()
+    yield from connected_emulator(openai_emulator, monkeypatch, timeout=10)
 
 
 @pytest.fixture
@@ -59,10 +54,7 @@ def job(tmp_path, monkeypatch):
 
 
 def use_dag(monkeypatch, source: Any, output: Any, **env: Any) -> None:
-    monkeypatch.setenv("MONEY_INPUT", str(source))
-    monkeypatch.setenv("MONEY_OUTPUT", str(output))
-    for name, value in env.items():
-        monkeypatch.setenv(f"MONEY_{name.upper()}", str(value))
+    dag_env(monkeypatch, "MONEY", input=source, output=output, **env)
 
 
 def upper_bound(source: Path) -> float:
