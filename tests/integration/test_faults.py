@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch import files, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import ledger as ledger_module
@@ -411,7 +411,7 @@ def test_create_that_keeps_failing_gives_up_without_a_batch(run_dag, emulator, l
     assert first.state == "failed"
     assert [c["status"] for c in batch_posts(emulator)] == [500, 500, 500]  # max_retries=2 → 3 attempts
     assert emulator_batches(emulator) == []
-    assert not (folder / storage.MANIFEST).exists()
+    assert not (folder / files.MANIFEST).exists()
 
     emulator.clear_faults()
     assert run_dag(DAG_ID, DATE, clear=True).state == "success"
