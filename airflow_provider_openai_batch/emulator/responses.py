@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from . import structured
 from .jsonl import dumps
 
 Usage = tuple[int, int, int, int]  # input, cached, output, reasoning tokens
@@ -60,12 +61,23 @@ def _output_limit(body: dict[str, Any]) -> int | None:
 
 
 def respond(
-    endpoint: str, custom_id: str, body: dict[str, Any], *, created: int, embedding_dim: int
+    endpoint: str,
+    custom_id: str,
+    body: dict[str, Any],
+    *,
+    created: int,
+    embedding_dim: int,
+    answer_fault: str | None = None,
 ) -> tuple[dict[str, Any], Usage]:
-    """The 200 response body for one request, and its token usage."""
+    """The 200 response body for one request, and its token usage.
+
+    :param answer_fault: one of :data:`.structured.FAULTS`, to break the answer (chat and Responses only).
+    """
     seed = digest(custom_id, body)
     handler = _HANDLERS.get(endpoint, _generic)
-    return handler(seed, body, created, embedding_dim)
+    result, usage = handler(seed, body, created, embedding_dim)
+    structured.shape(endpoint, result, body, seed, answer_fault)
+    return result, usage
 
 
 def _reply(seed: bytes, body: dict[str, Any]) -> tuple[str, int, int]:
