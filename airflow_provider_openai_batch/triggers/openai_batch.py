@@ -21,13 +21,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle.waiting import StatusResult, WaitTracker, first_poll_delay
 from airflow_provider_openai_batch.progress import RateMeter, progress_line
-from airflow_provider_openai_batch.statuses import KNOWN, TERMINAL, EventStatus
+from airflow_provider_openai_batch.statuses import TERMINAL
 from airflow_provider_openai_batch.triggers import status_board
-
-#: Kept for code written against earlier versions: the shared definitions live in ``statuses``.
-TriggerStatus = EventStatus
-TERMINAL_BATCH_STATUSES = TERMINAL
-KNOWN_BATCH_STATUSES = KNOWN
 
 #: on_kill's shielded work, referenced until done (a task nobody references may be collected mid-way).
 _KILLS: set[asyncio.Future[None]] = set()

@@ -13,12 +13,7 @@ from airflow.triggers.base import TriggerEvent
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers import status_board
-from airflow_provider_openai_batch.triggers.openai_batch import (
-    KNOWN_BATCH_STATUSES,
-    TERMINAL_BATCH_STATUSES,
-    OpenAIBatchTrigger,
-    TriggerStatus,
-)
+from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from tests.unit.triggers.fake_api import API_KEY, CONN_ID, FakeBatches
 
 
@@ -44,7 +39,7 @@ def run_trigger(trigger: OpenAIBatchTrigger, timeout: float = 10) -> list[Trigge
 
 # -- serialization -------------------------------------------------------------------------------------
 
-OLD_KWARGS = {  # exactly what the version before `cancel_on_kill` serialized
+KWARGS = {  # every argument but `cancel_on_kill`
     "batch_ids": ["batch_a", "batch_b"],
     "openai_conn_id": "my_conn",
     "poll_interval": 30.0,
@@ -56,26 +51,19 @@ OLD_KWARGS = {  # exactly what the version before `cancel_on_kill` serialized
 
 
 def test_serialize_round_trip():
-    trigger = OpenAIBatchTrigger(**{**OLD_KWARGS, "poll_interval": 30, "cancel_on_kill": ["batch_b"]})
+    trigger = OpenAIBatchTrigger(**{**KWARGS, "poll_interval": 30, "cancel_on_kill": ["batch_b"]})
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_openai_batch.triggers.openai_batch.OpenAIBatchTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # JSON-safe primitives only
-    assert kwargs == {**OLD_KWARGS, "cancel_on_kill": ["batch_b"]}
+    assert kwargs == {**KWARGS, "cancel_on_kill": ["batch_b"]}
     assert OpenAIBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
 
 
-def test_kwargs_serialized_by_the_previous_version_still_load():
-    trigger = OpenAIBatchTrigger(**OLD_KWARGS)
+def test_without_cancel_on_kill_every_batch_is_the_triggers_to_cancel():
+    trigger = OpenAIBatchTrigger(**KWARGS)
     _, kwargs = trigger.serialize()
-    assert kwargs == {**OLD_KWARGS, "cancel_on_kill": None}
+    assert kwargs == {**KWARGS, "cancel_on_kill": None}
     assert trigger.cancel_on_kill is None
-
-
-def test_shared_names_stay_importable_from_the_trigger_module():
-    assert TriggerStatus is EventStatus
-    assert TERMINAL_BATCH_STATUSES == frozenset({"completed", "failed", "expired", "cancelled"})
-    assert KNOWN_BATCH_STATUSES > TERMINAL_BATCH_STATUSES | {"in_progress"}
-    assert status_board.PermanentPollError.__module__ == "airflow_provider_openai_batch.lifecycle.waiting"
 
 
 @pytest.mark.parametrize(
@@ -147,7 +135,7 @@ def test_transient_errors_below_the_budget_are_tolerated(monkeypatch):
         {"batch_a": [500, 429, httpx2.ConnectError("connection refused"), "in_progress", 503, "completed"]},
     )
     events = run_trigger(make_trigger(["batch_a"], max_consecutive_errors=4))
-    assert events[0].payload["status"] == TriggerStatus.TERMINAL == "terminal"
+    assert events[0].payload["status"] == EventStatus.TERMINAL == "terminal"
     assert events[0].payload["batches"] == {"batch_a": "completed"}
     assert fake.gets["batch_a"] == 6
 
