@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 BATCH_IDS_XCOM_KEY = "openai_batch_ids"
 #: ... and the first batch's page, which the link shows, under this one.
 BATCH_URL_XCOM_KEY = "openai_batch_url"
+#: ... and the connection the batches run on, so the batch pages know which API to ask.
+BATCH_CONN_XCOM_KEY = "openai_batch_conn_id"
+#: While the task waits for room in the organisation's queue (issue 15), ``{"since": unix time, "reason": str}``
+#: under this key; the batch pages show "waiting for queue" from it. Nothing is pushed while not waiting.
+QUEUE_WAIT_XCOM_KEY = "openai_batch_queue_wait"
 OPENAI_DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
 #: The Azure AI Foundry (formerly Azure OpenAI Studio) batch jobs page. A page of one resource's batch needs
 #: the resource's Azure id (subscription, resource group, account), which an API connection does not hold;

@@ -26,6 +26,7 @@ from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, 
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
+    BATCH_CONN_XCOM_KEY,
     BATCH_IDS_XCOM_KEY,
     BATCH_URL_XCOM_KEY,
     OpenAIBatchLink,
@@ -237,6 +238,7 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = [b for b in state.current if b in own]
         # Pushed before deferring so the extra link works while the task waits.
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=[b for r in state.rounds for b in r])
+        context["ti"].xcom_push(key=BATCH_CONN_XCOM_KEY, value=self.openai_conn_id)
         try:
             context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.hook.dashboard_url(state.current[0]))
         except Exception as err:  # a link is never worth failing a paid batch's try for
