@@ -141,3 +141,16 @@ def remove_if_exists(path: ObjectStoragePath) -> None:
     with _about("remove", path):
         if path.exists():
             path.unlink()
+
+
+def landed_bytes(*paths: str | None) -> int | None:
+    """The total size of the landed files (one ``stat`` each, for the landing metric); None if one cannot be read."""
+    total = 0
+    for path in paths:
+        if not path:
+            continue
+        try:
+            total += int(to_path(path).stat().st_size)
+        except Exception:  # a metric is never worth failing a landed task
+            return None
+    return total

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openai_batch import exceptions as exc
-from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch import metrics, results, storage
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity, label
@@ -217,9 +217,14 @@ class OpenAIBatchOperator(BaseOperator):
                 event, message = self._wait(context, state)
             elif isinstance(action, plan.SubmitWave):
                 labels = [label(0, i, state.record.shard_count) for i in action.shards]
+                created = len(state.record.own_batch_ids())
                 submit.create(self.job, ledger, state.record, labels)
+                metrics.batches_created(len(state.record.own_batch_ids()) - created, metrics.tags_of(context))
             elif isinstance(action, plan.Resubmit):
-                if not submit.resubmit_round(self.job, ledger, state, action.include_cancelled):
+                created = len(state.record.own_batch_ids())
+                more = submit.resubmit_round(self.job, ledger, state, action.include_cancelled)
+                metrics.batches_created(len(state.record.own_batch_ids()) - created, metrics.tags_of(context))
+                if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
                 self.log.warning(
@@ -239,6 +244,7 @@ class OpenAIBatchOperator(BaseOperator):
         # Pushed before deferring so the extra link works while the task waits.
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=[b for r in state.rounds for b in r])
         context["ti"].xcom_push(key=BATCH_CONN_XCOM_KEY, value=self.openai_conn_id)
+        metrics.in_flight(len(state.current), metrics.tags_of(context))
         try:
             context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.hook.dashboard_url(state.current[0]))
         except Exception as err:  # a link is never worth failing a paid batch's try for
@@ -271,6 +277,7 @@ class OpenAIBatchOperator(BaseOperator):
         # With delete_files, a result landed before is all that is left of the files: do not download again.
         result = self.delete_files and landing.already_landed(self.output_path, ids, state.record.fingerprint)
         if not result:
+            started = time.monotonic()
             result = landing.land_result(
                 self.hook,
                 self.output_path,
@@ -278,6 +285,13 @@ class OpenAIBatchOperator(BaseOperator):
                 state,
                 custom_id_prefix=self.custom_id_prefix,
                 log=self.log,
+            )
+            metrics.landed(
+                [b for rnd in rounds for b in rnd],
+                result,
+                seconds=time.monotonic() - started,
+                landed_bytes=storage.landed_bytes(result["output_path"], result["error_path"]),
+                tags=metrics.tags_of(context),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
