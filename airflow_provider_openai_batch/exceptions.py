@@ -73,3 +73,10 @@ class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
 
 class OpenAIBatchStorageError(OpenAIBatchError):
     """Reading the input or landing results on storage failed; the message names the URL."""
+
+
+class OpenAIBatchStorageConnectionNotFound(OpenAIBatchStorageError, AirflowFailException):
+    """A storage URL names an Airflow connection that does not exist; nothing was read, uploaded or paid.
+
+    Without it the storage provider would fall back to the worker's own credentials, so it is never retried.
+    """

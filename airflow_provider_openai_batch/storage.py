@@ -15,22 +15,62 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import BaseHook, ObjectStoragePath
 
-from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageError
+from airflow_provider_openai_batch.exceptions import (
+    OpenAIBatchStorageConnectionNotFound,
+    OpenAIBatchStorageError,
+)
 from airflow_provider_openai_batch.files import BLOCK_SIZE, open_binary
+from airflow_provider_openai_batch.version_compat import AirflowNotFoundException
 
 COPY_CHUNK = 2**20
 
 
 def to_path(url_or_path: str | Path | ObjectStoragePath) -> ObjectStoragePath:
-    """An ObjectStoragePath for a URL (``s3://conn@bucket/key``) or a plain local path."""
+    """An ObjectStoragePath for a URL (``s3://conn@bucket/key``) or a plain local path.
+
+    :raises OpenAIBatchStorageConnectionNotFound: when the URL names a connection that does not exist (checked
+        before the path is built, since building it already reaches for the connection's filesystem).
+    """
+    check_connections(url_or_path)
     if isinstance(url_or_path, ObjectStoragePath):
         return url_or_path
     text = str(url_or_path)
     if "://" not in text:
         text = "file://" + str(Path(text).resolve())
     return ObjectStoragePath(text)
+
+
+def _named_connection(url_or_path: Any) -> str | None:
+    """The connection a storage URL names (``s3://conn_id@bucket/key``), as ObjectStoragePath reads it."""
+    if isinstance(url_or_path, ObjectStoragePath):
+        # Airflow 3.1 keeps it in storage_options only.
+        return getattr(url_or_path, "conn_id", None) or url_or_path.storage_options.get("conn_id")
+    scheme, _, rest = str(url_or_path).partition("://")
+    userinfo, at, _ = rest.split("/", 1)[0].rpartition("@")
+    return userinfo if rest and at and scheme != "file" else None
+
+
+def check_connections(*urls: Any) -> None:
+    """The connection named in each storage URL must exist: else the storage provider (the Amazon provider logs
+    "Unable to find AWS Connection ID ... switching to empty") would read and write with the worker's own
+    credentials. Checked before anything is read, uploaded or paid; ``None`` and local paths name none.
+
+    :raises OpenAIBatchStorageConnectionNotFound: naming the URL and the connection id.
+    """
+    for url in urls:
+        conn_id = _named_connection(url) if url is not None else None
+        if not conn_id:
+            continue
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            raise OpenAIBatchStorageConnectionNotFound(
+                f"Expected Airflow connection {conn_id!r}, named in {url}, to exist but it does not; nothing "
+                "was read, uploaded or paid. Without it the storage provider would use the worker's own "
+                "credentials: create the connection, or fix the URL."
+            ) from None
 
 
 @contextmanager

@@ -163,6 +163,7 @@ class OpenAIBatchOperator(BaseOperator):
     # ---------------------------------------------------------------------------------------- submit
     def execute(self, context: Context) -> Any:
         """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
+        storage.check_connections(self.input_path, self.output_path)
         ledger, job = self._ledger(context), self.job
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = submit.read_input(job, workdir)

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch import storage
-from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageError
+from airflow_provider_openai_batch.exceptions import (
+    OpenAIBatchStorageConnectionNotFound,
+    OpenAIBatchStorageError,
+)
 
 
 def test_to_path_for_a_plain_relative_path_is_an_absolute_file_url(tmp_path, monkeypatch):
@@ -19,7 +22,8 @@ def test_to_path_for_a_plain_relative_path_is_an_absolute_file_url(tmp_path, mon
     assert str(path) == f"file://{tmp_path}/results/out.jsonl"
 
 
-def test_to_path_for_urls_and_existing_paths(tmp_path):
+def test_to_path_for_urls_and_existing_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_CONN", '{"conn_type": "aws"}')
     local = storage.to_path(f"file://{tmp_path}/x.jsonl")
     assert (local.protocol, local.path) == ("file", f"{tmp_path}/x.jsonl")
     assert storage.to_path(local) is local
@@ -113,3 +117,28 @@ def test_open_input_reads_local_files_and_names_a_missing_one(tmp_path):
         assert fh.read() == b"line\n"
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         storage.open_input(str(tmp_path / "missing.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("s3://aws_conn@bucket/key.jsonl", "aws_conn"),
+        ("gs://gcp@bucket/a@b/key.jsonl", "gcp"),  # an @ further down the key is not a connection
+        ("s3://bucket/key.jsonl", None),
+        ("file:///tmp/x@y/key.jsonl", None),
+        ("/tmp/a@b/key.jsonl", None),
+        (None, None),
+    ],
+)
+def test_the_connection_a_url_names_must_exist(monkeypatch, url, named):
+    monkeypatch.delenv(f"AIRFLOW_CONN_{(named or 'x').upper()}", raising=False)
+    if named is None:
+        storage.check_connections(url)  # names none: nothing to check
+        return
+    with pytest.raises(OpenAIBatchStorageConnectionNotFound) as missing:
+        storage.check_connections("/local/input.jsonl", url)
+    assert f"connection {named!r}, named in {url}," in str(missing.value)
+    with pytest.raises(OpenAIBatchStorageConnectionNotFound):
+        storage.to_path(url)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{named.upper()}", '{"conn_type": "aws"}')
+    storage.check_connections(url)
