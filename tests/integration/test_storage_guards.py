@@ -71,11 +71,7 @@ def test_a_storage_url_naming_a_missing_connection_fails_before_anything_is_paid
 def test_read_results_on_a_missing_connection_says_so(
     run_dag, openai_conn, default_credentials, tmp_path, monkeypatch
 ):
-    s3, bucket, conn = (
-        default_credentials["client"],
-        default_credentials["bucket"],
-        default_credentials["conn_id"],
-    )
+    bucket, conn = default_credentials["bucket"], default_credentials["conn_id"]
     write_input(tmp_path / "input.jsonl", ["read-0", "read-1"])
     dag_env(
         monkeypatch, "RELIABILITY", input=tmp_path / "input.jsonl", output=f"s3://{conn}@{bucket}/guards-read"
