@@ -80,3 +80,10 @@ class OpenAIBatchStorageConnectionNotFound(OpenAIBatchStorageError, AirflowFailE
 
     Without it the storage provider would fall back to the worker's own credentials, so it is never retried.
     """
+
+
+class OpenAIBatchOutputOfAnotherTask(OpenAIBatchStorageError, AirflowFailException):
+    """``output_path`` holds results another task wrote (its manifest says which); nothing was uploaded or paid.
+
+    Pass ``overwrite_other_results=True`` to replace them.
+    """

@@ -165,6 +165,7 @@ def land_result(
     *,
     custom_id_prefix: str | None,
     log: Any,
+    written_by: dict[str, Any] | None = None,
 ) -> results.BatchResult:
     """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last."""
     cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
@@ -180,6 +181,7 @@ def land_result(
         failed_lines=landed.failed_lines,
         fingerprint=state.record.fingerprint,
         custom_id_prefix=custom_id_prefix,
+        written_by=written_by,
     )
     estimate = cost.cost_of_usage(result["model"] or state.model, result["usage"])
     result["cost"] = estimate

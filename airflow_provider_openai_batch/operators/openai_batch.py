@@ -72,6 +72,9 @@ class OpenAIBatchOperator(BaseOperator):
     :param reattach_scan_pages: Most pages (100 batches each) one search of ``batches.list`` reads.
     :param max_cost_usd: Refuse to submit (nothing uploaded) when an upper-bound cost estimate of what this try
         would create exceeds it; see docs/results.md for what the estimate counts.
+    :param overwrite_other_results: Replace results another task (another DAG, task or map index, as
+        ``_manifest.json`` says) landed in ``output_path``. Default ``False``: such a folder fails the task before
+        anything is uploaded or paid (``OpenAIBatchOutputOfAnotherTask``); this task's own folder is always rewritten.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
     """
@@ -106,6 +109,7 @@ class OpenAIBatchOperator(BaseOperator):
         reattach_scan_pages: int = 100,
         max_cost_usd: float | None = None,
         delete_files: bool = False,
+        overwrite_other_results: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,6 +138,7 @@ class OpenAIBatchOperator(BaseOperator):
         self.reattach_scan_pages = reattach_scan_pages
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
+        self.overwrite_other_results = overwrite_other_results
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
 
     @cached_property
@@ -168,6 +173,11 @@ class OpenAIBatchOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = submit.read_input(job, workdir)
             storage.check_writable(self.output_path)
+            storage.check_results_owner(
+                self.output_path,
+                storage.results_writer(ledger.identity),
+                overwrite=self.overwrite_other_results,
+            )
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
             submit.check_budget(job, to_create, spool.model, self.max_cost_usd)
@@ -277,6 +287,7 @@ class OpenAIBatchOperator(BaseOperator):
                 state,
                 custom_id_prefix=self.custom_id_prefix,
                 log=self.log,
+                written_by=storage.results_writer(ledger.identity),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []

@@ -9,14 +9,20 @@ the bucket.
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 
-from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageConnectionNotFound
+from airflow_provider_openai_batch.exceptions import (
+    OpenAIBatchOutputOfAnotherTask,
+    OpenAIBatchStorageConnectionNotFound,
+)
 from airflow_provider_openai_batch.reader import read_results
+from tests.support.assertions import assert_each_custom_id_once, assert_paid
 from tests.support.builders import write_input
 from tests.support.environment import dag_env
-from tests.support.operator_runs import record_raised
+from tests.support.operator_runs import OUTCOME_DAG, configure_outcome_dag, record_raised
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +90,52 @@ def test_read_results_on_a_missing_connection_says_so(
 
     with pytest.raises(OpenAIBatchStorageConnectionNotFound, match="'no_such_conn'"):
         list(read_results(f"s3://no_such_conn@{bucket}/guards-read/2026-11-07"))
+
+
+def test_a_folder_another_task_wrote_is_refused_before_paying(run_dag, openai_conn, tmp_path, monkeypatch):
+    ids = [f"owner-{i}" for i in range(4)]
+    write_input(tmp_path / "input.jsonl", ids)
+    date, out = "2026-11-08", tmp_path / "out"
+    folder = out / date
+    dag_env(monkeypatch, "RELIABILITY", input=tmp_path / "input.jsonl", output=out)
+    assert run_dag(DAG_ID, date).state == "success"
+    assert_paid(openai_conn, 1)
+    first = json.loads((folder / "_manifest.json").read_text())
+    assert first["written_by"] == {
+        "dag_id": DAG_ID,
+        "task_id": "run_batch",
+        "map_index": -1,
+        "run_id": first["written_by"]["run_id"],
+    }
+
+    # Another DAG's task, same folder: refused before anything is uploaded or paid, naming the writer.
+    configure_outcome_dag(monkeypatch, input_path=str(tmp_path / "input.jsonl"), output_path=str(folder))
+    raised = record_raised(monkeypatch)
+    uploads = len(openai_conn.calls("POST", "/v1/files"))
+    refused = run_dag(OUTCOME_DAG, date, retries=1, retry_delay=0.1)
+    assert refused.state == "failed"
+    (error,) = raised  # no retry spent on it
+    assert isinstance(error, OpenAIBatchOutputOfAnotherTask)
+    assert f"DAG {DAG_ID!r}, task 'run_batch'" in str(error) and "overwrite_other_results=True" in str(error)
+    assert len(openai_conn.calls("POST", "/v1/files")) == uploads
+    assert_paid(openai_conn, 1)
+    assert json.loads((folder / "_manifest.json").read_text()) == first  # untouched
+
+    # The same task rewrites its own folder as before (here: re-lands the batch it already paid for).
+    again = run_dag(DAG_ID, date, run_after="2026-11-08T06:00:00")
+    assert again.state == "success"
+    assert_paid(openai_conn, 1)
+    assert json.loads((folder / "_manifest.json").read_text())["written_by"]["run_id"] == again.run.run_id
+
+    # Asked for explicitly, the other task replaces them.
+    configure_outcome_dag(
+        monkeypatch,
+        input_path=str(tmp_path / "input.jsonl"),
+        output_path=str(folder),
+        overwrite_other_results=True,
+    )
+    replaced = run_dag(OUTCOME_DAG, date)
+    assert replaced.state == "success", replaced.ti_states()
+    assert_paid(openai_conn, 2)
+    assert json.loads((folder / "_manifest.json").read_text())["written_by"]["dag_id"] == OUTCOME_DAG
+    assert_each_custom_id_once(folder, ids, failed=set())

@@ -9,6 +9,7 @@ import pytest
 
 from airflow_provider_openai_batch import storage
 from airflow_provider_openai_batch.exceptions import (
+    OpenAIBatchOutputOfAnotherTask,
     OpenAIBatchStorageConnectionNotFound,
     OpenAIBatchStorageError,
 )
@@ -142,3 +143,47 @@ def test_the_connection_a_url_names_must_exist(monkeypatch, url, named):
         storage.to_path(url)
     monkeypatch.setenv(f"AIRFLOW_CONN_{named.upper()}", '{"conn_type": "aws"}')
     storage.check_connections(url)
+
+
+ME = {"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r1"}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "refused"),
+    [
+        (None, None),
+        (
+            {"written_by": {**ME, "run_id": "another run"}},
+            None,
+        ),  # the same task, any run, rewrites its folder
+        ({"written_by": {**ME, "map_index": 3}}, "DAG 'd', task 't' (map index 3, run 'r1')"),
+        ({"written_by": {**ME, "task_id": "other"}}, "task 'other'"),
+        ({"written_by": {**ME, "dag_id": "other"}}, "DAG 'other'"),
+        ({"batch_ids": ["b"]}, "a writer it does not name"),
+        ("not json", "a writer it does not name"),
+    ],
+)
+def test_a_folder_another_task_wrote_is_refused(tmp_path, manifest, refused, caplog):
+    if manifest is not None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        (tmp_path / "_manifest.json").write_text(text)
+    if refused is None:
+        storage.check_results_owner(tmp_path, ME, overwrite=False)
+        return
+    with pytest.raises(OpenAIBatchOutputOfAnotherTask) as other:
+        storage.check_results_owner(tmp_path, ME, overwrite=False)
+    assert refused in str(other.value) and str(tmp_path) in str(other.value)
+    storage.check_results_owner(tmp_path, ME, overwrite=True)
+    assert "overwrite_other_results=True" in caplog.text
+
+
+def test_results_writer_names_the_task_and_run():
+    class Identity:
+        dag_id, task_id, map_index, run_id, logical_date = "d", "t", 2, "r", "2026-11-01"
+
+    assert storage.results_writer(Identity()) == {
+        "dag_id": "d",
+        "task_id": "t",
+        "map_index": 2,
+        "run_id": "r",
+    }
