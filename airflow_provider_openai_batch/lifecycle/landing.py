@@ -9,6 +9,7 @@ is dropped from a round whose next round sent it again, so every ``custom_id`` l
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from airflow_provider_openai_batch import cost, results, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> 
 
 
 def delete_openai_files(
-    hook: Any, rounds: Sequence[Sequence[Mapping[str, Any]]], uploads: list[str], log: Any
+    hook: Any, rounds: Sequence[Sequence[Mapping[str, Any]]], uploads: list[str]
 ) -> list[str]:
     """Delete on OpenAI every input, output and error file of these batches, and uploads no batch used."""
     ids = [
@@ -161,15 +164,19 @@ def land_result(
     hook: Any,
     output_path: str,
     rounds: Sequence[Sequence[Mapping[str, Any]]],
-    state: Any,
+    resubmitted_cancelled: list[bool],
     *,
+    fingerprint: str,
+    model: str | None,
     custom_id_prefix: str | None,
-    log: Any,
 ) -> results.BatchResult:
-    """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last."""
-    cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
+    """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last.
+
+    :param resubmitted_cancelled: as :func:`land` takes it.
+    :param model: the model the input names, for the cost when the batches do not say.
+    """
     with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
-        landed = land(hook, output_path, rounds, cancelled, workdir)
+        landed = land(hook, output_path, rounds, resubmitted_cancelled, workdir)
     result = results.build_result(
         rounds,
         output_path=landed.output_path,
@@ -178,10 +185,10 @@ def land_result(
         output_lines=landed.output_lines,
         error_lines=landed.error_lines,
         failed_lines=landed.failed_lines,
-        fingerprint=state.record.fingerprint,
+        fingerprint=fingerprint,
         custom_id_prefix=custom_id_prefix,
     )
-    estimate = cost.cost_of_usage(result["model"] or state.model, result["usage"])
+    estimate = cost.cost_of_usage(result["model"] or model, result["usage"])
     result["cost"] = estimate
     finish(landed, result)
     log.info(

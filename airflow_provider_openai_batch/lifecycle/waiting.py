@@ -7,6 +7,7 @@ only fetch statuses (their own way) and sleep; so the two waits cannot drift apa
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterable
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_openai_batch.statuses import KNOWN, PERMANENT_POLL_HTTP_STATUSES, TERMINAL, EventStatus
+
+log = logging.getLogger(__name__)
 
 #: ``(batch_id, status, request_counts)``: what one poll learns about one batch.
 StatusResult = tuple[str, Any, dict[str, Any]]
@@ -89,6 +92,14 @@ class WaitTracker:
         self.unknown_seen.add(key)
         return True
 
+    def progress(self, batch_id: str) -> str:
+        """The line both waits log when a batch's status or counts change."""
+        counts = self.counts.get(batch_id) or {}
+        return (
+            f"Batch {batch_id} is {self.statuses.get(batch_id)} ({counts.get('completed')}/{counts.get('total')} "
+            f"completed, {counts.get('failed')} failed)"
+        )
+
     def remaining(self, now: float | None = None) -> float | None:
         return None if self.deadline is None else self.deadline - (time.time() if now is None else now)
 
@@ -153,7 +164,6 @@ def wait_in_place(
     *,
     deadline: float | None,
     poll_interval: float,
-    log: Any,
     max_consecutive_errors: int = 5,
     sleep: Any = time.sleep,
 ) -> dict[str, Any]:
@@ -173,15 +183,7 @@ def wait_in_place(
             except Exception as err:
                 answers.append(err)
         for batch_id in tracker.record_all(pending, answers):
-            counts = tracker.counts.get(batch_id) or {}
-            log.info(
-                "Batch %s is %s (%s/%s completed, %s failed)",
-                batch_id,
-                tracker.statuses[batch_id],
-                counts.get("completed"),
-                counts.get("total"),
-                counts.get("failed"),
-            )
+            log.info("%s", tracker.progress(batch_id))
         for batch_id in pending:
             if batch_id in tracker.last_error and tracker.errors.get(batch_id):
                 log.warning(

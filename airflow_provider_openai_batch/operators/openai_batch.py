@@ -109,9 +109,10 @@ class OpenAIBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        submit.check_arguments(
-            input_path, requests, on_timeout, on_input_change, max_failed_ratio, max_shards_in_flight
-        )
+        if on_input_change not in ("resubmit", "fail"):
+            raise ValueError(
+                f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
+            )
         self.output_path = output_path
         self.input_path = input_path
         self.requests = requests
@@ -135,6 +136,9 @@ class OpenAIBatchOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
+        # The policy and the job check their own arguments: built once here, a bad one fails when the DAG is
+        # parsed instead of hours into a try.
+        self.policy, self.job  # noqa: B018
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -143,7 +147,10 @@ class OpenAIBatchOperator(BaseOperator):
     @property
     def policy(self) -> plan.Policy:
         return plan.Policy(
-            self.max_shards_in_flight, self.resubmit_failed, self.on_timeout, self.max_failed_ratio
+            max_shards_in_flight=self.max_shards_in_flight,
+            resubmit_failed=self.resubmit_failed,
+            on_timeout=self.on_timeout,
+            max_failed_ratio=self.max_failed_ratio,
         )
 
     @property
@@ -178,12 +185,11 @@ class OpenAIBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume the run loop with the trigger's event: decode → decide → act."""
-        status = outcomes.check_event(event)
-        assert event is not None
-        state = RunState.from_context(event.get("context"), event.get("batch_ids"))
+        status, payload = outcomes.check_event(event)
+        state = RunState.from_context(payload.get("context"), payload.get("batch_ids"))
         if state is None:
-            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
-        return self._advance(context, self._ledger(context), state, status, str(event.get("message") or ""))
+            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {payload!r}")
+        return self._advance(context, self._ledger(context), state, status, str(payload.get("message") or ""))
 
     def _ledger(self, context: Context) -> Ledger:
         return Ledger(
@@ -203,9 +209,9 @@ class OpenAIBatchOperator(BaseOperator):
         """Ask the planner for the next step and carry it out, until the results land or the try fails."""
         while True:
             # The current round as OpenAI says now: what the ledger just saw, unless a wait came in between.
-            fresh = event is not None
+            reread = event is not None
             batches = (
-                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, fresh)
+                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, reread)
             )
             action = plan.next_step(
                 state, plan.Observation(event, batches, message, time.time()), self.policy
@@ -258,7 +264,6 @@ class OpenAIBatchOperator(BaseOperator):
             state.current,
             deadline=state.deadline,
             poll_interval=self.poll_interval,
-            log=self.log,
         )
         return EventStatus(event["status"]), event["message"]
 
@@ -273,9 +278,10 @@ class OpenAIBatchOperator(BaseOperator):
                 self.hook,
                 self.output_path,
                 rounds,
-                state,
+                [state.round_includes_cancelled(r) for r in range(1, len(rounds))],
+                fingerprint=state.record.fingerprint,
+                model=state.model,
                 custom_id_prefix=self.custom_id_prefix,
-                log=self.log,
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
@@ -289,7 +295,7 @@ class OpenAIBatchOperator(BaseOperator):
         if self.delete_files:
             used = {b["input_file_id"] for rnd in rounds for b in rnd}
             unused = [f for f in state.record.files.values() if f not in used]
-            landing.delete_openai_files(self.hook, rounds, unused, self.log)
+            landing.delete_openai_files(self.hook, rounds, unused)
         return result
 
     # ------------------------------------------------------------------------------------------- kill

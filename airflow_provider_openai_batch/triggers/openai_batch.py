@@ -193,15 +193,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                     batch_id,
                     tracker.statuses[batch_id],
                 )
-            counts = tracker.counts.get(batch_id, {})
-            self.log.info(
-                "Batch %s %s %s/%s completed, %s failed",
-                batch_id,
-                tracker.statuses[batch_id],
-                counts.get("completed"),
-                counts.get("total"),
-                counts.get("failed"),
-            )
+            self.log.info("%s", tracker.progress(batch_id))
         for batch_id, result in zip(ids, results, strict=True):
             if isinstance(result, Exception) and batch_id not in tracker.permanent:
                 self.log.warning(

@@ -111,9 +111,9 @@ def test_polls_through_statuses_to_one_terminal_event(monkeypatch, capsys, coale
         assert fake.lists == 0 and fake.gets == {"batch_a": 5, "batch_b": 2}  # terminal: not polled again
     out = capsys.readouterr().out
     # A line when the status changes; a counts-only change (4 -> 7) waits for the progress interval.
-    assert out.count("Batch batch_a in_progress 4/10 completed, 1 failed") == 1
-    assert "Batch batch_a in_progress 7/10" not in out
-    assert "Batch batch_a completed 4/10 completed, 1 failed" in out
+    assert out.count("Batch batch_a is in_progress (4/10 completed, 1 failed)") == 1
+    assert "Batch batch_a is in_progress (7/10" not in out
+    assert "Batch batch_a is completed (4/10 completed, 1 failed)" in out
     assert API_KEY not in out
 
 
@@ -122,7 +122,7 @@ def test_counts_are_logged_when_the_progress_interval_allows(monkeypatch, capsys
     FakeBatches(monkeypatch, {"b": [("in_progress", 1), ("in_progress", 1), ("in_progress", 5), "completed"]})
     run_trigger(make_trigger(["b"]))
     out = capsys.readouterr().out
-    assert out.count("Batch b in_progress 1/10") == 1 and out.count("Batch b in_progress 5/10") == 1
+    assert out.count("Batch b is in_progress (1/10") == 1 and out.count("Batch b is in_progress (5/10") == 1
 
 
 def test_transient_errors_below_the_budget_are_tolerated(monkeypatch):
