@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_openai_batch.progress import RateMeter, progress_line
 from airflow_provider_openai_batch.statuses import KNOWN, PERMANENT_POLL_HTTP_STATUSES, TERMINAL, EventStatus
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,6 @@ class WaitTracker:
         self.unknown_seen.add(key)
         return True
 
-    def progress(self, batch_id: str) -> str:
-        """The line both waits log when a batch's status or counts change."""
-        counts = self.counts.get(batch_id) or {}
-        return (
-            f"Batch {batch_id} is {self.statuses.get(batch_id)} ({counts.get('completed')}/{counts.get('total')} "
-            f"completed, {counts.get('failed')} failed)"
-        )
-
     def remaining(self, now: float | None = None) -> float | None:
         return None if self.deadline is None else self.deadline - (time.time() if now is None else now)
 
@@ -173,6 +166,7 @@ def wait_in_place(
     :return: the event dict the trigger would have fired.
     """
     tracker = WaitTracker(batch_ids, deadline=deadline, max_consecutive_errors=max_consecutive_errors)
+    rates = RateMeter()
     sleep(min(first_poll_delay(poll_interval, None), max(tracker.remaining() or 5.0, 0.0)))
     while True:
         pending = tracker.pending()
@@ -183,7 +177,9 @@ def wait_in_place(
             except Exception as err:
                 answers.append(err)
         for batch_id in tracker.record_all(pending, answers):
-            log.info("%s", tracker.progress(batch_id))
+            counts = tracker.counts.get(batch_id) or {}
+            rate = rates.observe(batch_id, counts, time.time())
+            log.info("%s", progress_line(batch_id, tracker.statuses[batch_id], counts, rate))
         for batch_id in pending:
             if batch_id in tracker.last_error and tracker.errors.get(batch_id):
                 log.warning(

@@ -12,6 +12,7 @@ change, not on every poll.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle.waiting import StatusResult, WaitTracker, first_poll_delay
+from airflow_provider_openai_batch.progress import RateMeter, progress_line
 from airflow_provider_openai_batch.statuses import TERMINAL
 from airflow_provider_openai_batch.triggers import status_board
 
@@ -92,6 +94,7 @@ class OpenAIBatchTrigger(BaseTrigger):
         # Runtime state only (on_kill runs on this same instance): the last status seen per batch.
         self._tracker = WaitTracker(self.batch_ids, self.deadline, self.max_consecutive_errors)
         self._statuses = self._tracker.statuses
+        self._rates = RateMeter()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -193,7 +196,9 @@ class OpenAIBatchTrigger(BaseTrigger):
                     batch_id,
                     tracker.statuses[batch_id],
                 )
-            self.log.info("%s", tracker.progress(batch_id))
+            counts = tracker.counts.get(batch_id, {})
+            rate = self._rates.observe(batch_id, counts, time.time())
+            self.log.info("%s", progress_line(batch_id, tracker.statuses[batch_id], counts, rate))
         for batch_id, result in zip(ids, results, strict=True):
             if isinstance(result, Exception) and batch_id not in tracker.permanent:
                 self.log.warning(

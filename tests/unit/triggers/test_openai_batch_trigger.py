@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx2
@@ -111,9 +112,10 @@ def test_polls_through_statuses_to_one_terminal_event(monkeypatch, capsys, coale
         assert fake.lists == 0 and fake.gets == {"batch_a": 5, "batch_b": 2}  # terminal: not polled again
     out = capsys.readouterr().out
     # A line when the status changes; a counts-only change (4 -> 7) waits for the progress interval.
-    assert out.count("Batch batch_a is in_progress (4/10 completed, 1 failed)") == 1
-    assert "Batch batch_a is in_progress (7/10" not in out
-    assert "Batch batch_a is completed (4/10 completed, 1 failed)" in out
+    # done counts completed and failed requests: 4 completed + 1 failed of 10.
+    assert out.count("Batch batch_a in_progress: 5/10 requests, 50%, 1 failed") == 1
+    assert "Batch batch_a in_progress: 8/10" not in out
+    assert "Batch batch_a completed: 5/10 requests, 50%, 1 failed" in out
     assert API_KEY not in out
 
 
@@ -122,7 +124,9 @@ def test_counts_are_logged_when_the_progress_interval_allows(monkeypatch, capsys
     FakeBatches(monkeypatch, {"b": [("in_progress", 1), ("in_progress", 1), ("in_progress", 5), "completed"]})
     run_trigger(make_trigger(["b"]))
     out = capsys.readouterr().out
-    assert out.count("Batch b is in_progress (1/10") == 1 and out.count("Batch b is in_progress (5/10") == 1
+    assert out.count("Batch b in_progress: 2/10") == 1 and out.count("Batch b in_progress: 6/10") == 1
+    # The second line has a rate (4 more requests done since the first look) and an ETA.
+    assert re.search(r"Batch b in_progress: 6/10 requests, 60%, 1 failed, ~[\d,]+/min, ETA", out)
 
 
 def test_transient_errors_below_the_budget_are_tolerated(monkeypatch):
