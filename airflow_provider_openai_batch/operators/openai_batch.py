@@ -23,15 +23,22 @@ from airflow_provider_openai_batch import results, storage
 from airflow_provider_openai_batch.batch_input import Limits
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity, label
+from airflow_provider_openai_batch.lifecycle.ledger import (
+    Ledger,
+    RecordStore,
+    SubmissionRecord,
+    TaskIdentity,
+    label,
+)
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
+from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
     BATCH_IDS_XCOM_KEY,
     BATCH_URL_XCOM_KEY,
     OpenAIBatchLink,
 )
-from airflow_provider_openai_batch.statuses import EventStatus
+from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -135,6 +142,10 @@ class OpenAIBatchOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
+        #: The page of the batch the task works on, for the extra link (read when Airflow ends the try).
+        self.batch_page_url: str | None = None
+        self._published: list[str] = []  # the batch ids last pushed to XCom by this try
+        self._finished_before: set[str] = set()  # batches already terminal when this try found them
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -168,6 +179,7 @@ class OpenAIBatchOperator(BaseOperator):
             spool = submit.read_input(job, workdir)
             storage.check_writable(self.output_path)
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
+            self._report_reused(ledger, record)
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
             submit.check_budget(job, to_create, spool.model, self.max_cost_usd)
             submit.upload_shards(job, ledger, record, to_create, len(spool.shards))
@@ -202,6 +214,7 @@ class OpenAIBatchOperator(BaseOperator):
     ) -> Any:
         """Ask the planner for the next step and carry it out, until the results land or the try fails."""
         while True:
+            self._publish(context, state)
             # The current round as OpenAI says now: what the ledger just saw, unless a wait came in between.
             fresh = event is not None
             batches = (
@@ -235,12 +248,6 @@ class OpenAIBatchOperator(BaseOperator):
         """Defer to the trigger (this try resumes in ``execute_complete``), or poll in place."""
         own = set(state.record.own_batch_ids())
         self._active_batch_ids = [b for b in state.current if b in own]
-        # Pushed before deferring so the extra link works while the task waits.
-        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=[b for r in state.rounds for b in r])
-        try:
-            context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.hook.dashboard_url(state.current[0]))
-        except Exception as err:  # a link is never worth failing a paid batch's try for
-            self.log.warning("No extra link for batch %s: %s", state.current[0], type(err).__name__)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -284,13 +291,46 @@ class OpenAIBatchOperator(BaseOperator):
         )
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
+        # A repeat for consumers: this try paid and waited for nothing, every batch had finished before it began.
+        relanded = set(ids) <= self._finished_before
         for outlet in self.outlets or []:
-            context["outlet_events"][outlet].extra = results.summary(result)
+            context["outlet_events"][outlet].extra = {**results.summary(result), "relanded": relanded}
         if self.delete_files:
             used = {b["input_file_id"] for rnd in rounds for b in rnd}
             unused = [f for f in state.record.files.values() if f not in used]
             landing.delete_openai_files(self.hook, rounds, unused, self.log)
         return result
+
+    def _report_reused(self, ledger: Ledger, record: SubmissionRecord) -> None:
+        """Say which batches this try reuses (nothing new is paid for them) and remember the finished ones."""
+        for batch_id in record.batches.values():
+            batch = ledger.seen.get(batch_id) or {}
+            status = batch.get("status")
+            origin = (
+                f"created by DAG run {(batch.get('metadata') or {}).get(TAG_RUN)!r}"
+                if batch_id in record.adopted
+                else "created by an earlier try"
+            )
+            if status in TERMINAL:
+                self._finished_before.add(batch_id)
+                self.log.info("Re-landing batch %s (%s, %s): nothing new paid", batch_id, origin, status)
+            else:
+                self.log.info("Re-attaching to batch %s (%s, %s): nothing new paid", batch_id, origin, status)
+
+    def _publish(self, context: Context, state: RunState) -> None:
+        """Push the batch ids and the link's page whenever the batches the task knows change: before waiting,
+        and also on a re-land after a clear (Airflow cleared the XComs, nothing else pushes them again)."""
+        ids = [b for rnd in state.rounds for b in rnd]
+        if not ids or ids == self._published:
+            return
+        self._published = ids
+        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
+        try:
+            self.batch_page_url = self.hook.dashboard_url(state.current[0])
+        except Exception as err:  # a link is never worth failing a paid batch's try for
+            self.log.warning("No extra link for batch %s: %s", state.current[0], type(err).__name__)
+            return
+        context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.batch_page_url)
 
     # ------------------------------------------------------------------------------------------- kill
     def on_kill(self) -> None:
