@@ -193,4 +193,6 @@ def land_result(
         f" at {landed.error_path}" if landed.error_path else "",
         cost.describe(estimate),
     )
+    if (stale := cost.price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
+        log.warning(stale)
     return result
