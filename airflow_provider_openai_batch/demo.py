@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 DATE = "2026-11-01"
 # A recognisable fake key: the demo shows it reaches no log, XCom or result.
@@ -114,7 +115,7 @@ def main() -> int:
                 stop_emulator(emulator.process)
 
 
-def _run_dag(repo: Path) -> tuple[str, dict | None]:
+def _run_dag(repo: Path) -> tuple[str, dict[str, Any] | None]:
     """Run the daily example for DATE through ``dag.test()``; the run's state and the batch task's result."""
     import pendulum
     from airflow.models.xcom import XComModel
