@@ -21,11 +21,9 @@ if TYPE_CHECKING:
 
 #: The operator pushes its batch ids under this key whenever it knows them (before waiting, on a re-land).
 BATCH_IDS_XCOM_KEY = "openai_batch_ids"
-#: ... and the current batch's page under this one.
+#: ... and the current batch's page, which the link shows, under this one.
 BATCH_URL_XCOM_KEY = "openai_batch_url"
 OPENAI_DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
-#: Kept for code that imported the old name.
-DASHBOARD_URL = OPENAI_DASHBOARD_URL
 #: The Azure AI Foundry (formerly Azure OpenAI Studio) batch jobs page. A page of one resource's batch needs
 #: the resource's Azure id (subscription, resource group, account), which an API connection does not hold;
 #: this page lists the batches of the resource picked there. A connection extra ``dashboard_url`` can give
