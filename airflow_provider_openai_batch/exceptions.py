@@ -60,6 +60,11 @@ class OpenAIBatchInputChanged(OpenAIBatchError, AirflowFailException):
     """A retry found an earlier batch for this task instance built from different input (``on_input_change='fail'``)."""
 
 
+class OpenAIBatchFilesDeleted(OpenAIBatchError, AirflowFailException):
+    """A finished batch's output or error file is gone on OpenAI (``delete_files=True`` after an earlier run
+    landed it): no retry can download it again; the message names that run and ``fresh_run``."""
+
+
 class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
     """The upper-bound cost estimate of the input exceeds ``max_cost_usd``; nothing was uploaded.
 

@@ -19,13 +19,10 @@ from airflow_provider_openai_batch.batch_input import (
     spool_requests,
 )
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
-from airflow_provider_openai_batch.lifecycle.ledger import (
-    Ledger,
-    SubmissionRecord,
-    check_user_metadata,
-    label,
-)
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import RunState
+from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, label
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +117,7 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
     """Build the next follow-up round (or finish one a crash left half made); False if nothing is worth it."""
     broken = state.record.incomplete_round()
     round_no = broken.round if broken is not None else len(state.rounds)
-    sources = [ledger.seen.get(b) or ledger.read(b) for b in state.rounds[round_no - 1]]
+    sources = [ledger.batch(b) for b in state.rounds[round_no - 1]]
     with tempfile.TemporaryDirectory(prefix="openai-batch-retry-") as workdir:
         spool = resubmit.collect_retryable(
             ledger.hook,

@@ -23,8 +23,10 @@ from airflow_provider_openai_batch import results, storage
 from airflow_provider_openai_batch.batch_input import Limits
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity, label
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger
+from airflow_provider_openai_batch.lifecycle.record import RecordStore
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
+from airflow_provider_openai_batch.lifecycle.tags import TaskIdentity, label
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
     BATCH_IDS_XCOM_KEY,
@@ -180,7 +182,7 @@ class OpenAIBatchOperator(BaseOperator):
         """Resume the run loop with the trigger's event: decode → decide → act."""
         status = outcomes.check_event(event)
         assert event is not None
-        state = RunState.from_context(event.get("context"), event.get("batch_ids"))
+        state = RunState.from_context(event.get("context"))
         if state is None:
             raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
         return self._advance(context, self._ledger(context), state, status, str(event.get("message") or ""))
@@ -203,9 +205,9 @@ class OpenAIBatchOperator(BaseOperator):
         """Ask the planner for the next step and carry it out, until the results land or the try fails."""
         while True:
             # The current round as OpenAI says now: what the ledger just saw, unless a wait came in between.
-            fresh = event is not None
+            reread = event is not None
             batches = (
-                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, fresh)
+                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, reread)
             )
             action = plan.next_step(
                 state, plan.Observation(event, batches, message, time.time()), self.policy
@@ -264,7 +266,7 @@ class OpenAIBatchOperator(BaseOperator):
 
     def _land(self, context: Context, ledger: Ledger, state: RunState) -> Any:
         """Land the results, then end the task as their outcome says; on success, assets and cleanup."""
-        rounds = [[ledger.seen.get(b) or ledger.read(b) for b in rnd] for rnd in state.rounds]
+        rounds = [[ledger.batch(b) for b in rnd] for rnd in state.rounds]
         ids = [b["id"] for rnd in rounds for b in rnd]
         # With delete_files, a result landed before is all that is left of the files: do not download again.
         result = self.delete_files and landing.already_landed(self.output_path, ids, state.record.fingerprint)
