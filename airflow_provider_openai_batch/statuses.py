@@ -53,6 +53,8 @@ STOPPED = frozenset({S.CANCELLING.value, S.CANCELLED.value})
 REJECTED = frozenset({S.FAILED.value})
 #: Statuses a later try re-attaches to (waits for, or lands) instead of paying again.
 REUSABLE = KNOWN - REJECTED
+#: In the organisation's batch queue: these hold their prompt tokens against the model's enqueued-token limit.
+QUEUED = frozenset({S.VALIDATING.value, S.IN_PROGRESS.value, S.FINALIZING.value})
 #: Finished without running every request: the unfinished ones can be submitted again.
 UNFINISHED = frozenset({S.EXPIRED.value, S.CANCELLED.value})
 
