@@ -40,6 +40,7 @@ class EventStatus(str, Enum):
     TERMINAL = "terminal"
     TIMEOUT = "timeout"
     ERROR = "error"
+    ROOM = "room"  # the model's batch queue has room for the shard that waited
 
 
 S = BatchStatus

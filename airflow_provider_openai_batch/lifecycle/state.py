@@ -7,11 +7,12 @@ ledger keeps in the task state store; the phase and the deadline belong to this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from airflow_provider_openai_batch.lifecycle.ledger import SubmissionRecord, label
+from airflow_provider_openai_batch.lifecycle.queue import QueueState
 
 
 class Phase(str, Enum):
@@ -27,6 +28,7 @@ class RunState:
     phase: Phase = Phase.WAITING
     deadline: float | None = None
     model: str | None = None
+    queue: QueueState = field(default_factory=QueueState)
 
     @property
     def rounds(self) -> list[list[str]]:
@@ -53,6 +55,7 @@ class RunState:
             "phase": self.phase.value,
             "deadline": self.deadline,
             "model": self.model,
+            "queue": self.queue.to_json(),
         }
 
     @classmethod
@@ -66,7 +69,13 @@ class RunState:
             record = SubmissionRecord.from_json(context.get("record"))
             if record is None:
                 return None
-            return cls(record=record, phase=phase, deadline=deadline, model=context.get("model"))
+            return cls(
+                record=record,
+                phase=phase,
+                deadline=deadline,
+                model=context.get("model"),
+                queue=QueueState.from_json(context.get("queue")),
+            )
         # Version 0.1: {"phase", "shards", "deadline", "fingerprint", "rounds": [[ids], ...]}
         rounds = context.get("rounds") or ([list(event_batch_ids)] if event_batch_ids else None)
         if not rounds:
