@@ -23,6 +23,7 @@ from airflow_provider_openai_batch.cost.prices import (
     lookup,
 )
 from airflow_provider_openai_batch.cost.tokens import token_counter
+from airflow_provider_openai_batch.files import open_binary
 from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
 
 CHAT, RESPONSES, COMPLETIONS = "/v1/chat/completions", "/v1/responses", "/v1/completions"
@@ -146,8 +147,6 @@ def estimate_upper_bound(
         ``notes`` (what the figures assume) and ``seconds`` (streaming and counting, after the table and
         tokenizer are loaded).
     """
-    from airflow_provider_openai_batch.reader.sources import open_binary
-
     prices = load_prices() if prices is None else prices
     entry = lookup(model, prices)[1] or {}
     default_limit = entry.get("max_output_tokens")

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from ..cost.estimate import EMBEDDINGS, prompt_tokens
 from ..cost.tokens import token_counter
 from ..requests_input.validation import count_embedding_inputs
-from . import responses
+from . import responses, structured
 from .errors import error_body
 from .jsonl import dumps, loads
 from .settings import Settings
@@ -309,7 +309,12 @@ class BatchWorker(threading.Thread):
             status = self.settings.fail_status if regex is not None and regex.search(custom_id) else 200
         if status == 200:
             result, (tokens_in, cached, tokens_out, reasoning) = responses.respond(
-                batch.endpoint, custom_id, body, created=created, embedding_dim=self.settings.embedding_dim
+                batch.endpoint,
+                custom_id,
+                body,
+                created=created,
+                embedding_dim=self.settings.embedding_dim,
+                answer_fault=structured.fault_for(self.settings, custom_id),
             )
             batch.input_tokens += tokens_in
             batch.cached_tokens += cached

@@ -55,6 +55,20 @@ class Settings(BaseModel):
     final_newline: bool = Field(
         True, description="end output and error files with a newline (false: the last line has none)"
     )
+    # Answer faults (emulator/structured.py): the request completes, its answer is unusable.
+    invalid_json_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches get a structured answer that is not JSON"
+    )
+    schema_mismatch_custom_id_regex: str | None = Field(
+        None,
+        description="requests whose custom_id matches get JSON without the schema's first required field",
+    )
+    truncated_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches get half an answer, cut at the token limit"
+    )
+    refusal_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches get a refusal instead of an answer"
+    )
     enqueued_token_limits: dict[str, int] | None = Field(
         None,
         description="the organisation's batch queue: JSON map model -> prompt tokens of its batches that may be "
@@ -62,7 +76,13 @@ class Settings(BaseModel):
         "token_limit_exceeded; none: no limit",
     )
 
-    @field_validator("fail_custom_id_regex")
+    @field_validator(
+        "fail_custom_id_regex",
+        "invalid_json_custom_id_regex",
+        "schema_mismatch_custom_id_regex",
+        "truncated_custom_id_regex",
+        "refusal_custom_id_regex",
+    )
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if not value:

@@ -11,19 +11,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openai_batch import cost, resubmit, storage
-from airflow_provider_openai_batch.batch_input import (
-    InvalidRequestsError,
-    Limits,
-    Shard,
-    SpoolResult,
-    spool_requests,
-)
+from airflow_provider_openai_batch import cost, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
+from airflow_provider_openai_batch.lifecycle import resubmit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomRequest, configured_limits
 from airflow_provider_openai_batch.lifecycle.state import RunState
 from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, label, parse_label
+from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
+from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
+from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
 from airflow_provider_openai_batch.results import as_dict
 
 log = logging.getLogger(__name__)

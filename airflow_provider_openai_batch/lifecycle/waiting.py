@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_openai_batch.lifecycle.queue import Admission, RoomRequest, RoomWatch
+from airflow_provider_openai_batch.progress import RateMeter, progress_line
 from airflow_provider_openai_batch.statuses import KNOWN, PERMANENT_POLL_HTTP_STATUSES, TERMINAL, EventStatus
 
 #: ``(batch_id, status, request_counts)``: what one poll learns about one batch.
@@ -170,6 +171,7 @@ def wait_in_place(
     """
     tracker = WaitTracker(batch_ids, deadline=deadline, max_consecutive_errors=max_consecutive_errors)
     watch, admission = RoomWatch(), Admission()
+    rates = RateMeter()
     sleep(min(first_poll_delay(poll_interval, None), max(tracker.remaining() or 5.0, 0.0)))
     while True:
         if room is not None and _let_in(room, watch, admission, list_top, log):
@@ -183,14 +185,8 @@ def wait_in_place(
                 answers.append(err)
         for batch_id in tracker.record_all(pending, answers):
             counts = tracker.counts.get(batch_id) or {}
-            log.info(
-                "Batch %s is %s (%s/%s completed, %s failed)",
-                batch_id,
-                tracker.statuses[batch_id],
-                counts.get("completed"),
-                counts.get("total"),
-                counts.get("failed"),
-            )
+            rate = rates.observe(batch_id, counts, time.time())
+            log.info("%s", progress_line(batch_id, tracker.statuses[batch_id], counts, rate))
         for batch_id in pending:
             if batch_id in tracker.last_error and tracker.errors.get(batch_id):
                 log.warning(

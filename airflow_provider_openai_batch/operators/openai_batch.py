@@ -20,7 +20,6 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch import results, storage
-from airflow_provider_openai_batch.batch_input import Limits
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity
@@ -32,6 +31,7 @@ from airflow_provider_openai_batch.links.openai_batch import (
     BATCH_URL_XCOM_KEY,
     OpenAIBatchLink,
 )
+from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf

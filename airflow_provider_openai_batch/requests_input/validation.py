@@ -17,6 +17,7 @@ from typing import Any
 from airflow_provider_openai_batch.requests_input import codec
 from airflow_provider_openai_batch.requests_input.reading import BOM, TooLong, Unusable
 from airflow_provider_openai_batch.requests_input.shards import Limits
+from airflow_provider_openai_batch.structured.formats import strict_problems, strict_schema_of
 
 MAX_PROBLEMS = 20
 """How many problems :class:`InvalidRequestsError` keeps (``total`` still counts them all)."""
@@ -25,6 +26,8 @@ MODEL_OPTIONAL_ENDPOINTS = frozenset({"/v1/moderations"})
 """Endpoints whose request body may leave out ``model``."""
 
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+#: Endpoints whose bodies may ask for structured output (``response_format`` / ``text.format``).
+STRUCTURED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses"})
 
 # Until a model is seen, the accept check compares body.model with this, which no body matches, so the
 # first line naming a model is diagnosed, and sets it.
@@ -177,6 +180,8 @@ class RequestChecker:
         self.emb_cap = limits.shard_embedding_inputs
         self.embeddings = endpoint == EMBEDDINGS_ENDPOINT
         self.model_optional = endpoint in MODEL_OPTIONAL_ENDPOINTS
+        self.structured = endpoint in STRUCTURED_ENDPOINTS
+        self._strict_verdicts: dict[bytes, str | None] = {}  # one check per distinct strict schema
         self.model: str | None = None
         self.model_line = 0
         self.line = 0  # lines checked so far
@@ -235,6 +240,11 @@ class RequestChecker:
                 model = self.model if self.model is not None else model
                 cid = obj["custom_id"]
                 body = obj["body"]
+            if self.structured and ("response_format" in body or "text" in body):
+                found = self._strict_problem(body)
+                if found is not None:
+                    problems.add(line, base + len(ids), *found)
+                    continue
             if per_line_limits:
                 if embeddings:
                     emb = count_embedding_inputs(body.get("input")) or 0
@@ -298,6 +308,24 @@ class RequestChecker:
             if line == 1 and raw.startswith(BOM):
                 message = "UTF-8 byte order mark inside the line"
             self.problems.add(line, position, None, f"not valid JSON ({message})")
+
+    def _strict_problem(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """The first thing OpenAI's strict mode would refuse in the body's schema, as (field, message)."""
+        asked = strict_schema_of(body)
+        if asked is None:
+            return None
+        field, schema = asked
+        key = codec.dumps(schema) if isinstance(schema, dict) else repr(schema).encode()
+        if key not in self._strict_verdicts:
+            found = strict_problems(schema)
+            self._strict_verdicts[key] = (
+                f"OpenAI would reject this schema in strict mode: {found[0]}"
+                + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                if found
+                else None
+            )
+        message = self._strict_verdicts[key]
+        return None if message is None else (field, message)
 
     def _too_large(self, size: int) -> str:
         return (

@@ -12,6 +12,7 @@ change, not on every poll.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,13 +21,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
 from airflow_provider_openai_batch.lifecycle.waiting import StatusResult, WaitTracker, first_poll_delay
-from airflow_provider_openai_batch.statuses import KNOWN, TERMINAL, EventStatus
+from airflow_provider_openai_batch.progress import RateMeter, progress_line
+from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
 from airflow_provider_openai_batch.triggers import status_board
-
-#: Kept for code written against earlier versions: the shared definitions live in ``statuses``.
-TriggerStatus = EventStatus
-TERMINAL_BATCH_STATUSES = TERMINAL
-KNOWN_BATCH_STATUSES = KNOWN
 
 #: on_kill's shielded work, referenced until done (a task nobody references may be collected mid-way).
 _KILLS: set[asyncio.Future[None]] = set()
@@ -103,6 +100,7 @@ class OpenAIBatchTrigger(BaseTrigger):
         # Runtime state only (on_kill runs on this same instance): the last status seen per batch.
         self._tracker = WaitTracker(self.batch_ids, self.deadline, self.max_consecutive_errors)
         self._statuses = self._tracker.statuses
+        self._rates = RateMeter()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -216,14 +214,8 @@ class OpenAIBatchTrigger(BaseTrigger):
                     tracker.statuses[batch_id],
                 )
             counts = tracker.counts.get(batch_id, {})
-            self.log.info(
-                "Batch %s %s %s/%s completed, %s failed",
-                batch_id,
-                tracker.statuses[batch_id],
-                counts.get("completed"),
-                counts.get("total"),
-                counts.get("failed"),
-            )
+            rate = self._rates.observe(batch_id, counts, time.time())
+            self.log.info("%s", progress_line(batch_id, tracker.statuses[batch_id], counts, rate))
         for batch_id, result in zip(ids, results, strict=True):
             if isinstance(result, Exception) and batch_id not in tracker.permanent:
                 self.log.warning(

@@ -26,31 +26,11 @@ from dataclasses import dataclass, field
 import openai
 
 from airflow_provider_openai_batch.lifecycle.queue import Admission, RoomRequest, RoomWatch
-from airflow_provider_openai_batch.lifecycle.waiting import PermanentPollError, StatusResult
+from airflow_provider_openai_batch.lifecycle.waiting import StatusResult
 from airflow_provider_openai_batch.statuses import TERMINAL
 from airflow_provider_openai_batch.triggers.list_map import ListMap
-from airflow_provider_openai_batch.triggers.refresh import (
-    CONCURRENCY,
-    LIST_UNSUPPORTED_HTTP_STATUSES,
-    Refresher,
-    list_page,
-    retrieve_status,
-)
+from airflow_provider_openai_batch.triggers.refresh import Refresher, list_page
 from airflow_provider_openai_batch.triggers.settings import BoardSettings
-
-__all__ = [
-    "CONCURRENCY",
-    "LIST_UNSUPPORTED_HTTP_STATUSES",
-    "NOTIFY_CHUNK",
-    "PermanentPollError",
-    "StatusBoard",
-    "StatusResult",
-    "Subscription",
-    "board_for",
-    "list_page",
-    "live_boards",
-    "retrieve_status",
-]
 
 log = logging.getLogger(__name__)
 
