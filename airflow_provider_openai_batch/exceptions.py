@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_openai_batch.batch_input import InvalidRequestsError
+from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
 from airflow_provider_openai_batch.version_compat import AirflowException, AirflowFailException
 
 
@@ -78,3 +78,12 @@ class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
 
 class OpenAIBatchStorageError(OpenAIBatchError):
     """Reading the input or landing results on storage failed; the message names the URL."""
+
+
+class OpenAIBatchQueueTimeout(OpenAIBatchError):
+    """Shards waited for room in the model's batch queue longer than ``queue_timeout`` (or the task's
+    ``timeout``) allows. Nothing was paid for them; a retry waits again and re-attaches to what ran."""
+
+
+class OpenAIBatchQueueTooSmall(OpenAIBatchError, AirflowFailException):
+    """A shard is larger than the model's whole batch queue and can no longer be cut again in this try."""

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from airflow_provider_openai_batch.statuses import TERMINAL, combined_status
+from airflow_provider_openai_batch.statuses import combined_status
 
-TERMINAL_STATUSES = TERMINAL  # the name version 0.1 exported
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -182,22 +181,6 @@ def build_result(
         "custom_id_prefix": custom_id_prefix,
         "paid_twice": [dict(e) for e in paid_twice],
     }
-
-
-__all__ = [
-    "TERMINAL_STATUSES",
-    "BatchResult",
-    "as_dict",
-    "RequestCounts",
-    "ShardSummary",
-    "Usage",
-    "build_result",
-    "combined_status",
-    "failure_details",
-    "shard_summary",
-    "sum_counts",
-    "sum_usage",
-]
 
 
 def summary(result: BatchResult) -> dict[str, Any]:

@@ -10,7 +10,7 @@ images count at a fixed figure; files and audio are not counted, and the estimat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from airflow_provider_openai_batch.cost.prices import (
     lookup,
 )
 from airflow_provider_openai_batch.cost.tokens import token_counter
+from airflow_provider_openai_batch.files import open_binary
 from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
 
 CHAT, RESPONSES, COMPLETIONS = "/v1/chat/completions", "/v1/responses", "/v1/completions"
@@ -94,6 +95,23 @@ def _tally(body: Mapping[str, Any], endpoint: str) -> _Tally:
     return tally
 
 
+def prompt_tokens(body: Mapping[str, Any], endpoint: str, count: Callable[[str], int]) -> int:
+    """The input tokens of one request body as the estimate counts them (images at their fixed figure).
+
+    The one count of prompt tokens: the cost bound, shards cut under an enqueued-token limit and the
+    emulator's batch queue all use it, so they agree on what fits.
+
+    :param body: the request's ``body``.
+    :param endpoint: the batch endpoint.
+    :param count: a token counter's ``count`` (see :func:`.tokens.token_counter`).
+    """
+    return _prompt_tokens(_tally(body, endpoint), count)
+
+
+def _prompt_tokens(tally: _Tally, count: Callable[[str], int]) -> int:
+    return tally.tokens + tally.images * IMAGE_TOKENS + sum(map(count, tally.texts))
+
+
 def _output_limit(body: Mapping[str, Any], endpoint: str) -> int | None:
     limit = next((body[k] for k in OUTPUT_LIMIT_KEYS if isinstance(body.get(k), int)), None)
     if limit is None and endpoint == COMPLETIONS:
@@ -129,8 +147,6 @@ def estimate_upper_bound(
         ``notes`` (what the figures assume) and ``seconds`` (streaming and counting, after the table and
         tokenizer are loaded).
     """
-    from airflow_provider_openai_batch.reader.sources import open_binary
-
     prices = load_prices() if prices is None else prices
     entry = lookup(model, prices)[1] or {}
     default_limit = entry.get("max_output_tokens")
@@ -152,7 +168,7 @@ def estimate_upper_bound(
                 requests += 1
                 images += tally.images
                 opaque += tally.opaque
-                input_tokens += tally.tokens + tally.images * IMAGE_TOKENS + sum(map(count, tally.texts))
+                input_tokens += _prompt_tokens(tally, count)
                 if endpoint in NO_OUTPUT_ENDPOINTS:
                     continue
                 limit = _output_limit(body, endpoint)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_openai_batch.files import open_binary
+
 CONFIG_SECTION = "openai_batch"
 CONFIG_OPTION = "price_table"
 DEFAULT_TABLE = Path(__file__).with_name("prices.json")
@@ -61,8 +63,6 @@ def _parse(override: str | Mapping[str, Any], where: str) -> Any:
             return json.loads(override)
         except json.JSONDecodeError as err:
             raise ValueError(f"Expected valid JSON in {where} but received: {err}") from None
-    from airflow_provider_openai_batch.reader.sources import open_binary
-
     try:
         with open_binary(override) as fh:
             return json.loads(fh.read())

@@ -17,10 +17,9 @@ from typing import Any, cast
 
 from airflow_provider_openai_batch import cost, results, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
+from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
-
-OUTPUT_FILE, ERROR_FILE = "output.jsonl", "errors.jsonl"
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def land(
         cancel stopped (so their ``batch_cancelled`` lines are superseded too).
     """
     folder = storage.to_path(output_path)
-    storage.remove_if_exists(folder / storage.MANIFEST)
+    storage.remove_if_exists(folder / MANIFEST)
     outputs: list[Path] = []
     errors: list[Path] = []
     expected_out = expected_err = failed = 0
@@ -69,7 +68,7 @@ def land(
                     failed += ran
                 errors.append(path)
                 expected_err += lines
-    output_file, error_file = folder / OUTPUT_FILE, folder / ERROR_FILE
+    output_file, error_file = folder / OUTPUT, folder / ERRORS
     _written(storage.write_concatenated(outputs, output_file), expected_out, output_file)
     if expected_err:
         _written(storage.write_concatenated(errors, error_file), expected_err, error_file)
@@ -78,7 +77,7 @@ def land(
     return Landed(
         output_path=str(output_file),
         error_path=str(error_file) if expected_err else None,
-        manifest_path=str(folder / storage.MANIFEST),
+        manifest_path=str(folder / MANIFEST),
         output_lines=expected_out,
         error_lines=expected_err,
         failed_lines=failed,
@@ -144,7 +143,7 @@ def _keep_last_outcomes(path: Path, *, superseded: bool, cancelled: bool) -> tup
 
 def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> results.BatchResult | None:
     """The manifest at ``output_path`` if it records exactly these batches for this input (the results are there)."""
-    manifest = storage.to_path(output_path) / storage.MANIFEST
+    manifest = storage.to_path(output_path) / MANIFEST
     try:
         data = json.loads(manifest.read_bytes()) if manifest.exists() else None
     except (OSError, ValueError):

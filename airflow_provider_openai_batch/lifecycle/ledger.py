@@ -267,8 +267,10 @@ class Ledger:
         log.info("Created batch %s (%s)", batch["id"], lbl)
         if self.fresh:
             return batch
-        found = [b for b in twins_of_this_create() if b["id"] != batch["id"]]
-        return self._settle(record, lbl, [batch, *found], answered=batch["id"]) or batch
+        found = twins_of_this_create()  # read after the answer: fresher than it, ours included
+        if all(b["id"] != batch["id"] for b in found):
+            found.append(batch)
+        return self._settle(record, lbl, found, answered=batch["id"]) or batch
 
     def _settle(
         self, record: SubmissionRecord, lbl: str, batches: list[dict[str, Any]], answered: str | None = None

@@ -7,10 +7,11 @@ ledger keeps in the task state store; the phase and the deadline belong to this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from airflow_provider_openai_batch.lifecycle.queue import QueueState
 from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 
 
@@ -18,9 +19,8 @@ class Phase(str, Enum):
     """Where a try is."""
 
     WAITING = "WAITING"  # waiting for the current round
-    CANCELLING = (
-        "CANCELLING"  # our timeout cancelled the round: waiting out the grace for its partial results
-    )
+    # Our timeout cancelled the round: waiting out the grace for its partial results.
+    CANCELLING = "CANCELLING"
 
 
 @dataclass
@@ -29,6 +29,7 @@ class RunState:
     phase: Phase = Phase.WAITING
     deadline: float | None = None
     model: str | None = None
+    queue: QueueState = field(default_factory=QueueState)
 
     @property
     def rounds(self) -> list[list[str]]:
@@ -55,6 +56,7 @@ class RunState:
             "phase": self.phase.value,
             "deadline": self.deadline,
             "model": self.model,
+            "queue": self.queue.to_json(),
         }
 
     @classmethod
@@ -70,4 +72,5 @@ class RunState:
             phase=Phase(context.get("phase") or Phase.WAITING.value),
             deadline=context.get("deadline"),
             model=context.get("model"),
+            queue=QueueState.from_json(context.get("queue")),
         )

@@ -20,11 +20,9 @@ if TYPE_CHECKING:
 
 #: The operator pushes its batch ids under this key before it defers.
 BATCH_IDS_XCOM_KEY = "openai_batch_ids"
-#: ... and the first batch's page under this one (versions before it pushed only the ids).
+#: ... and the first batch's page, which the link shows, under this one.
 BATCH_URL_XCOM_KEY = "openai_batch_url"
 OPENAI_DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
-#: Kept for code that imported the old name.
-DASHBOARD_URL = OPENAI_DASHBOARD_URL
 #: The Azure AI Foundry (formerly Azure OpenAI Studio) batch jobs page. A page of one resource's batch needs
 #: the resource's Azure id (subscription, resource group, account), which an API connection does not hold;
 #: this page lists the batches of the resource picked there. A connection extra ``dashboard_url`` can give
@@ -66,10 +64,4 @@ class OpenAIBatchLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
         url = XCom.get_value(key=BATCH_URL_XCOM_KEY, ti_key=ti_key)
-        if url:
-            return str(url)
-        # XComs written before the URL was pushed: only the ids, and the link pointed at OpenAI.
-        batch_ids = XCom.get_value(key=BATCH_IDS_XCOM_KEY, ti_key=ti_key)
-        if not batch_ids:
-            return ""
-        return OPENAI_DASHBOARD_URL.format(batch_id=urllib.parse.quote(str(batch_ids[0]), safe=""))
+        return str(url) if url else ""

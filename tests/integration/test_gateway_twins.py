@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.files import MANIFEST
 from tests.support.assertions import assert_each_custom_id_once, assert_paid
 from tests.support.builders import write_input
 from tests.support.environment import connected_emulator, dag_env
@@ -100,7 +100,7 @@ def test_a_gateway_twin_that_already_ran_is_reported_as_paid_twice(
     assert entry["batch_id"] == twin and entry["counted_batch_id"] == kept and entry["label"] == "0/1"
     assert entry["status"] in ("in_progress", "finalizing", "completed")
     assert entry["made_by"] in ("this try's create", "a repeated create (gateway retry) of this run")
-    manifest = json.loads((folder / storage.MANIFEST).read_text())
+    manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["paid_twice"] == result["paid_twice"]
     assert sorted(billed(emulator, paid)) == sorted(paid)  # never hidden: both were billed
     assert_each_custom_id_once(folder, ids)  # the results of the one that counts, each request once

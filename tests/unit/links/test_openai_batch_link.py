@@ -66,10 +66,5 @@ def test_link_reads_the_url_the_operator_pushed(xcoms):
     assert OpenAIBatchLink().get_link(None, ti_key=object()) == "http://127.0.0.1:8000/batches/batch_9"
 
 
-def test_link_falls_back_to_openai_for_xcoms_of_older_versions(xcoms):
-    xcoms[BATCH_IDS_XCOM_KEY] = ["batch_7", "batch_8"]
-    assert OpenAIBatchLink().get_link(None, ti_key=object()) == "https://platform.openai.com/batches/batch_7"
-
-
 def test_no_link_before_a_batch_exists(xcoms):
     assert OpenAIBatchLink().get_link(None, ti_key=object()) == ""
