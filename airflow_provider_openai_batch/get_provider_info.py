@@ -118,6 +118,19 @@ def get_provider_info() -> dict[str, Any]:
                         "example": '{"gpt-4o-mini": 400, "*": 1000}',
                         "default": "",
                     },
+                    "enqueued_token_limits": {
+                        "description": (
+                            "The organisation's batch queue limits (the account's limits page, 'Batch Queue "
+                            "Limit'), as a JSON object of model to prompt tokens, '*' for any other model. "
+                            "Shards are cut so that each fits, and shards that do not fit beside the task's "
+                            "own queued batches wait for room without a failed create. Unset: a limit is "
+                            "learned from the first batch a full queue refuses."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"gpt-4o-mini": 2000000, "gpt-4o": 90000}',
+                        "default": "",
+                    },
                     "price_table": {
                         "description": (
                             "Prices for cost estimates and max_cost_usd, merged model by model over the dated "

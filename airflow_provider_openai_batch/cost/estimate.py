@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -98,6 +98,23 @@ def _tally(body: Mapping[str, Any], endpoint: str) -> _Tally:
         # Tool and schema definitions are sent to the model too; their JSON text is a fair measure.
         tally.texts.extend(orjson.dumps(body[key]).decode() for key in _SCHEMA_KEYS if body.get(key))
     return tally
+
+
+def prompt_tokens(body: Mapping[str, Any], endpoint: str, count: Callable[[str], int]) -> int:
+    """The input tokens of one request body as the estimate counts them (images at their fixed figure).
+
+    The one count of prompt tokens: the cost bound, shards cut under an enqueued-token limit and the
+    emulator's batch queue all use it, so they agree on what fits.
+
+    :param body: the request's ``body``.
+    :param endpoint: the batch endpoint.
+    :param count: a token counter's ``count`` (see :func:`.tokens.token_counter`).
+    """
+    return _prompt_tokens(_tally(body, endpoint), count)
+
+
+def _prompt_tokens(tally: _Tally, count: Callable[[str], int]) -> int:
+    return tally.tokens + tally.images * IMAGE_TOKENS + sum(map(count, tally.texts))
 
 
 def _output_limit(body: Mapping[str, Any], endpoint: str) -> int | None:
@@ -202,7 +219,7 @@ def estimate_upper_bound(
                 requests += 1
                 images += tally.images
                 opaque += tally.opaque
-                input_tokens += tally.tokens + tally.images * IMAGE_TOKENS + sum(map(count, tally.texts))
+                input_tokens += _prompt_tokens(tally, count)
                 if endpoint in NO_OUTPUT_ENDPOINTS:
                     continue
                 limit = _output_limit(body, endpoint)

@@ -192,6 +192,34 @@ def test_delete_files_leaves_nothing_on_openai_and_a_later_run_pays_nothing(
     assert result_of(second)["batch_ids"] == paid
 
 
+def test_delete_files_then_a_run_landing_elsewhere_fails_at_once_naming_the_way_out(
+    run_dag, emulator, tmp_path, monkeypatch, capfd, caplog
+):
+    ids = [f"gone-{i}" for i in range(4)]
+    source = write_input(tmp_path / "input.jsonl", ids)
+    out = tmp_path / "out"
+    use_dag(monkeypatch, source, out, delete_files=1, output_by_run=1)  # each run lands in its own folder
+    first = run_dag(DAG_ID, DATE)
+    assert first.state == "success", first.ti_states()
+    (paid,) = assert_paid(emulator, 1)
+
+    second = run_dag(DAG_ID, DATE, retries=2, run_after="2026-11-05T10:00:00+00:00")
+
+    assert second.state == "failed"
+    assert task_tries(DAG_ID, second.run.run_id, TASK_ID) == ("failed", 1)  # no retry spent on it
+    logged = task_log(capfd, caplog)
+    assert "OpenAIBatchFilesDeleted" in logged and f"Batch {paid} finished" in logged
+    assert "delete_files=True" in logged and repr(first.run.run_id) in logged and "fresh_run=True" in logged
+    assert_paid(emulator, 1)
+    assert not (out / second.run.run_id / "_manifest.json").exists()
+
+    monkeypatch.setenv("MONEY_FRESH_RUN", "1")  # the way out the message names
+    third = run_dag(DAG_ID, DATE, run_after="2026-11-06T10:00:00+00:00")
+    assert third.state == "success", third.ti_states()
+    assert_paid(emulator, 2)
+    assert_each_custom_id_once(out / third.run.run_id, ids)
+
+
 def test_without_delete_files_every_file_stays(run_dag, emulator, api, tmp_path, monkeypatch):
     ids = [f"keep-{i}" for i in range(4)]
     source = write_input(tmp_path / "input.jsonl", ids, failing={"keep-1": 500})
