@@ -61,6 +61,10 @@ def failure_error(action: Fail, current: list[str]) -> exc.OpenAIBatchError:
             f"Gave up polling batch(es) {current}: {action.message}. They may still be running; "
             "a retry of this task re-attaches to them instead of creating new ones."
         )
+    if action.reason is FailReason.QUEUE_TIMEOUT:
+        return exc.OpenAIBatchQueueTimeout(action.message + ".")
+    if action.reason is FailReason.QUEUE_TOO_SMALL:
+        return exc.OpenAIBatchQueueTooSmall(action.message + ".")
     if action.reason is FailReason.TIMEOUT_KEPT:
         return exc.OpenAIBatchTimeout(
             f"Batch(es) {current} did not finish within the timeout and are still running: "
