@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, BinaryIO
 
+import orjson
+
 OUTPUT = "output.jsonl"
 ERRORS = "errors.jsonl"
 #: Written last: a folder without it is still landing (or its landing failed).
@@ -104,6 +106,14 @@ def exists(location: Any) -> bool:
 
     fs, path_in_fs = fsspec.core.url_to_fs(display(location))
     return bool(fs.exists(path_in_fs))
+
+
+def json_line(raw: bytes, number: int, name: str) -> Any:
+    """One line of a JSONL file, parsed; a line that is not JSON is a ValueError naming the line and the file."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"Expected a JSON object on line {number} of {name} but received: {err}") from None
 
 
 def child(folder: Any, name: str) -> Any:

@@ -126,6 +126,7 @@ def test_build_result_single_batch():
         "model": "gpt-4o-mini",
         "input_fingerprint": "fp-1",
         "custom_id_prefix": "daily",
+        "paid_twice": [],
         "written_by": {"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r"},
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
