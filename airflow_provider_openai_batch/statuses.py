@@ -40,6 +40,7 @@ class EventStatus(str, Enum):
     TERMINAL = "terminal"
     TIMEOUT = "timeout"
     ERROR = "error"
+    ROOM = "room"  # the model's batch queue has room for the shard that waited
 
 
 S = BatchStatus
@@ -51,6 +52,8 @@ KNOWN = frozenset(s.value for s in BatchStatus)
 STOPPED = frozenset({S.CANCELLING.value, S.CANCELLED.value})
 #: OpenAI rejected the whole input file: nothing ran and nothing was billed.
 REJECTED = frozenset({S.FAILED.value})
+#: In the organisation's batch queue: these hold their prompt tokens against the model's enqueued-token limit.
+QUEUED = frozenset({S.VALIDATING.value, S.IN_PROGRESS.value, S.FINALIZING.value})
 #: Finished without running every request: the unfinished ones can be submitted again.
 UNFINISHED = frozenset({S.EXPIRED.value, S.CANCELLED.value})
 

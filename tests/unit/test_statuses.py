@@ -157,4 +157,4 @@ def test_enums_are_their_strings_on_the_wire():
     # Trigger events and the manifest carry them as JSON; the API's strings come back as members.
     assert json.dumps([BatchStatus.COMPLETED, EventStatus.TIMEOUT]) == '["completed", "timeout"]'
     assert BatchStatus("in_progress") is BatchStatus.IN_PROGRESS
-    assert {e.value for e in EventStatus} == {"terminal", "timeout", "error"}
+    assert {e.value for e in EventStatus} == {"terminal", "timeout", "error", "room"}

@@ -55,14 +55,30 @@ def test_serialize_round_trip():
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_openai_batch.triggers.openai_batch.OpenAIBatchTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # JSON-safe primitives only
-    assert kwargs == {**KWARGS, "cancel_on_kill": ["batch_b"]}
+    assert kwargs == {**KWARGS, "cancel_on_kill": ["batch_b"], "room": None}
     assert OpenAIBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_a_room_wait_round_trips_and_may_watch_no_batch():
+    room = {
+        "model": "gpt-4o-mini",
+        "tokens": 380_000,
+        "limit": 2_000_000,
+        "order": ["2026-11-01T00:00:00+00:00", 2],
+    }
+    trigger = OpenAIBatchTrigger(batch_ids=[], room=room)
+    classpath, kwargs = trigger.serialize()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert kwargs["room"] == {**room, "not_before": 0.0} and kwargs["batch_ids"] == []
+    assert OpenAIBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
+    with pytest.raises(ValueError, match="non-empty list"):
+        OpenAIBatchTrigger(batch_ids=[])
 
 
 def test_without_cancel_on_kill_every_batch_is_the_triggers_to_cancel():
     trigger = OpenAIBatchTrigger(**KWARGS)
     _, kwargs = trigger.serialize()
-    assert kwargs == {**KWARGS, "cancel_on_kill": None}
+    assert kwargs == {**KWARGS, "cancel_on_kill": None, "room": None}
     assert trigger.cancel_on_kill is None
 
 
