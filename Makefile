@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix
+.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix test-browser
 
 setup: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# The batch pages in Debian's chromium (headless, Playwright from PyPI) against real Airflow processes; the
+# screenshots land in docs/. CI runs as root on a fresh machine: chromium comes from apt when missing.
+test-browser: setup
+	@command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium chromium-driver; }
+	$(PY) -m pytest tests/system/test_batch_pages_browser.py -m system
+
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/ruff format --check airflow_provider_openai_batch tests bench example_dags
@@ -39,6 +45,7 @@ bench: setup
 	$(PY) bench/bench_submit.py --mb 50 200
 	$(PY) bench/bench_emulator.py --requests 50000 --line-bytes 4000
 	$(PY) bench/bench_trigger.py --triggers 1000 --others 0 1500
+	$(PY) bench/bench_pages.py --batches 500 --views 20
 
 lock:
 	uv pip compile -q pyproject.toml --extra test --python-version 3.11 -o requirements-lock.txt
