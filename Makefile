@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix test-browser
+.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix test-browser chromium
 
 setup: $(STAMP)
 
@@ -25,14 +25,16 @@ $(STAMP): pyproject.toml requirements-lock.txt
 demo: setup
 	$(PY) -m airflow_provider_openai_batch.demo
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest
 
 # The batch pages in Debian's chromium (headless, Playwright from PyPI) against real Airflow processes; the
 # screenshots land in docs/. CI runs as root on a fresh machine: chromium comes from apt when missing.
-test-browser: setup
-	@command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium chromium-driver; }
+test-browser: setup chromium
 	$(PY) -m pytest tests/system/test_batch_pages_browser.py -m system
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium chromium-driver; }
 
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.system
 CHROMIUM = Path("/usr/bin/chromium")
 DAG_ID = "openai_batch_pages_shown"
 LOGICAL_DATE = "2026-11-02T00:00:00+00:00"
-REQUESTS, RATE = 60, 2.0  # requests per second: about 30 s in progress
+REQUESTS, RATE = 150, 2.0  # requests per second: about 75 s in progress
 DOCS = REPO / "docs"
 
 
@@ -86,20 +86,26 @@ def test_batch_tab_and_page_show_a_deferred_batch_advancing_then_its_cost(tmp_pa
             page.click("button[type=submit]")
             page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
 
+            # While deferred: the bar moves (each view reloads it; the listing is at most a second old).
             seen: list[int] = []
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 150
             while time.monotonic() < deadline:
-                page.goto(tab_url)
-                bar = page.locator("#task-progress progress")
-                assert bar.count() == 1, f"no progress bar on the Batch tab:\n{page.content()[:3000]}"
-                seen.append(int(bar.get_attribute("value") or 0))
-                total = int(bar.get_attribute("max") or 0)
-                if len(set(seen)) >= 3 and 0 < seen[-1] < total:
+                try:  # the page reloads itself every second (meta refresh): a read may race a reload
+                    page.goto(tab_url)
+                    bar = page.locator("#task-progress progress")
+                    assert bar.count() == 1, f"no progress bar on the Batch tab:\n{page.content()[:3000]}"
+                    value, total = int(bar.get_attribute("value") or 0), int(bar.get_attribute("max") or 0)
+                except playwright.Error:
+                    continue
+                if 0 < value < total and value not in seen:
+                    seen.append(value)
+                    if len(seen) == 2:  # mid-way: the screenshot shows a deferred batch advancing
+                        page.screenshot(path=str(DOCS / "batch-pages-tab.png"), full_page=True)
+                if len(seen) >= 3 or value >= total > 0:
                     break
-                time.sleep(1.5)
-            assert len(set(seen)) >= 3 and seen == sorted(seen), f"the bar did not advance: {seen}"
+                time.sleep(1.0)
+            assert len(seen) >= 2 and seen == sorted(seen), f"the bar did not advance while deferred: {seen}"
             assert "&lt;script&gt;" in page.content() and page.locator("script").count() == 0
-            page.screenshot(path=str(DOCS / "batch-pages-tab.png"), full_page=True)
             page.goto(f"{af.api_url}/openai-batch/")
             assert page.locator(f"section[data-dag-id='{DAG_ID}']").count() == 1
             page.screenshot(path=str(DOCS / "batch-pages-list.png"), full_page=True)
@@ -110,11 +116,22 @@ def test_batch_tab_and_page_show_a_deferred_batch_advancing_then_its_cost(tmp_pa
                 lambda: (task_instance(af, DAG_ID, run_id, "score") or ("",))[0] == "success",
                 240,
             )
-            page.goto(tab_url)
-            final = page.locator("#final-cost").inner_text()
-            assert final.startswith("$") and float(final[1:]) > 0, final
-            assert page.locator("#task-progress progress").get_attribute("value") == str(REQUESTS)
-            page.screenshot(path=str(DOCS / "batch-pages-tab-landed.png"), full_page=True)
+            final, value, content = "", None, ""
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not final.startswith("$"):
+                try:  # as above: a read may race the page's own reload
+                    page.goto(tab_url)
+                    content = page.content()
+                    final = page.locator("#final-cost").inner_text(timeout=3000)
+                    value = page.locator("#task-progress progress").get_attribute("value", timeout=3000)
+                    if final.startswith("$"):
+                        page.screenshot(path=str(DOCS / "batch-pages-tab-landed.png"), full_page=True)
+                except playwright.Error:
+                    time.sleep(0.5)
+            assert final.startswith("$") and float(final[1:]) > 0, (
+                f"no final cost: {final!r}\n{content[-3000:]}"
+            )
+            assert value == str(REQUESTS)
             browser.close()
     finally:
         af.stop()
