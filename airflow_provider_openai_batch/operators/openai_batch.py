@@ -252,7 +252,7 @@ class OpenAIBatchOperator(BaseOperator):
                 queue = QueueState(limit=action.limit, learned=True, free_failures=state.queue.free_failures)
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
-                if not submit.resubmit_round(self.job, ledger, state, action.include_cancelled):
+                if not submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled):
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
                 self.log.warning(
