@@ -46,6 +46,10 @@ class BatchResult(TypedDict):
     ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``request_counts`` count each
     request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
     ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model).
+    ``invalid_output`` (with ``output_schema``; else None) counts the output lines whose structured answer did
+    not validate: ``{"total", "reasons": {"truncated", "refusal", "no_answer", "invalid_json",
+    "schema_mismatch", "no_schema"}}``; they are among ``completed``, and count as failed for
+    ``max_failed_ratio``.
     """
 
     batch_id: str | None
@@ -68,6 +72,7 @@ class BatchResult(TypedDict):
     rounds: list[list[str]]
     input_fingerprint: str
     custom_id_prefix: str | None
+    invalid_output: dict[str, Any] | None
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -140,6 +145,7 @@ def build_result(
     fingerprint: str = "",
     custom_id_prefix: str | None = None,
     cost: dict[str, Any] | None = None,
+    invalid_output: dict[str, Any] | None = None,
 ) -> BatchResult:
     """The BatchResult of every round's batches (JSON-safe, no secrets).
 
@@ -150,9 +156,10 @@ def build_result(
     batches = [b for rnd in rounds for b in rnd]
     counts = sum_counts(batches)
     if len(rounds) > 1:
+        # Each request once: a resent one's earlier lines were dropped at landing.
         counts = {
             "total": sum_counts(rounds[0])["total"],
-            "completed": counts["completed"],
+            "completed": output_lines,
             "failed": int(failed_lines or 0),
         }
     single = batches[0] if len(batches) == 1 else {}
@@ -177,6 +184,7 @@ def build_result(
         "rounds": [[b["id"] for b in rnd] for rnd in rounds],
         "input_fingerprint": fingerprint,
         "custom_id_prefix": custom_id_prefix,
+        "invalid_output": invalid_output,
     }
 
 
@@ -209,4 +217,5 @@ def summary(result: BatchResult) -> dict[str, Any]:
         "manifest_path": result["manifest_path"],
         "custom_id_prefix": result["custom_id_prefix"],
         "cost": result.get("cost"),
+        "invalid_output": result.get("invalid_output"),
     }

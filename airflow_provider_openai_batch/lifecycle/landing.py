@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from airflow_provider_openai_batch import cost, results, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
+from airflow_provider_openai_batch.lifecycle import answers
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
 
 OUTPUT_FILE, ERROR_FILE = "output.jsonl", "errors.jsonl"
@@ -30,6 +31,7 @@ class Landed:
     output_lines: int
     error_lines: int
     failed_lines: int  # error lines of requests that ran and failed (not ones a stop left unrun)
+    invalid_output: dict[str, Any] | None = None  # with an output schema: invalid answers among output lines
 
 
 def land(
@@ -38,25 +40,43 @@ def land(
     rounds: Sequence[Sequence[Mapping[str, Any]]],
     resubmitted_cancelled: list[bool],
     workdir: str,
+    *,
+    output_schema: Any = None,
+    invalid_round: int | None = None,
 ) -> Landed:
     """Download and land every round's files on ``output_path``; the caller writes the manifest with :func:`finish`.
 
     :param rounds: each round's batches (dicts, as re-read on the worker), round 0 first.
     :param resubmitted_cancelled: per round but the last, whether the next round also resent the requests a
         cancel stopped (so their ``batch_cancelled`` lines are superseded too).
+    :param output_schema: count the output lines whose structured answer is invalid (see
+        :class:`~airflow_provider_openai_batch.structured.validate.OutputSchema`).
+    :param invalid_round: the follow-up round that resent invalid answers: earlier rounds' output lines of
+        the requests it resent are dropped, and it supersedes no error line.
     """
     folder = storage.to_path(output_path)
     storage.remove_if_exists(folder / storage.MANIFEST)
     outputs: list[Path] = []
     errors: list[Path] = []
     expected_out = expected_err = failed = 0
+    work = Path(workdir)
+    tally = answers.empty_tally() if output_schema is not None else None
+    needs_input = output_schema == "auto"
+    resent = answers.input_ids(hook, rounds[invalid_round], work) if invalid_round else set()
     for r, batches in enumerate(rounds):
-        superseded = r + 1 < len(rounds)
+        superseded = r + 1 < len(rounds) and r + 1 != invalid_round
         for batch in batches:
             if batch.get("output_file_id"):
-                path = Path(workdir, f"{batch['id']}.output.jsonl")
+                path = work / f"{batch['id']}.output.jsonl"
                 _, lines = hook.download_file(batch["output_file_id"], local_path=path)
                 _check_complete(batch, lines)
+                if invalid_round and r < invalid_round:
+                    path, lines = answers.drop_lines(path, resent)
+                if tally is not None:
+                    inp = work / f"{batch['id']}.input.jsonl"
+                    if needs_input and not inp.exists():
+                        hook.download_file(batch["input_file_id"], local_path=inp)
+                    answers.tally(path, output_schema, inp, tally)
                 outputs.append(path)
                 expected_out += lines
             if batch.get("error_file_id"):
@@ -81,6 +101,7 @@ def land(
         output_lines=expected_out,
         error_lines=expected_err,
         failed_lines=failed,
+        invalid_output=tally,
     )
 
 
@@ -166,11 +187,21 @@ def land_result(
     *,
     custom_id_prefix: str | None,
     log: Any,
+    output_schema: Any = None,
 ) -> results.BatchResult:
     """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last."""
     cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
+    invalid_round = next((r for r in range(1, len(rounds)) if state.round_resends_invalid(r)), None)
     with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
-        landed = land(hook, output_path, rounds, cancelled, workdir)
+        landed = land(
+            hook,
+            output_path,
+            rounds,
+            cancelled,
+            workdir,
+            output_schema=output_schema,
+            invalid_round=invalid_round,
+        )
     result = results.build_result(
         rounds,
         output_path=landed.output_path,
@@ -181,16 +212,20 @@ def land_result(
         failed_lines=landed.failed_lines,
         fingerprint=state.record.fingerprint,
         custom_id_prefix=custom_id_prefix,
+        invalid_output=landed.invalid_output,
     )
     estimate = cost.cost_of_usage(result["model"] or state.model, result["usage"])
     result["cost"] = estimate
     finish(landed, result)
     log.info(
-        "Landed %d output line(s) at %s and %d error line(s)%s. Cost: %s",
+        "Landed %d output line(s) at %s and %d error line(s)%s%s. Cost: %s",
         landed.output_lines,
         landed.output_path,
         landed.error_lines,
         f" at {landed.error_path}" if landed.error_path else "",
+        f"; {landed.invalid_output['total']} invalid answer(s) {landed.invalid_output['reasons']}"
+        if landed.invalid_output
+        else "",
         cost.describe(estimate),
     )
     return result

@@ -28,6 +28,7 @@ class Policy:
     on_timeout: str = "cancel"
     max_failed_ratio: float = 0.0
     cancel_grace: float = CANCEL_GRACE_SECONDS
+    resubmit_invalid: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class Resubmit:
 
 
 @dataclass(frozen=True)
+class ResendInvalid:
+    """Before landing, once: send the requests whose structured answers are invalid again (none: land)."""
+
+
+@dataclass(frozen=True)
 class CancelThenWait:
     """Our timeout passed: cancel the round, then wait until ``deadline`` for its partial results."""
 
@@ -87,7 +93,7 @@ class Fail:
     message: str
 
 
-Action = Wait | SubmitWave | Resubmit | CancelThenWait | Land | Fail
+Action = Wait | SubmitWave | Resubmit | ResendInvalid | CancelThenWait | Land | Fail
 
 
 def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
@@ -102,6 +108,8 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
         return Fail(reason, obs.message)
 
     if (broken := state.record.incomplete_round()) is not None:
+        if broken.invalid_output:
+            return ResendInvalid()
         return Resubmit(
             include_cancelled=broken.include_cancelled
         )  # builds the same round; makes what is missing
@@ -125,6 +133,9 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
     )
     if unfinished and not stopped and state.follow_ups < policy.resubmit_failed:
         return Resubmit(include_cancelled=False)
+    resent = any(state.round_resends_invalid(r) for r in range(1, len(state.rounds)))
+    if policy.resubmit_invalid and not stopped and not resent:
+        return ResendInvalid()
     return Land()
 
 

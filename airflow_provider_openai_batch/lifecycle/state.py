@@ -45,6 +45,11 @@ class RunState:
         labels = self.record.round_labels(round_no)
         return bool(labels) and labels[0].include_cancelled
 
+    def round_resends_invalid(self, round_no: int) -> bool:
+        """Whether follow-up round ``round_no`` resent the requests whose structured answers were invalid."""
+        labels = self.record.round_labels(round_no)
+        return bool(labels) and labels[0].invalid_output
+
     def to_context(self) -> dict[str, Any]:
         """JSON-safe, for the trigger's ``context``."""
         return {

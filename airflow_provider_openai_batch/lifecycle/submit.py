@@ -19,6 +19,7 @@ from airflow_provider_openai_batch.batch_input import (
     spool_requests,
 )
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
+from airflow_provider_openai_batch.lifecycle import answers
 from airflow_provider_openai_batch.lifecycle.ledger import (
     Ledger,
     SubmissionRecord,
@@ -132,14 +133,34 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
         )
         if spool is None:
             return False
-        log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
-        labels = []
-        for shard in spool.shards:
-            lbl = label(round_no, shard.index, len(spool.shards), include_cancelled=include_cancelled)
-            ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
-            labels.append(lbl)
-        create(job, ledger, state.record, labels)
+        _follow_up(job, ledger, state, spool, round_no, include_cancelled=include_cancelled)
     return True
+
+
+def resend_invalid_round(job: Job, ledger: Ledger, state: RunState, output_schema: Any) -> bool:
+    """Build the follow-up round of the requests whose structured answers are invalid (or finish one a crash
+    left half made); False when every answer is valid."""
+    broken = state.record.incomplete_round()
+    round_no = broken.round if broken is not None else len(state.rounds)
+    rounds = [[ledger.seen.get(b) or ledger.read(b) for b in rnd] for rnd in state.rounds[:round_no]]
+    with tempfile.TemporaryDirectory(prefix="openai-batch-invalid-") as workdir:
+        spool = answers.collect_invalid(
+            ledger.hook, rounds, workdir, output_schema, endpoint=job.endpoint, source_name=job.source_name
+        )
+        if spool is None:
+            return False
+        _follow_up(job, ledger, state, spool, round_no, invalid_output=True)
+    return True
+
+
+def _follow_up(job: Job, ledger: Ledger, state: RunState, spool: Any, round_no: int, **kind: bool) -> None:
+    log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
+    labels = []
+    for shard in spool.shards:
+        lbl = label(round_no, shard.index, len(spool.shards), **kind)
+        ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
+        labels.append(lbl)
+    create(job, ledger, state.record, labels)
 
 
 def check_arguments(

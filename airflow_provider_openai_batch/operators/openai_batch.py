@@ -32,6 +32,7 @@ from airflow_provider_openai_batch.links.openai_batch import (
     OpenAIBatchLink,
 )
 from airflow_provider_openai_batch.statuses import EventStatus
+from airflow_provider_openai_batch.structured.validate import OutputSchema
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -74,6 +75,11 @@ class OpenAIBatchOperator(BaseOperator):
         would create exceeds it; see docs/results.md for what the estimate counts.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
+    :param output_schema: Validate every answer while landing: a Pydantic model, a JSON schema dict, or ``"auto"``
+        (the schema each request asked for). Invalid answers are counted in the result's ``invalid_output``
+        and count as failed requests for ``max_failed_ratio``.
+    :param resubmit_invalid: With ``output_schema``, send the requests whose answers are invalid again, once, in
+        a follow-up round before landing; each ``custom_id`` lands once, with its last answer.
     """
 
     template_fields: Sequence[str] = ("input_path", "output_path", "endpoint", "metadata", "custom_id_prefix")
@@ -106,6 +112,8 @@ class OpenAIBatchOperator(BaseOperator):
         reattach_scan_pages: int = 100,
         max_cost_usd: float | None = None,
         delete_files: bool = False,
+        output_schema: Any = None,
+        resubmit_invalid: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,6 +142,12 @@ class OpenAIBatchOperator(BaseOperator):
         self.reattach_scan_pages = reattach_scan_pages
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
+        if output_schema is not None:
+            OutputSchema(output_schema)  # a bad schema fails when the DAG is parsed, not after paying
+        elif resubmit_invalid:
+            raise ValueError("Expected `output_schema` with resubmit_invalid=True but received none")
+        self.output_schema = output_schema
+        self.resubmit_invalid = resubmit_invalid
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
 
     @cached_property
@@ -143,7 +157,11 @@ class OpenAIBatchOperator(BaseOperator):
     @property
     def policy(self) -> plan.Policy:
         return plan.Policy(
-            self.max_shards_in_flight, self.resubmit_failed, self.on_timeout, self.max_failed_ratio
+            self.max_shards_in_flight,
+            self.resubmit_failed,
+            self.on_timeout,
+            self.max_failed_ratio,
+            resubmit_invalid=self.resubmit_invalid,
         )
 
     @property
@@ -220,6 +238,9 @@ class OpenAIBatchOperator(BaseOperator):
             elif isinstance(action, plan.Resubmit):
                 if not submit.resubmit_round(self.job, ledger, state, action.include_cancelled):
                     return self._land(context, ledger, state)
+            elif isinstance(action, plan.ResendInvalid):
+                if not submit.resend_invalid_round(self.job, ledger, state, self.output_schema):
+                    return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
                 self.log.warning(
                     "Timeout: cancelling batch(es) %s and landing what finished", action.batch_ids
@@ -276,11 +297,13 @@ class OpenAIBatchOperator(BaseOperator):
                 state,
                 custom_id_prefix=self.custom_id_prefix,
                 log=self.log,
+                output_schema=self.output_schema,
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
+        invalid = (result.get("invalid_output") or {}).get("total", 0)
         outcome = plan.outcome(
-            state, rounds[-1], result["request_counts"], result["error_lines"], self.policy
+            state, rounds[-1], result["request_counts"], result["error_lines"] + invalid, self.policy
         )
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
