@@ -77,6 +77,12 @@ def test_invalid_answers_are_counted_exactly_in_result_manifest_and_asset(
     records = {r["custom_id"]: r for r in read_results(result, source, schema=Ticket)}
     assert {c for c, r in records.items() if r["status"] == "invalid_output"} == INVALID
     assert all(isinstance(records[c]["parsed"], Ticket) for c in IDS if c not in INVALID)
+    # The worked example of docs/results.md: validated rows, one column per field.
+    frame = read_results(result, schema=Ticket).to_pandas(flatten=True)
+    valid = frame[frame["status"] == "ok"]
+    assert sorted(valid["custom_id"]) == sorted(set(IDS) - INVALID)
+    assert {"label", "score", "owner.name", "owner.age"} <= set(frame.columns)
+    assert valid["owner.name"].map(type).eq(str).all()
 
 
 def test_invalid_answers_count_as_failed_for_max_failed_ratio(
