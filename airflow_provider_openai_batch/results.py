@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from airflow_provider_openai_batch.statuses import TERMINAL, combined_status
+from airflow_provider_openai_batch.statuses import combined_status
 
-TERMINAL_STATUSES = TERMINAL  # the name version 0.1 exported
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -50,6 +49,8 @@ class BatchResult(TypedDict):
     not validate: ``{"total", "reasons": {"truncated", "refusal", "no_answer", "invalid_json",
     "schema_mismatch", "no_schema"}}``; they are among ``completed``, and count as failed for
     ``max_failed_ratio``.
+    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model). ``paid_twice`` lists
+    twins of a counted batch that already ran (a create repeated by a gateway, or two runs racing): billed, unused.
     """
 
     batch_id: str | None
@@ -73,6 +74,7 @@ class BatchResult(TypedDict):
     input_fingerprint: str
     custom_id_prefix: str | None
     invalid_output: dict[str, Any] | None
+    paid_twice: list[dict[str, Any]]
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -146,6 +148,7 @@ def build_result(
     custom_id_prefix: str | None = None,
     cost: dict[str, Any] | None = None,
     invalid_output: dict[str, Any] | None = None,
+    paid_twice: Sequence[Mapping[str, Any]] = (),
 ) -> BatchResult:
     """The BatchResult of every round's batches (JSON-safe, no secrets).
 
@@ -185,23 +188,8 @@ def build_result(
         "input_fingerprint": fingerprint,
         "custom_id_prefix": custom_id_prefix,
         "invalid_output": invalid_output,
+        "paid_twice": [dict(e) for e in paid_twice],
     }
-
-
-__all__ = [
-    "TERMINAL_STATUSES",
-    "BatchResult",
-    "as_dict",
-    "RequestCounts",
-    "ShardSummary",
-    "Usage",
-    "build_result",
-    "combined_status",
-    "failure_details",
-    "shard_summary",
-    "sum_counts",
-    "sum_usage",
-]
 
 
 def summary(result: BatchResult) -> dict[str, Any]:

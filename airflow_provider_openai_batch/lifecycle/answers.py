@@ -4,7 +4,7 @@
 Each downloaded output file is read once by the result reader with the task's schema (streamed, memory flat;
 with ``"auto"`` joined to the batch's own input file), and the reasons are tallied. A follow-up round for the
 invalid answers takes their original requests from the batches' input files, as the round for failed
-requests does (:mod:`..resubmit`); at landing the earlier rounds' lines of the requests it resent are dropped,
+requests does (:mod:`.resubmit`); at landing the earlier rounds' lines of the requests it resent are dropped,
 so every ``custom_id`` lands once, with its last answer.
 """
 

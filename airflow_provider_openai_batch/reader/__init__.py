@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from airflow_provider_openai_batch import files
 from airflow_provider_openai_batch.reader import sources
 from airflow_provider_openai_batch.reader.join import LOOKUP_BATCH, RequestIndex
 from airflow_provider_openai_batch.reader.shapes import embedding, text
@@ -57,18 +58,12 @@ def _record(line: Any, number: int, name: str) -> dict[str, Any]:
 
 
 def _lines(location: Any) -> Iterator[dict[str, Any]]:
-    name = sources.display(location)
-    with sources.open_binary(location) as fh:
+    name = files.display(location)
+    with files.open_binary(location) as fh:
         for number, raw in enumerate(iter_jsonl_lines(fh), start=1):
             if not raw.strip():
                 continue
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError as err:
-                raise ValueError(
-                    f"Expected a JSON object on line {number} of {name} but received: {err}"
-                ) from None
-            yield _record(line, number, name)
+            yield _record(files.json_line(raw, number, name), number, name)
 
 
 def _require(module: str, method: str, extra: str) -> Any:

@@ -10,7 +10,7 @@ by field. Problems are all counted, the first :data:`MAX_PROBLEMS` kept, each na
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +166,13 @@ class RequestChecker:
     :param problems: where invalid and blank lines are recorded.
     """
 
-    def __init__(self, endpoint: str, limits: Limits, problems: ProblemLog) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        limits: Limits,
+        problems: ProblemLog,
+        token_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.limits = limits
         self.problems = problems
@@ -180,12 +186,17 @@ class RequestChecker:
         self.model_line = 0
         self.line = 0  # lines checked so far
         self.accepted = 0  # requests accepted so far
+        self.token_limit = limits.enqueued_tokens
+        # model -> enqueued-token limit ("*": any model); the input's limit is picked once its model is known.
+        self.token_limits = dict(token_limits or {})
+        self._count: Any = None  # the prompt-token counter, made once the model is known
 
     def check(
         self, lines: list[Any], check_size: bool = True
-    ) -> tuple[list[Any], list[str], list[int] | None]:
-        """Check the next lines; returns the accepted lines, their ``custom_id`` values, and on
-        ``/v1/embeddings`` their embedding input counts (else None).
+    ) -> tuple[list[Any], list[str], list[int] | None, list[int] | None]:
+        """Check the next lines; returns the accepted lines, their ``custom_id`` values, on
+        ``/v1/embeddings`` their embedding input counts (else None), and their prompt tokens when an
+        enqueued-token limit is set (else None).
 
         :param lines: raw lines without their newline: bytes, or :class:`TooLong`/:class:`Unusable`.
         :param check_size: False when the caller knows that no line in ``lines`` is too large for a file.
@@ -200,6 +211,8 @@ class RequestChecker:
         accepted: list[Any] = []
         ids: list[str] = []
         embs: list[int] = []
+        toks: list[int] = []
+        token_limit = self.token_limit
         emb = 0
         base = self.accepted
         line = self.line
@@ -243,11 +256,39 @@ class RequestChecker:
                     continue
                 if embeddings:
                     embs.append(emb)
+            if token_limit is None and self.token_limits:
+                token_limit = self.token_limit = self.token_limits.get(
+                    self.model or "", self.token_limits.get("*")
+                )
+                self.token_limits = {}
+            if token_limit is not None:
+                tok = self._prompt_tokens(body)
+                if tok > token_limit:
+                    problems.add(
+                        line,
+                        base + len(ids),
+                        "body",
+                        f"Expected a request within the enqueued-token limit of {self.model}'s batch queue "
+                        f"({token_limit:,} tokens) but received one of {tok:,} prompt tokens: it could never run",
+                    )
+                    if embeddings:
+                        embs.pop()
+                    continue
+                toks.append(tok)
             accepted.append(raw)
             ids.append(cid)
         self.line = line
         self.accepted = base + len(ids)
-        return accepted, ids, embs if embeddings else None
+        return accepted, ids, embs if embeddings else None, toks if token_limit is not None else None
+
+    def _prompt_tokens(self, body: dict[str, Any]) -> int:
+        """A request's prompt tokens, counted as the cost estimate counts them."""
+        from airflow_provider_openai_batch.cost.estimate import prompt_tokens
+        from airflow_provider_openai_batch.cost.tokens import token_counter
+
+        if self._count is None:
+            self._count = token_counter(self.model).count
+        return prompt_tokens(body, self.endpoint, self._count)
 
     def _bad_raw(self, raw: Any, line: int, position: int, exc: Exception) -> None:
         """A line that did not parse: blank, too long, unusable, not UTF-8, or not JSON."""

@@ -126,6 +126,7 @@ def test_build_result_single_batch():
         "input_fingerprint": "fp-1",
         "custom_id_prefix": "daily",
         "invalid_output": None,
+        "paid_twice": [],
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airflow_provider_openai_batch.cost import cost_of_usage, load_prices
+from airflow_provider_openai_batch.cost import cost_of_usage, load_prices, price_age
 from airflow_provider_openai_batch.cost.prices import DEFAULT_TABLE
 
 PRICES = {
@@ -166,3 +166,13 @@ def test_the_shipped_table_prices_snapshots_as_their_family_and_says_which_entry
         expected = (1000 * entry["input"] + 100 * entry["output"]) / 1e6 * (1 - prices["batch_discount"])
         assert cost["total_usd"] == pytest.approx(expected)
         assert cost["as_of"] == entry["as_of"]
+
+
+def test_price_age_warns_only_about_old_prices():
+    old = cost_of_usage(
+        "m", {}, {**PRICES, "models": {"m": {**PRICES["models"]["m"], "as_of": "2020-01-01"}}}
+    )
+    assert price_age(old).startswith("Cost estimates use prices as of 2020-01-01, ")
+    assert "[openai_batch] price_table" in price_age(old)
+    fresh = {**PRICES["models"]["m"], "as_of": dt.date.today().isoformat()}
+    assert price_age(cost_of_usage("m", {}, {**PRICES, "models": {"m": fresh}})) is None
