@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from airflow_provider_openai_batch import cost, results, storage
+from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch.cost.estimate import describe
+from airflow_provider_openai_batch.cost.prices import cost_of_usage, price_age
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
 from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
@@ -209,7 +211,7 @@ def land_result(
         custom_id_prefix=custom_id_prefix,
         paid_twice=paid_twice,
     )
-    estimate = cost.cost_of_usage(result["model"] or model, result["usage"])
+    estimate = cost_of_usage(result["model"] or model, result["usage"])
     result["cost"] = estimate
     finish(landed, result)
     log.info(
@@ -218,8 +220,8 @@ def land_result(
         landed.output_path,
         landed.error_lines,
         f" at {landed.error_path}" if landed.error_path else "",
-        cost.describe(estimate),
+        describe(estimate),
     )
-    if (stale := cost.price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
+    if (stale := price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
         log.warning(stale)
     return result
