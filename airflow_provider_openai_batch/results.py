@@ -46,6 +46,8 @@ class BatchResult(TypedDict):
     request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
     ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model). ``paid_twice`` lists
     twins of a counted batch that already ran (a create repeated by a gateway, or two runs racing): billed, unused.
+    ``written_by`` names the task that landed the folder (``dag_id``, ``task_id``, ``map_index``, ``run_id``):
+    another task's folder is refused unless ``overwrite_other_results``.
     """
 
     batch_id: str | None
@@ -69,6 +71,7 @@ class BatchResult(TypedDict):
     input_fingerprint: str
     custom_id_prefix: str | None
     paid_twice: list[dict[str, Any]]
+    written_by: dict[str, Any] | None
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -142,6 +145,7 @@ def build_result(
     custom_id_prefix: str | None = None,
     cost: dict[str, Any] | None = None,
     paid_twice: Sequence[Mapping[str, Any]] = (),
+    written_by: dict[str, Any] | None = None,
 ) -> BatchResult:
     """The BatchResult of every round's batches (JSON-safe, no secrets).
 
@@ -180,6 +184,7 @@ def build_result(
         "input_fingerprint": fingerprint,
         "custom_id_prefix": custom_id_prefix,
         "paid_twice": [dict(e) for e in paid_twice],
+        "written_by": written_by,
     }
 
 

@@ -190,12 +190,14 @@ def land_result(
     model: str | None,
     custom_id_prefix: str | None,
     paid_twice: Sequence[Mapping[str, Any]] = (),
+    written_by: dict[str, Any] | None = None,
 ) -> results.BatchResult:
     """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last.
 
     :param resubmitted_cancelled: as :func:`land` takes it.
     :param model: the model the input names, for the cost when the batches do not say.
     :param paid_twice: the twins that already ran, as the record lists them.
+    :param written_by: the task landing the folder (:func:`..storage.results_writer`), named in the manifest.
     """
     with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
         landed = land(hook, output_path, rounds, resubmitted_cancelled, workdir)
@@ -210,6 +212,7 @@ def land_result(
         fingerprint=fingerprint,
         custom_id_prefix=custom_id_prefix,
         paid_twice=paid_twice,
+        written_by=written_by,
     )
     estimate = cost_of_usage(result["model"] or model, result["usage"])
     result["cost"] = estimate

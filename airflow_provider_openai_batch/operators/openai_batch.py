@@ -79,6 +79,9 @@ class OpenAIBatchOperator(BaseOperator):
     :param reattach_scan_pages: Most pages (100 batches each) one search of ``batches.list`` reads.
     :param max_cost_usd: Refuse to submit (nothing uploaded) when an upper-bound cost estimate of what this try
         would create exceeds it; see docs/results.md for what the estimate counts.
+    :param overwrite_other_results: Replace results another task (another DAG, task or map index, as
+        ``_manifest.json`` says) landed in ``output_path``. Default ``False``: such a folder fails the task before
+        anything is uploaded or paid (``OpenAIBatchOutputOfAnotherTask``); this task's own folder is always rewritten.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
     """
@@ -114,6 +117,7 @@ class OpenAIBatchOperator(BaseOperator):
         max_cost_usd: float | None = None,
         delete_files: bool = False,
         queue_timeout: timedelta | float | None = None,
+        overwrite_other_results: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -146,6 +150,7 @@ class OpenAIBatchOperator(BaseOperator):
         self.queue_timeout = (
             queue_timeout.total_seconds() if isinstance(queue_timeout, timedelta) else queue_timeout
         )
+        self.overwrite_other_results = overwrite_other_results
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
         #: The page of the batch the task works on, for the extra link (read when Airflow ends the try).
         self.batch_page_url: str | None = None
@@ -186,6 +191,7 @@ class OpenAIBatchOperator(BaseOperator):
     # ---------------------------------------------------------------------------------------- submit
     def execute(self, context: Context) -> Any:
         """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
+        storage.check_connections(self.input_path, self.output_path)
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
         return self._start(context, submit.configured_token_limits(), QueueState(), deadline)
 
@@ -197,6 +203,11 @@ class OpenAIBatchOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = submit.read_input(job, workdir, token_limits)
             storage.check_writable(self.output_path)
+            storage.check_results_owner(
+                self.output_path,
+                storage.results_writer(ledger.identity),
+                overwrite=self.overwrite_other_results,
+            )
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
             self._report_reused(ledger, record)
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
@@ -326,6 +337,7 @@ class OpenAIBatchOperator(BaseOperator):
                 model=state.model,
                 custom_id_prefix=self.custom_id_prefix,
                 paid_twice=state.record.paid_twice,
+                written_by=storage.results_writer(ledger.identity),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
