@@ -41,12 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ASYNC_MAX_CONNECTIONS",
-    "OpenAIBatchHook",
-    "clear_async_client_cache",
-    "client_kwargs_from_connection",
-]
 
 #: Pool size of the shared async client. Polls are short GETs: 1,000 triggers polling every minute need about
 #: 5 connections at 300 ms latency; 50 absorbs the burst after a triggerer restart, and a request waiting for a
