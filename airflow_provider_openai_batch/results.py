@@ -51,6 +51,8 @@ class BatchResult(TypedDict):
     ``max_failed_ratio``.
     ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model). ``paid_twice`` lists
     twins of a counted batch that already ran (a create repeated by a gateway, or two runs racing): billed, unused.
+    ``written_by`` names the task that landed the folder (``dag_id``, ``task_id``, ``map_index``, ``run_id``):
+    another task's folder is refused unless ``overwrite_other_results``.
     """
 
     batch_id: str | None
@@ -75,6 +77,7 @@ class BatchResult(TypedDict):
     custom_id_prefix: str | None
     invalid_output: dict[str, Any] | None
     paid_twice: list[dict[str, Any]]
+    written_by: dict[str, Any] | None
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -149,6 +152,7 @@ def build_result(
     cost: dict[str, Any] | None = None,
     invalid_output: dict[str, Any] | None = None,
     paid_twice: Sequence[Mapping[str, Any]] = (),
+    written_by: dict[str, Any] | None = None,
 ) -> BatchResult:
     """The BatchResult of every round's batches (JSON-safe, no secrets).
 
@@ -189,6 +193,7 @@ def build_result(
         "custom_id_prefix": custom_id_prefix,
         "invalid_output": invalid_output,
         "paid_twice": [dict(e) for e in paid_twice],
+        "written_by": written_by,
     }
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from airflow_provider_openai_batch import cost, results, storage
+from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch.cost.estimate import describe
+from airflow_provider_openai_batch.cost.prices import cost_of_usage, price_age
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
 from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
 from airflow_provider_openai_batch.lifecycle import answers
@@ -211,12 +213,14 @@ def land_result(
     paid_twice: Sequence[Mapping[str, Any]] = (),
     output_schema: Any = None,
     invalid_round: int | None = None,
+    written_by: dict[str, Any] | None = None,
 ) -> results.BatchResult:
     """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last.
 
     :param resubmitted_cancelled, output_schema, invalid_round: as :func:`land` takes them.
     :param model: the model the input names, for the cost when the batches do not say.
     :param paid_twice: the twins that already ran, as the record lists them.
+    :param written_by: the task landing the folder (:func:`..storage.results_writer`), named in the manifest.
     """
     with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
         landed = land(
@@ -240,8 +244,9 @@ def land_result(
         custom_id_prefix=custom_id_prefix,
         invalid_output=landed.invalid_output,
         paid_twice=paid_twice,
+        written_by=written_by,
     )
-    estimate = cost.cost_of_usage(result["model"] or model, result["usage"])
+    estimate = cost_of_usage(result["model"] or model, result["usage"])
     result["cost"] = estimate
     finish(landed, result)
     log.info(
@@ -253,8 +258,8 @@ def land_result(
         f"; {landed.invalid_output['total']} invalid answer(s) {landed.invalid_output['reasons']}"
         if landed.invalid_output
         else "",
-        cost.describe(estimate),
+        describe(estimate),
     )
-    if (stale := cost.price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
+    if (stale := price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
         log.warning(stale)
     return result

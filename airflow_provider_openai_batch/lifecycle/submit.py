@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openai_batch import cost, storage
+from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.cost.estimate import check_budget as refuse_over_budget
+from airflow_provider_openai_batch.cost.estimate import describe, estimate_upper_bound
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
 from airflow_provider_openai_batch.lifecycle import answers, resubmit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger
@@ -95,9 +97,9 @@ def check_budget(job: Job, shards: list[Shard], model: str | None, max_cost_usd:
     """``max_cost_usd``: bound what this try would create, before anything is uploaded."""
     if max_cost_usd is None or not shards:
         return
-    estimate = cost.estimate_upper_bound(shards, endpoint=job.endpoint, model=model)
-    log.info("Cost of the %d batch(es) to create: %s", len(shards), cost.describe(estimate))
-    cost.check_budget(estimate, max_cost_usd)
+    estimate = estimate_upper_bound(shards, endpoint=job.endpoint, model=model)
+    log.info("Cost of the %d batch(es) to create: %s", len(shards), describe(estimate))
+    refuse_over_budget(estimate, max_cost_usd)
 
 
 def upload_shards(
