@@ -22,7 +22,8 @@ CONFIG_OPTION = "price_table"
 DEFAULT_TABLE = Path(__file__).with_name("prices.json")
 PRICE_KEYS = ("input", "cached_input", "output")
 STALE_AFTER_DAYS = 180
-_DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+# A snapshot's date: "-2024-07-18" (current names) or "-0125" (gpt-3.5 / gpt-4 era names).
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 def _check(table: Any, where: str) -> dict[str, Any]:
@@ -111,7 +112,9 @@ def load_prices(
 
 
 def lookup(model: str | None, prices: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
-    """The table entry for ``model``: by exact name, else without a ``-YYYY-MM-DD`` snapshot suffix."""
+    """The table entry for ``model`` and its name: by exact name, else its family's (the name without a
+    ``-YYYY-MM-DD`` or ``-MMDD`` snapshot date). Other suffixes (``-search-preview``, ``-audio``) are other
+    models with other prices: never matched to a family."""
     if not model:
         return None, None
     models = prices["models"]
@@ -121,11 +124,31 @@ def lookup(model: str | None, prices: Mapping[str, Any]) -> tuple[str | None, di
     return None, None
 
 
+def _age_days(as_of: Any) -> int | None:
+    try:
+        return (dt.date.today() - dt.date.fromisoformat(str(as_of))).days
+    except ValueError:
+        return None
+
+
+def price_age(cost: Mapping[str, Any]) -> str | None:
+    """A warning when the prices behind ``cost`` are more than :data:`STALE_AFTER_DAYS` old, else None.
+
+    For the task log, once per task (the cost lines themselves do not repeat it).
+    """
+    age = _age_days(cost.get("as_of"))
+    if age is None or age <= STALE_AFTER_DAYS:
+        return None
+    return (
+        f"Cost estimates use prices as of {cost.get('as_of')}, {age} days old: set [{CONFIG_SECTION}] "
+        f"{CONFIG_OPTION} to current ones"
+    )
+
+
 def _note(as_of: Any) -> str:
     note = "an estimate from list prices, not an invoice"
-    try:
-        age = (dt.date.today() - dt.date.fromisoformat(str(as_of))).days
-    except ValueError:
+    age = _age_days(as_of)
+    if age is None:
         return f"{note}; the price table gives no as_of date"
     if age > STALE_AFTER_DAYS:
         note += f"; the prices are {age} days old: set [{CONFIG_SECTION}] {CONFIG_OPTION} to current ones"
