@@ -258,9 +258,9 @@ class Ledger:
         self.store.save(record)
         self.seen[batch["id"]] = batch
         log.info("Created batch %s (%s)", batch["id"], lbl)
-        if self.fresh:
-            return batch
         found = twins_of_this_create()  # read after the answer: fresher than it, ours included
+        if self.fresh:  # earlier batches are ignored, a gateway's repeats of this very create are not
+            found = [b for b in found if self._is_ours(b) and int(b.get("created_at") or 0) >= started - 2]
         if all(b["id"] != batch["id"] for b in found):
             found.append(batch)
         return self._settle(record, lbl, found, answered=batch["id"]) or batch
