@@ -294,12 +294,12 @@ class OpenAIBatchOperator(BaseOperator):
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
                 with self._counting_creates(context, state):
-                    more = submit.resubmit_round(self.job, ledger, state, action.include_cancelled)
+                    more = submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled)
                 if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.ResendInvalid):
                 with self._counting_creates(context, state):
-                    more = submit.resend_invalid_round(self.job, ledger, state, self.output_schema)
+                    more = submit.resend_invalid_round(self.job, self.hook, ledger, state, self.output_schema)
                 if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
