@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix
+.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix test-deploy
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The provider where users run it (docs/deployment.md): PostgreSQL 15 (on the machine image), Redis (installed here
+# when missing), the CeleryExecutor on two workers and two triggerers, with faults in every process.
+test-deploy: setup
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	$(PY) -m pytest tests/deployment -v --timeout 900
 
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
