@@ -119,7 +119,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        process = Process(name, list(args), root, proc, _environ(proc.pid))
+        process = Process(name, list(args), root, proc, _exec_environ(proc.pid))
         assert process.exec_env is not None, f"could not read the environment of {name} (pid {proc.pid})"
         self.processes[name] = process
         self.history.append(process)
@@ -329,6 +329,17 @@ def _group_pids(pgid: int) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 pass
     return pids
+
+
+def _exec_environ(pid: int) -> dict[str, str] | None:
+    """The environment of a process just started: the kernel shows it empty for an instant after the exec, and
+    Airflow's process title overwrites it a few seconds later (after its imports)."""
+    for _ in range(200):
+        env = _environ(pid)
+        if env is not None:
+            return env
+        time.sleep(0.005)
+    return None
 
 
 def _environ(pid: int) -> dict[str, str] | None:

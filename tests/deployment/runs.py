@@ -169,7 +169,7 @@ def batches_by_date(emulator: EmulatorClient) -> dict[str, list[dict[str, Any]]]
     """Every batch the emulator holds, by the ``partition`` metadata the DAG gives it (oldest first)."""
     client = api_client(emulator)
     found: dict[str, list[dict[str, Any]]] = {}
-    for batch in reversed(list(client.batches.list(limit=100).auto_paging_iter())):
+    for batch in reversed(list(client.batches.list(limit=100))):
         found.setdefault((batch.metadata or {}).get("partition", ""), []).append(batch.model_dump())
     return found
 
