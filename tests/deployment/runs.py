@@ -59,8 +59,13 @@ def date_of(run_id: str) -> str:
 
 
 def trigger(cluster: Cluster, date: str) -> str:
-    """A manual run for ``date`` (an explicit logical date, so ``{{ ds }}`` is that date); its run id."""
-    answer = cluster.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": f"{date}T00:00:00Z"})
+    """A manual run for ``date`` (an explicit logical date, so ``{{ ds }}`` is that date); its run id, named
+    for the date as a backfill's are (Airflow would name it for the time it was made)."""
+    answer = cluster.api(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={"logical_date": f"{date}T00:00:00Z", "dag_run_id": f"manual__{date}T00:00:00+00:00"},
+    )
     return str(answer["dag_run_id"])
 
 
@@ -151,9 +156,8 @@ def worker_attempts(cluster: Cluster, date: str) -> dict[int, set[str]]:
     attempts: dict[int, set[str]] = {}
     for folder, paths in task_logs(cluster, date, "attempt=*.log").items():
         for path in paths:
-            attempts.setdefault(int(path.name.removeprefix("attempt=").removesuffix(".log")), set()).add(
-                folder
-            )
+            if match := re.fullmatch(r"attempt=(\d+)\.log", path.name):  # not a trigger's log
+                attempts.setdefault(int(match[1]), set()).add(folder)
     return attempts
 
 
