@@ -233,6 +233,22 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 pass
 
+    def restart_exited(self) -> list[str]:
+        """Restart every process that exited without a test asking for it, in a fresh folder, as a process
+        supervisor (systemd, Kubernetes) does; the names restarted."""
+        restarted = []
+        exited = [
+            (n, p) for n, p in self.processes.items() if n not in self.killed and p.proc.poll() is not None
+        ]
+        # Triggerers last: starting one waits for its job row, and fails if another process is still down.
+        for name, process in sorted(exited, key=lambda item: item[0] in TRIGGERERS):
+            if name in TRIGGERERS:
+                self.start_triggerer(name)
+            else:
+                self.start(name, *process.argv)
+            restarted.append(name)
+        return restarted
+
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if name not in self.killed and process.proc.poll() is not None:
@@ -389,6 +405,10 @@ def airflow_env(
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
         # One task message at a time per pool slot: twelve tasks spread over both workers.
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        # Twelve tasks starting at once on a loaded 2-core machine keep the one API server busy for longer than
+        # the Execution API client's 5 s: a task's start call then times out five times and the try fails
+        # before it ran (seen here). Airflow's advice for high load: a longer timeout.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": "deployment-test-jwt-secret-0123456789abcdef",

@@ -36,7 +36,7 @@ def test_a_backfill_of_twelve_dates_spreads_over_both_workers_and_both_triggerer
 ):
     emulator = openai_emulator_server
     # Batches stay validating long enough for all twelve tasks to start and defer on a loaded machine.
-    emulator.configure(validating_seconds=90, rate=50)
+    emulator.configure(validating_seconds=75, rate=50)
     write_inputs(moto_s3, DATES)
     started = time.monotonic()
     backfill(cluster, DATES[0], DATES[-1])

@@ -4,7 +4,10 @@
   wait on the triggerers meanwhile, and the new scheduler resumes them as their events arrive.
 - PostgreSQL is restarted (a fast shutdown, five seconds down) while the tasks are deferred, then again while one
   task lands its results (the emulator holds its first result download, so the landing is under way during the
-  outage).
+  outage). Airflow's scheduler, dag-processor and triggerers exit when they lose the metadata DB (seen here, each
+  with ``OperationalError: connection refused``): they count on a process supervisor to start them again, and
+  so does this test, which restarts whatever exited (as systemd or Kubernetes would) and reports it. The API
+  server and the Celery workers ride the outage out; a task's calls to the Execution API are retried.
 
 Each date must finish on its first try, pay for its three shards once and land every custom_id once.
 """
@@ -67,6 +70,7 @@ def test_postgres_restarted_while_tasks_are_deferred_and_while_one_lands(
     cluster.postgres.stop()
     time.sleep(OUTAGE)
     cluster.postgres.start()
+    restarted = cluster.restart_exited()
     # The first result download of any of them is held 20 s: PostgreSQL goes down again while it lands.
     emulator.add_fault(method="GET", path="/v1/files/*/content", kind="latency", delay=20, times=1)
     seen = len([c for c in emulator.calls("GET", "/v1/files/") if c.get("fault") == "latency"])
@@ -75,9 +79,25 @@ def test_postgres_restarted_while_tasks_are_deferred_and_while_one_lands(
         watch.poll()
         return [c for c in emulator.calls("GET", "/v1/files/") if c.get("fault") == "latency"][seen:]
 
-    cluster.wait_until("a task landing its results", landing, RUN_TIMEOUT)
+    restarted += _supervised(cluster, "a task landing its results", landing)
     cluster.postgres.stop()
     time.sleep(OUTAGE)
     cluster.postgres.start()
+    restarted += _supervised(cluster, "the runs to finish", watch.finished)
     paid, landed = _finish(cluster, moto_s3, emulator, watch)
-    print(f"\npostgres restarts: paid creates by date {paid}; custom_ids landed once {landed}")
+    restarted += cluster.restart_exited()
+    print(
+        f"\npostgres restarts: processes that exited and were restarted {restarted}; paid creates by date"
+        f" {paid}; custom_ids landed once {landed}"
+    )
+
+
+def _supervised(cluster: Cluster, what: str, predicate) -> list[str]:
+    """Wait for ``predicate`` while restarting whatever exits; the names restarted."""
+    restarted: list[str] = []
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not predicate():
+        restarted += cluster.restart_exited()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{cluster.diagnostics()}"
+        time.sleep(0.5)
+    return restarted

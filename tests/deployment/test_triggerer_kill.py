@@ -33,7 +33,7 @@ RUN_TIMEOUT = 300
 
 def test_a_killed_triggerers_triggers_finish_on_the_other(cluster: Cluster, moto_s3, openai_emulator_server):
     emulator = openai_emulator_server
-    emulator.configure(validating_seconds=90, rate=50)
+    emulator.configure(validating_seconds=75, rate=50)
     write_inputs(moto_s3, DATES)
     started = time.monotonic()
     backfill(cluster, DATES[0], DATES[-1])
