@@ -166,7 +166,8 @@ class Cluster:
             rows = self.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running'")
             return [job for (job,) in rows if job not in known]
 
-        (job,) = self.wait_until(f"{name}'s TriggererJob row", new_job, STARTUP_TIMEOUT)
+        # Only this one must stay up meanwhile: restart_exited() may be bringing others back after it.
+        (job,) = self.wait_until(f"{name}'s TriggererJob row", new_job, STARTUP_TIMEOUT, only=name)
         self.triggerer_jobs[job] = name
         return process
 
@@ -249,8 +250,10 @@ class Cluster:
             restarted.append(name)
         return restarted
 
-    def check_alive(self) -> None:
+    def check_alive(self, only: str | None = None) -> None:
         for name, process in self.processes.items():
+            if only not in (None, name):
+                continue
             if name not in self.killed and process.proc.poll() is not None:
                 pytest.fail(
                     f"airflow {name} exited with code {process.proc.returncode}\n{self.diagnostics()}"
@@ -267,15 +270,23 @@ class Cluster:
         parts.append(f"----- postgres: tail of {self.postgres.log} -----\n{tail(self.postgres.log, 15)}")
         return "\n".join(parts)
 
-    def wait_until(self, what: str, predicate: Callable[[], T], timeout: float, interval: float = 0.5) -> T:
+    def wait_until(
+        self,
+        what: str,
+        predicate: Callable[[], T],
+        timeout: float,
+        interval: float = 0.5,
+        only: str | None = None,
+    ) -> T:
         """Call ``predicate`` until it returns something truthy and return that; fail after ``timeout`` seconds,
-        or as soon as a process exits that no test meant to stop, with every process's output."""
+        or as soon as a process exits that no test meant to stop (``only`` that one, when given), with every
+        process's output."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
             if value:
                 return value
-            self.check_alive()
+            self.check_alive(only)
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{self.diagnostics()}")
             time.sleep(interval)
