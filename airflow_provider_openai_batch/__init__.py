@@ -6,7 +6,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "read_results"]
+__all__ = ["__version__", "output_format", "read_results"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,4 +15,8 @@ def __getattr__(name: str) -> Any:
         from airflow_provider_openai_batch.reader import read_results
 
         return read_results
+    if name == "output_format":
+        from airflow_provider_openai_batch.structured.formats import output_format
+
+        return output_format
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

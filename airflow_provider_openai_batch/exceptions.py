@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_openai_batch.batch_input import InvalidRequestsError
+from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
 from airflow_provider_openai_batch.version_compat import AirflowException, AirflowFailException
 
 
@@ -60,6 +60,11 @@ class OpenAIBatchInputChanged(OpenAIBatchError, AirflowFailException):
     """A retry found an earlier batch for this task instance built from different input (``on_input_change='fail'``)."""
 
 
+class OpenAIBatchFilesDeleted(OpenAIBatchError, AirflowFailException):
+    """A finished batch's output or error file is gone on OpenAI (``delete_files=True`` after an earlier run
+    landed it): no retry can download it again; the message names that run and ``fresh_run``."""
+
+
 class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
     """The upper-bound cost estimate of the input exceeds ``max_cost_usd``; nothing was uploaded.
 
@@ -73,3 +78,12 @@ class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
 
 class OpenAIBatchStorageError(OpenAIBatchError):
     """Reading the input or landing results on storage failed; the message names the URL."""
+
+
+class OpenAIBatchQueueTimeout(OpenAIBatchError):
+    """Shards waited for room in the model's batch queue longer than ``queue_timeout`` (or the task's
+    ``timeout``) allows. Nothing was paid for them; a retry waits again and re-attaches to what ran."""
+
+
+class OpenAIBatchQueueTooSmall(OpenAIBatchError, AirflowFailException):
+    """A shard is larger than the model's whole batch queue and can no longer be cut again in this try."""

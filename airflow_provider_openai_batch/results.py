@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from airflow_provider_openai_batch.statuses import TERMINAL, combined_status
+from airflow_provider_openai_batch.statuses import combined_status
 
-TERMINAL_STATUSES = TERMINAL  # the name version 0.1 exported
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
@@ -45,7 +44,8 @@ class BatchResult(TypedDict):
     every round; ``rounds`` the batch ids per round (round 0: the input's shards). ``output_file_id`` and
     ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``request_counts`` count each
     request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
-    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model).
+    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model). ``paid_twice`` lists
+    twins of a counted batch that already ran (a create repeated by a gateway, or two runs racing): billed, unused.
     """
 
     batch_id: str | None
@@ -68,6 +68,7 @@ class BatchResult(TypedDict):
     rounds: list[list[str]]
     input_fingerprint: str
     custom_id_prefix: str | None
+    paid_twice: list[dict[str, Any]]
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -140,6 +141,7 @@ def build_result(
     fingerprint: str = "",
     custom_id_prefix: str | None = None,
     cost: dict[str, Any] | None = None,
+    paid_twice: Sequence[Mapping[str, Any]] = (),
 ) -> BatchResult:
     """The BatchResult of every round's batches (JSON-safe, no secrets).
 
@@ -177,23 +179,8 @@ def build_result(
         "rounds": [[b["id"] for b in rnd] for rnd in rounds],
         "input_fingerprint": fingerprint,
         "custom_id_prefix": custom_id_prefix,
+        "paid_twice": [dict(e) for e in paid_twice],
     }
-
-
-__all__ = [
-    "TERMINAL_STATUSES",
-    "BatchResult",
-    "as_dict",
-    "RequestCounts",
-    "ShardSummary",
-    "Usage",
-    "build_result",
-    "combined_status",
-    "failure_details",
-    "shard_summary",
-    "sum_counts",
-    "sum_usage",
-]
 
 
 def summary(result: BatchResult) -> dict[str, Any]:

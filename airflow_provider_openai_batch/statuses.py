@@ -40,6 +40,7 @@ class EventStatus(str, Enum):
     TERMINAL = "terminal"
     TIMEOUT = "timeout"
     ERROR = "error"
+    ROOM = "room"  # the model's batch queue has room for the shard that waited
 
 
 S = BatchStatus
@@ -51,8 +52,8 @@ KNOWN = frozenset(s.value for s in BatchStatus)
 STOPPED = frozenset({S.CANCELLING.value, S.CANCELLED.value})
 #: OpenAI rejected the whole input file: nothing ran and nothing was billed.
 REJECTED = frozenset({S.FAILED.value})
-#: Statuses a later try re-attaches to (waits for, or lands) instead of paying again.
-REUSABLE = KNOWN - REJECTED
+#: In the organisation's batch queue: these hold their prompt tokens against the model's enqueued-token limit.
+QUEUED = frozenset({S.VALIDATING.value, S.IN_PROGRESS.value, S.FINALIZING.value})
 #: Finished without running every request: the unfinished ones can be submitted again.
 UNFINISHED = frozenset({S.EXPIRED.value, S.CANCELLED.value})
 
@@ -66,10 +67,6 @@ RETRYABLE_ERROR_CODES = frozenset(
 RETRYABLE_HTTP_STATUSES = frozenset({408, 409, 429})
 #: HTTP statuses of ``GET /batches/{id}`` that a later poll will not change: unknown or malformed id.
 PERMANENT_POLL_HTTP_STATUSES = frozenset({400, 404, 422})
-
-
-def is_terminal(status: Any) -> bool:
-    return status in TERMINAL
 
 
 def is_retryable_http(status_code: Any) -> bool:

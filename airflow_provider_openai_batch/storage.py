@@ -1,8 +1,9 @@
 """Reading inputs from, and landing results on, any storage Airflow can open (local paths and ObjectStoragePath URLs).
 
 A result file is never written in place: it is streamed to a hidden temporary name beside its destination and
-moved into place only when complete, so a crash midway leaves no file that looks finished. ``_manifest.json``
-is written last; its presence marks a complete results folder. Every error names the URL it was about.
+moved into place only when complete, so a crash midway leaves no file that looks finished (what a complete
+results folder holds is :mod:`airflow_provider_openai_batch.files`'s contract). Every error names the URL it
+was about.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from typing import Any, BinaryIO
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageError
+from airflow_provider_openai_batch.files import BLOCK_SIZE, open_binary
 
-# 5 MiB parts keep an S3 multipart upload's buffer small (the fsspec default buffers 50 MiB per open file).
-BLOCK_SIZE = 5 * 2**20
 COPY_CHUNK = 2**20
-MANIFEST = "_manifest.json"
 
 
 def to_path(url_or_path: str | Path | ObjectStoragePath) -> ObjectStoragePath:
@@ -35,28 +34,25 @@ def to_path(url_or_path: str | Path | ObjectStoragePath) -> ObjectStoragePath:
 
 
 @contextmanager
-def _about(what: str, url: Any) -> Iterator[None]:
-    """Re-raise a storage failure as one that names the URL (the underlying error stays as the cause)."""
+def _about(what: str, url: Any, *, keep: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Re-raise a storage failure as one that names the URL (the underlying error stays as the cause).
+
+    :param keep: exceptions that pass unchanged (they already name the URL).
+    """
     try:
         yield
     except OpenAIBatchStorageError:
         raise
     except Exception as err:
+        if isinstance(err, keep):
+            raise
         raise OpenAIBatchStorageError(f"Could not {what} {url}: {type(err).__name__}: {err}") from err
 
 
 def open_input(url_or_path: str | Path) -> BinaryIO:
     """Open an input for streaming reads; raises FileNotFoundError naming the path."""
-    with _about("open the input", url_or_path):
-        path = to_path(url_or_path)
-        exists = path.exists()
-    if not exists:
-        raise FileNotFoundError(f"Input file not found: {url_or_path}")
-    with _about("open the input", url_or_path):
-        if path.protocol == "file":
-            return open(path.path, "rb")  # noqa: SIM115 - the caller closes it
-        remote: BinaryIO = path.open("rb", block_size=BLOCK_SIZE)
-        return remote
+    with _about("open the input", url_or_path, keep=(FileNotFoundError,)):
+        return open_binary(to_path(url_or_path), what="an input file")
 
 
 def _open_write(path: ObjectStoragePath) -> BinaryIO:

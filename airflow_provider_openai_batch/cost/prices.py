@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_openai_batch.files import open_binary
+
 CONFIG_SECTION = "openai_batch"
 CONFIG_OPTION = "price_table"
 DEFAULT_TABLE = Path(__file__).with_name("prices.json")
@@ -61,8 +63,6 @@ def _parse(override: str | Mapping[str, Any], where: str) -> Any:
             return json.loads(override)
         except json.JSONDecodeError as err:
             raise ValueError(f"Expected valid JSON in {where} but received: {err}") from None
-    from airflow_provider_openai_batch.reader.sources import open_binary
-
     try:
         with open_binary(override) as fh:
             return json.loads(fh.read())
@@ -121,11 +121,31 @@ def lookup(model: str | None, prices: Mapping[str, Any]) -> tuple[str | None, di
     return None, None
 
 
+def _age_days(as_of: Any) -> int | None:
+    try:
+        return (dt.date.today() - dt.date.fromisoformat(str(as_of))).days
+    except ValueError:
+        return None
+
+
+def price_age(cost: Mapping[str, Any]) -> str | None:
+    """A warning when the prices behind ``cost`` are more than :data:`STALE_AFTER_DAYS` old, else None.
+
+    For the task log, once per task (the cost lines themselves do not repeat it).
+    """
+    age = _age_days(cost.get("as_of"))
+    if age is None or age <= STALE_AFTER_DAYS:
+        return None
+    return (
+        f"Cost estimates use prices as of {cost.get('as_of')}, {age} days old: set [{CONFIG_SECTION}] "
+        f"{CONFIG_OPTION} to current ones"
+    )
+
+
 def _note(as_of: Any) -> str:
     note = "an estimate from list prices, not an invoice"
-    try:
-        age = (dt.date.today() - dt.date.fromisoformat(str(as_of))).days
-    except ValueError:
+    age = _age_days(as_of)
+    if age is None:
         return f"{note}; the price table gives no as_of date"
     if age > STALE_AFTER_DAYS:
         note += f"; the prices are {age} days old: set [{CONFIG_SECTION}] {CONFIG_OPTION} to current ones"

@@ -68,7 +68,13 @@ def add_routes(api: FastAPI) -> None:
 
     @api.get("/_emulator/journal")
     async def journal(request: Request) -> JSONResponse:
-        return JSONResponse(list(emulator_of(request).journal.entries))
+        emulator = emulator_of(request)
+        entries = [dict(entry) for entry in list(emulator.journal.entries)]
+        for entry in entries:
+            batch = emulator.store.batches.get(entry.get("id") or "")
+            if batch is not None and batch.unbilled:
+                entry["billed"] = False  # created, then refused by a full queue: OpenAI bills nothing
+        return JSONResponse(entries)
 
     @api.post("/_emulator/reset")
     async def reset(request: Request) -> JSONResponse:

@@ -1,6 +1,8 @@
 """Batch lifecycle: one worker thread per batch validates the input file, then processes it line by line.
 
-Input is read and output written one line at a time, so memory stays flat whatever the file size.
+Input is read and output written one line at a time, so memory stays flat whatever the file size. After
+validation a batch joins its model's batch queue (:class:`~.store.Store` keeps the admitted prompt tokens):
+over the setting ``enqueued_token_limits`` it fails, unbilled, as OpenAI's does with ``token_limit_exceeded``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-from . import responses
+from ..cost.estimate import EMBEDDINGS, prompt_tokens
+from ..cost.tokens import token_counter
+from ..requests_input.validation import count_embedding_inputs
+from . import responses, structured
 from .errors import error_body
 from .jsonl import dumps, loads
 from .settings import Settings
@@ -19,10 +24,30 @@ from .store import THIRTY_DAYS, BatchRecord, Store
 
 log = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 100
+MAX_EMBEDDING_INPUTS = 50_000
+#: The organisation the queue-full message names (OpenAI names the caller's).
+ORGANIZATION = "org-emulator"
 
 
 def _error(code: str, message: str, line: int | None, param: str | None = None) -> dict[str, Any]:
     return {"code": code, "line": line, "message": message, "param": param}
+
+
+def count_prompt_tokens(source: BinaryIO, endpoint: str, model: str | None) -> int:
+    """The prompt tokens of a validated input file, counted as the provider's cost estimate counts them."""
+    count = token_counter(model).count
+    source.seek(0)
+    return sum(prompt_tokens(_parse(raw).get("body") or {}, endpoint, count) for raw in source if raw.strip())
+
+
+def queue_full_error(model: str | None, limit: int) -> dict[str, Any]:
+    """The ``errors.data`` item of a batch over its model's enqueued-token limit, worded as OpenAI's."""
+    return _error(
+        "token_limit_exceeded",
+        f"Enqueued token limit reached for {model} in organization {ORGANIZATION}. Limit: {limit:,} enqueued "
+        "tokens. Please try again once some in_progress batches have been completed.",
+        None,
+    )
 
 
 def validate_file(
@@ -37,7 +62,7 @@ def validate_file(
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     models: set[str] = set()
-    count = 0
+    count = embedding_inputs = 0
     for lineno, raw in enumerate(source, 1):
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
@@ -100,6 +125,20 @@ def validate_file(
                 _error("missing_required_parameter", "Missing required parameter: 'body'.", lineno, "body")
             )
             continue
+        if endpoint == EMBEDDINGS:
+            embedding_inputs += count_embedding_inputs(body.get("input")) or 0
+            if embedding_inputs > MAX_EMBEDDING_INPUTS and not any(
+                e["code"] == "too_many_embedding_inputs" for e in errors
+            ):
+                errors.append(
+                    _error(
+                        "too_many_embedding_inputs",
+                        f"The input file has more than {MAX_EMBEDDING_INPUTS} embedding inputs across its "
+                        "requests.",
+                        lineno,
+                        "body.input",
+                    )
+                )
         model = body.get("model")
         if isinstance(model, str):
             models.add(model)
@@ -170,6 +209,8 @@ class BatchWorker(threading.Thread):
             return
         if not batch.cancel_requested:
             errors, count, model = validate_file(self.input, batch.endpoint, self.settings.max_requests)
+            if not errors:
+                errors = self._enqueue(model)
             if errors:
                 self._set(status="failed", failed_at=_now(), errors=errors)
                 return
@@ -194,6 +235,18 @@ class BatchWorker(threading.Thread):
             "batch_expired": {"status": "expired", "expired_at": now},
         }[stop_code]
         self._set(**files, **final)
+
+    def _enqueue(self, model: str | None) -> list[dict[str, Any]]:
+        """Join the model's batch queue, or the error of a queue too full to take this batch (not billed)."""
+        limit = self.settings.token_limit(model)
+        if limit is None:
+            return []
+        tokens = count_prompt_tokens(self.input, self.batch.endpoint, model)
+        if self.store.enqueue(self.batch, model, tokens, limit):
+            return []
+        with self.batch.lock:
+            self.batch.unbilled = True
+        return [queue_full_error(model, limit)]
 
     def _stop_code(self) -> str | None:
         batch = self.batch
@@ -256,7 +309,12 @@ class BatchWorker(threading.Thread):
             status = self.settings.fail_status if regex is not None and regex.search(custom_id) else 200
         if status == 200:
             result, (tokens_in, cached, tokens_out, reasoning) = responses.respond(
-                batch.endpoint, custom_id, body, created=created, embedding_dim=self.settings.embedding_dim
+                batch.endpoint,
+                custom_id,
+                body,
+                created=created,
+                embedding_dim=self.settings.embedding_dim,
+                answer_fault=structured.fault_for(self.settings, custom_id),
             )
             batch.input_tokens += tokens_in
             batch.cached_tokens += cached

@@ -1,8 +1,10 @@
 """Fault injection and the call journal, as an ASGI middleware wrapped around the whole app.
 
-A fault matches on method and path and affects the next ``times`` matching calls:
+A fault matches on method and path (and, with ``query``, only calls whose query string has that parameter, such
+as ``after`` for a cursor) and affects the next ``times`` matching calls:
 
-- ``status``: answer with an OpenAI error of ``status`` (and ``Retry-After: retry_after`` when given);
+- ``status``: answer with an OpenAI error of ``status`` (and ``Retry-After: retry_after`` when given), whose
+  message is ``message`` when given (a gateway's own words, or one that echoes what it was sent);
 - ``latency``: wait ``delay`` seconds, then answer normally;
 - ``hold``: answer normally, but hold the finished answer ``delay`` seconds before sending it: the call has
   taken effect (a batch is created) while the client still waits, so a client killed meanwhile never hears it;
@@ -41,6 +43,8 @@ class Fault:
     delay: float = 0.0
     after_bytes: int | None = None
     times: int | None = 1
+    message: str | None = None
+    query: str | None = None
 
     def __post_init__(self) -> None:
         self.method = self.method.upper()
@@ -55,7 +59,9 @@ class Fault:
         else:
             self._regex = re.compile(fnmatch.translate(self.path))
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        if self.query is not None and self.query not in urllib.parse.parse_qs(query, keep_blank_values=True):
+            return False
         return self.method in ("*", method) and self._regex.fullmatch(path) is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,10 +81,12 @@ def parse_fault_spec(spec: str) -> Fault:
         fields["kind"] = kind
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in ("status", "retry_after", "delay", "after_bytes", "times"):
+        if not sep or key not in ("status", "retry_after", "delay", "after_bytes", "times", "query"):
             raise ValueError(f"Unknown fault option {option!r} in {spec!r}")
         if key == "times" and value in ("inf", "always"):
             fields[key] = None
+        elif key == "query":
+            fields[key] = value
         elif key in ("retry_after", "delay"):
             fields[key] = float(value)
         else:
@@ -98,9 +106,9 @@ class Faults:
     def clear(self) -> None:
         self.armed.clear()
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, query: str = "") -> Fault | None:
         for fault in self.armed:
-            if fault.matches(method, path):
+            if fault.matches(method, path, query):
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times <= 0:
@@ -169,9 +177,10 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        entry = self.journal.record(method, path, scope.get("query_string", b"").decode("latin-1"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        entry = self.journal.record(method, path, query)
         scope[JOURNAL_ENTRY] = entry
-        fault = self.faults.take(method, path)
+        fault = self.faults.take(method, path, query)
         if fault is not None:
             entry["fault"] = fault.kind
 
@@ -209,7 +218,8 @@ class FaultMiddleware:
             await send(message)  # uvicorn drops what is sent to a client that has gone
 
     async def _send_status(self, fault: Fault, send: Any) -> None:
-        body = json.dumps(error_body(fault.status, f"Emulated fault: HTTP {fault.status}.")).encode()
+        message = fault.message if fault.message is not None else f"Emulated fault: HTTP {fault.status}."
+        body = json.dumps(error_body(fault.status, message)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if fault.retry_after is not None:
             headers.append((b"retry-after", f"{fault.retry_after:g}".encode()))

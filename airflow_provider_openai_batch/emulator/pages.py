@@ -39,12 +39,13 @@ def add_routes(api: FastAPI) -> None:
 
     @api.get("/batches")
     async def batch_list_page(request: Request) -> HTMLResponse:
-        limit = int_param(request, "limit", 100, 1, 1000)
         batches = {batch.id: batch for batch in emulator_of(request).store.batches_newest_first()}
-        try:
+        try:  # a bad limit or cursor is a page saying so, like any other answer a browser gets here
+            limit = int_param(request, "limit", 100, 1, 1000)
             page, has_more = paginate(list(batches), request.query_params.get("after"), limit)
         except APIError as exc:
-            return _page("Batches", f"<p>{_e(exc.message)}</p>", status=400)
+            body = f'<p>{_e(exc.message)}</p><p><a href="/batches">All batches</a></p>'
+            return _page("Batches", body, status=400)
         return _page("Batches", render_list([batches[i].to_api() for i in page], has_more, limit))
 
     @api.get("/batches/{batch_id}")

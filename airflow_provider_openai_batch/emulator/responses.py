@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from . import structured
 from .jsonl import dumps
 
 Usage = tuple[int, int, int, int]  # input, cached, output, reasoning tokens
@@ -60,25 +61,41 @@ def _output_limit(body: dict[str, Any]) -> int | None:
 
 
 def respond(
-    endpoint: str, custom_id: str, body: dict[str, Any], *, created: int, embedding_dim: int
+    endpoint: str,
+    custom_id: str,
+    body: dict[str, Any],
+    *,
+    created: int,
+    embedding_dim: int,
+    answer_fault: str | None = None,
 ) -> tuple[dict[str, Any], Usage]:
-    """The 200 response body for one request, and its token usage."""
+    """The 200 response body for one request, and its token usage.
+
+    :param answer_fault: one of :data:`.structured.FAULTS`, to break the answer (chat and Responses only).
+    """
     seed = digest(custom_id, body)
     handler = _HANDLERS.get(endpoint, _generic)
-    return handler(seed, body, created, embedding_dim)
+    result, usage = handler(seed, body, created, embedding_dim)
+    structured.shape(endpoint, result, body, seed, answer_fault)
+    return result, usage
 
 
-def _reply(seed: bytes, body: dict[str, Any]) -> tuple[str, int, int]:
-    words = 6 + seed[0] % 10
+def _reply(seed: bytes, body: dict[str, Any]) -> tuple[str, int, int, bool]:
+    """The answer's text, prompt and completion tokens, and whether the output limit cut it.
+
+    An answer longer than ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` is cut at the limit
+    (four characters a token) and reports exactly the limit, as the service does (``finish_reason: "length"``).
+    """
+    text = _text(seed[1:], 6 + seed[0] % 10)
+    completion = max(1, math.ceil(len(text) / 4))
     limit = _output_limit(body)
-    if limit is not None:
-        words = min(words, max(1, limit))
-    text = _text(seed[1:], words)
-    return text, count_tokens(body), max(1, math.ceil(len(text) / 4))
+    if limit is not None and completion > limit:
+        return text[: 4 * limit], count_tokens(body), limit, True
+    return text, count_tokens(body), completion, False
 
 
 def _chat(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tuple[dict[str, Any], Usage]:
-    text, prompt, completion = _reply(seed, body)
+    text, prompt, completion, cut = _reply(seed, body)
     result = {
         "id": "chatcmpl-" + seed.hex()[:29],
         "object": "chat.completion",
@@ -89,7 +106,7 @@ def _chat(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tuple[d
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "length" if cut else "stop",
             }
         ],
         "usage": {
@@ -106,24 +123,24 @@ def _chat(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tuple[d
 
 
 def _responses(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tuple[dict[str, Any], Usage]:
-    text, prompt, completion = _reply(seed, body)
+    text, prompt, completion, cut = _reply(seed, body)
     result = {
         "id": "resp_" + seed.hex()[:48],
         "object": "response",
         "created_at": created,
-        "status": "completed",
+        "status": "incomplete" if cut else "completed",
         "model": body.get("model", "gpt-4o-mini"),
         "output": [
             {
                 "type": "message",
                 "id": "msg_" + seed.hex()[8:56],
-                "status": "completed",
+                "status": "incomplete" if cut else "completed",
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
         ],
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "metadata": body.get("metadata") or {},
@@ -147,13 +164,15 @@ def _responses(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tu
 
 
 def _completions(seed: bytes, body: dict[str, Any], created: int, _dim: int) -> tuple[dict[str, Any], Usage]:
-    text, prompt, completion = _reply(seed, body)
+    text, prompt, completion, cut = _reply(seed, body)
     result = {
         "id": "cmpl-" + seed.hex()[:29],
         "object": "text_completion",
         "created": created,
         "model": body.get("model", "gpt-3.5-turbo-instruct"),
-        "choices": [{"text": " " + text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        "choices": [
+            {"text": " " + text, "index": 0, "logprobs": None, "finish_reason": "length" if cut else "stop"}
+        ],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

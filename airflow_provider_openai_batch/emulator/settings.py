@@ -7,6 +7,7 @@ The command-line flags (name, type, default, help), the ``/_emulator/config`` ro
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import types
 import typing
@@ -54,8 +55,34 @@ class Settings(BaseModel):
     final_newline: bool = Field(
         True, description="end output and error files with a newline (false: the last line has none)"
     )
+    # Answer faults (emulator/structured.py): the request completes, its answer is unusable.
+    invalid_json_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches get a structured answer that is not JSON"
+    )
+    schema_mismatch_custom_id_regex: str | None = Field(
+        None,
+        description="requests whose custom_id matches get JSON without the schema's first required field",
+    )
+    truncated_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches get half an answer, cut at the token limit"
+    )
+    refusal_custom_id_regex: str | None = Field(
+        None, description="requests whose custom_id matches get a refusal instead of an answer"
+    )
+    enqueued_token_limits: dict[str, int] | None = Field(
+        None,
+        description="the organisation's batch queue: JSON map model -> prompt tokens of its batches that may be "
+        'validating, in progress or finalizing at once ("*": any other model); a batch over it fails with '
+        "token_limit_exceeded; none: no limit",
+    )
 
-    @field_validator("fail_custom_id_regex")
+    @field_validator(
+        "fail_custom_id_regex",
+        "invalid_json_custom_id_regex",
+        "schema_mismatch_custom_id_regex",
+        "truncated_custom_id_regex",
+        "refusal_custom_id_regex",
+    )
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if not value:
@@ -65,6 +92,21 @@ class Settings(BaseModel):
         except re.error as exc:
             raise ValueError(f"Expected a valid regex but received {value!r}: {exc}") from exc
         return value
+
+    @field_validator("enqueued_token_limits")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if not value:
+            return None  # {} and null both say "no limit"
+        bad = {model: tokens for model, tokens in value.items() if tokens < 1}
+        if bad:
+            raise ValueError(f"Expected a positive token limit per model but received {bad!r}")
+        return value
+
+    def token_limit(self, model: str | None) -> int | None:
+        """The enqueued-token limit of ``model``'s batch queue, or None when it has none."""
+        limits = self.enqueued_token_limits or {}
+        return limits.get(model or "", limits.get("*"))
 
     def changed(self, changes: Mapping[str, Any]) -> Settings:
         """A copy with ``changes`` applied, validated as a whole (nothing changes when one is wrong).
@@ -102,13 +144,24 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _flag_type(name: str) -> type:
+def _flag_type(name: str) -> Any:
     annotation = Settings.model_fields[name].annotation
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is dict:
+        return _json_flag  # a map is given as one JSON object
     if annotation not in (bool, int, float, str) or not isinstance(annotation, type):
-        raise TypeError(f"Expected setting {name!r} to be bool, int, float or str but it is {annotation!r}")
+        raise TypeError(
+            f"Expected setting {name!r} to be bool, int, float, str or a dict but it is {annotation!r}"
+        )
     return annotation
+
+
+def _json_flag(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"Expected a JSON object but received {text!r}") from exc
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +178,8 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
+        elif kind is _json_flag:
+            options.update(type=kind, metavar="JSON")
         else:
             options.update(type=kind, metavar=kind.__name__.upper())
         group.add_argument(flag_name(name), **options)
@@ -153,6 +208,8 @@ def settings_as_flags(values: Mapping[str, Any]) -> list[str]:
         value = getattr(checked, name)
         if isinstance(value, bool):
             flags.append(flag_name(name) if value else "--no-" + flag_name(name)[2:])
+        elif isinstance(value, dict):
+            flags.append(f"{flag_name(name)}={json.dumps(value)}")
         else:
             # One token with "=": a value such as the regex "-bad$" is not taken for a flag.
             flags.append(f"{flag_name(name)}={'' if value is None else value}")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..statuses import QUEUED
 from .errors import APIError, not_found
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -93,6 +94,10 @@ class BatchRecord:
     cached_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    #: Prompt tokens this batch holds in its model's queue (0: not admitted, or no limit applies).
+    enqueued_tokens: int = 0
+    #: Failed for a full queue: OpenAI bills nothing for it (the journal says so).
+    unbilled: bool = False
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
     # Set by cancel / forced expiry / reset; the worker waits on it instead of sleeping.
     wake: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
@@ -145,6 +150,8 @@ class Store:
         self.batches: dict[str, BatchRecord] = {}
         # Batch workers add output files from their threads while handlers list files.
         self._files_lock = threading.Lock()
+        # Admission to a model's batch queue is one decision at a time.
+        self._queue_lock = threading.Lock()
 
     def file_list(self) -> list[FileRecord]:
         """A snapshot of the files, oldest first."""
@@ -189,6 +196,23 @@ class Store:
 
     def add_batch(self, batch: BatchRecord) -> None:
         self.batches[batch.id] = batch
+
+    def enqueued_tokens(self, model: str | None) -> int:
+        """Prompt tokens of ``model``'s admitted batches that are validating, in progress or finalizing."""
+        return sum(
+            b.enqueued_tokens
+            for b in list(self.batches.values())
+            if b.model == model and b.status in QUEUED and b.enqueued_tokens
+        )
+
+    def enqueue(self, batch: BatchRecord, model: str | None, tokens: int, limit: int) -> bool:
+        """Admit ``batch`` (``tokens`` prompt tokens) to ``model``'s queue unless that would pass ``limit``."""
+        with self._queue_lock:
+            if self.enqueued_tokens(model) + tokens > limit:
+                return False
+            with batch.lock:
+                batch.model, batch.enqueued_tokens = model, max(tokens, 1)
+            return True
 
     def batches_newest_first(self) -> list[BatchRecord]:
         """Newest first by ``created_at``; among batches of the same second, the last created first.

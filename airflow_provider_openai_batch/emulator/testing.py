@@ -80,9 +80,17 @@ class EmulatorClient:
         ]
 
     def paid_creates(self) -> list[str]:
-        """Ids of the batches created: ``POST /v1/batches`` answered 200, even if the answer was then lost."""
+        """Ids of the batches created and billed: ``POST /v1/batches`` answered 200, even if the answer was then
+        lost, except batches a full queue refused (``billed: false`` in the journal; see :meth:`free_creates`)."""
+        return [entry["id"] for entry in self._creates() if entry.get("billed", True)]
+
+    def free_creates(self) -> list[str]:
+        """Ids of the batches created and then refused, unbilled, by a full queue (``token_limit_exceeded``)."""
+        return [entry["id"] for entry in self._creates() if not entry.get("billed", True)]
+
+    def _creates(self) -> list[dict[str, Any]]:
         return [
-            entry["id"]
+            entry
             for entry in self.journal()
             if entry["method"] == "POST" and entry["path"] == "/v1/batches" and entry["status"] == 200
         ]

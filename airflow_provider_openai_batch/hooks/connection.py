@@ -11,8 +11,6 @@ import logging
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Literal
 
-import openai
-
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
@@ -193,43 +191,6 @@ def _without_userinfo(parts: urllib.parse.SplitResult) -> str:
 def safe_url(url: str) -> str:
     """A URL fit for a message: credentials embedded in it, a query and a fragment are left out."""
     return _without_userinfo(urllib.parse.urlsplit(url))
-
-
-def describe_failure(err: openai.APIConnectionError | openai.APIStatusError, url: str) -> str:
-    """
-    Why a call to the API at ``url`` failed, for a person fixing the connection: authentication (401 or
-    403), not found (404, most often a base URL without ``/v1``), unreachable (naming the host), or the
-    API's own answer. Built from the status and the API's error message, never from headers, so never the key.
-
-    :param err: what the openai client raised.
-    :param url: the client's base URL, as :func:`safe_url` renders it.
-    """
-    if isinstance(err, openai.APIConnectionError):
-        cause = err.__cause__ or err
-        return (
-            f"Cannot reach {url}: {type(cause).__name__}: {cause}. Expected the API at this host; check "
-            "the connection's host, the network and any proxy."
-        )
-    if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return (
-            f"Authentication failed: {url} answered HTTP {err.status_code} ({_api_message(err)}). "
-            "Expected a valid API key in the connection's password (and, if set, a matching "
-            "organization and project)."
-        )
-    if isinstance(err, openai.NotFoundError):
-        return (
-            f"Not found: {url.rstrip('/')}/batches answered HTTP 404. The base URL probably lacks `/v1`: "
-            "expected a host such as https://api.openai.com/v1 or http://127.0.0.1:8000/v1."
-        )
-    return f"{url.rstrip('/')}/batches answered HTTP {err.status_code} ({_api_message(err)})"
-
-
-def _api_message(err: openai.APIStatusError) -> str:
-    """The API's own error message (``error.message``), cut short."""
-    body = err.body if isinstance(err.body, dict) else {}
-    inner = body.get("error", body)
-    message = inner.get("message") if isinstance(inner, dict) else None
-    return str(message or err.message)[:200]
 
 
 def connection_form() -> dict[str, Any]:

@@ -4,7 +4,8 @@ Verbs mirror openai-python's resources (keyword-only arguments, sync and async s
 is shared per process, event loop and connection settings, so thousands of triggers polling in one triggerer use
 one client and one connection pool; a connection whose settings change gets a new client. How a connection maps
 to client arguments lives in :mod:`.connection`, the create's retry policy in :mod:`.create_retry`. The API key
-is never logged, never in a repr and never in an exception message raised here.
+is never logged, never in a repr and never in an exception message: the clients scrub the connection's secrets
+from every error a server's answer makes (:mod:`.secrets`), and the hook registers them with Airflow's masker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import httpx2
 import openai
 from airflow.sdk import BaseHook
 
-from airflow_provider_openai_batch.hooks import create_retry, download
+from airflow_provider_openai_batch.hooks import connection_test, create_retry, download, secrets
 from airflow_provider_openai_batch.hooks.connection import (
     ClientKind,
     _check_limit,
@@ -32,10 +33,10 @@ from airflow_provider_openai_batch.hooks.connection import (
     _non_empty,
     client_kwargs_from_connection,
     connection_form,
-    describe_failure,
     safe_url,
 )
 from airflow_provider_openai_batch.links.openai_batch import batch_dashboard_url
+from airflow_provider_openai_batch.version_compat import amask_secret, mask_secret
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -72,7 +73,7 @@ def _new_sync_http_client() -> httpx2.Client | None:
 
 
 def _new_sync_client(kind: ClientKind, kwargs: dict[str, Any]) -> openai.OpenAI:
-    cls = openai.AzureOpenAI if kind == "azure" else openai.OpenAI
+    cls = secrets.AzureOpenAI if kind == "azure" else secrets.OpenAI
     http_client = _new_sync_http_client()
     if http_client is None:
         return cls(**kwargs)
@@ -88,7 +89,7 @@ def _new_async_http_client() -> httpx2.AsyncClient:
 
 
 def _new_async_client(kind: ClientKind, kwargs: dict[str, Any]) -> openai.AsyncOpenAI:
-    cls = openai.AsyncAzureOpenAI if kind == "azure" else openai.AsyncOpenAI
+    cls = secrets.AsyncAzureOpenAI if kind == "azure" else secrets.AsyncOpenAI
     return cls(**kwargs, http_client=_new_async_http_client())
 
 
@@ -149,6 +150,8 @@ class OpenAIBatchHook(BaseHook):
         """The synchronous client (``OpenAI`` or ``AzureOpenAI``), built once per hook."""
         conn = self.get_connection(self.openai_conn_id)
         kind, kwargs = client_kwargs_from_connection(conn)
+        for secret in secrets.client_kwargs_secrets(kwargs):
+            mask_secret(secret)
         log.debug("Building %s client for connection %r", kind, self.openai_conn_id)
         return _new_sync_client(kind, kwargs)
 
@@ -173,6 +176,8 @@ class OpenAIBatchHook(BaseHook):
             future = loop.create_future()
             per_loop[key] = future
             try:
+                for secret in secrets.client_kwargs_secrets(kwargs):  # once per client, not per poll
+                    await amask_secret(secret)
                 # Building the client loads CA certificates from disk: keep that off the event loop.
                 client = await asyncio.to_thread(_new_async_client, kind, kwargs)
             except BaseException as exc:
@@ -194,23 +199,23 @@ class OpenAIBatchHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        One cheap authenticated call (``GET /batches?limit=1``), for ``airflow connections test`` and the UI.
+        Three cheap authenticated reads, for ``airflow connections test`` and the UI (see :mod:`.connection_test`):
+        list one batch, the page after it, and a batch that does not exist.
 
-        :return: ``(True, message)`` when the API answered, else ``(False, cause)``: authentication (401 or
-            403), not found (404: the base URL probably lacks ``/v1``), unreachable (naming the host), or
-            the connection's own settings. The API key is never in the message.
+        :return: ``(True, message)`` when the API answered as the provider needs, else ``(False, cause)``:
+            authentication (401 or 403), not found (404: the base URL probably lacks ``/v1``), unreachable
+            (naming the host), a gateway that ignores ``after=`` or hides statuses, or the connection's own
+            settings. The connection's secrets are never in the message, even when the server echoes them.
         """
         try:
             client = self.client
         except Exception as err:  # a connection that cannot be read or mapped: ValueError, not found, ...
             return False, f"Connection {self.openai_conn_id!r} cannot be used: {err}"
         url = safe_url(str(client.base_url))
-        try:
-            # One attempt, bounded: a button press should not wait out the client's 10-minute default.
-            client.with_options(max_retries=0, timeout=_TEST_TIMEOUT).batches.list(limit=1)
-        except (openai.APIConnectionError, openai.APIStatusError) as err:
-            return False, describe_failure(err, url)
-        return True, f"Connected to {url}: the API key can list batches."
+        # One attempt each, bounded: a button press should not wait out the client's 10-minute default.
+        probe = client.with_options(max_retries=0, timeout=_TEST_TIMEOUT)
+        ok, message = connection_test.check(probe, url)
+        return ok, secrets.scrub(message, secrets.client_secrets(client))
 
     def dashboard_url(self, batch_id: str) -> str:
         """

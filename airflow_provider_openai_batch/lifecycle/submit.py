@@ -6,33 +6,31 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openai_batch import cost, resubmit, storage
-from airflow_provider_openai_batch.batch_input import (
-    InvalidRequestsError,
-    Limits,
-    Shard,
-    SpoolResult,
-    spool_requests,
-)
+from airflow_provider_openai_batch import cost, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
-from airflow_provider_openai_batch.lifecycle.ledger import (
-    Ledger,
-    SubmissionRecord,
-    check_user_metadata,
-    label,
-)
+from airflow_provider_openai_batch.lifecycle import resubmit
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger
+from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomRequest, configured_limits
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import RunState
+from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, label, parse_label
+from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
+from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
+from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
+from airflow_provider_openai_batch.results import as_dict
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Job:
-    """What the operator's arguments say about the batches to create (rendered, one try)."""
+    """What the operator's arguments say about the batches to create; exactly one of ``input_path`` and
+    ``requests`` is given."""
 
     task_id: str
     endpoint: str
@@ -44,13 +42,21 @@ class Job:
     custom_id_prefix: str | None = None
     limits: Limits = Limits()
 
+    def __post_init__(self) -> None:
+        if (self.input_path is None) == (self.requests is None):
+            given = "both" if self.input_path is not None else "neither"
+            raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
+
     @property
     def source_name(self) -> str:
         return str(self.input_path) if self.input_path is not None else f"<requests of task {self.task_id}>"
 
 
-def read_input(job: Job, workdir: str) -> SpoolResult:
-    """Validate every request and spool them to shard files under ``workdir``; the input is read once."""
+def read_input(job: Job, workdir: str, token_limits: dict[str, int] | None = None) -> SpoolResult:
+    """Validate every request and spool them to shard files under ``workdir``; the input is read once.
+
+    :param token_limits: enqueued-token limits by model: shards are cut so that each fits its model's.
+    """
     try:
         if job.input_path is not None:
             with storage.open_input(job.input_path) as source:
@@ -60,6 +66,7 @@ def read_input(job: Job, workdir: str) -> SpoolResult:
                     workdir=workdir,
                     source_name=job.source_name,
                     limits=job.limits,
+                    token_limits=token_limits,
                 )
         else:
             requests = job.requests() if callable(job.requests) else job.requests
@@ -70,6 +77,7 @@ def read_input(job: Job, workdir: str) -> SpoolResult:
                 source_name=job.source_name,
                 limits=job.limits,
                 custom_id_prefix=job.custom_id_prefix,
+                token_limits=token_limits,
             )
     except InvalidRequestsError as err:
         raise OpenAIBatchInputError(err.source, err.problems, err.total) from None
@@ -116,11 +124,86 @@ def create(job: Job, ledger: Ledger, record: SubmissionRecord, labels: list[str]
         log.debug("Batch %s (%s) is %s", batch["id"], lbl, batch["status"])
 
 
+def configured_token_limits() -> dict[str, int]:
+    """``[openai_batch] enqueued_token_limits``: the organisation's batch queue per model, when configured."""
+    from airflow_provider_openai_batch.version_compat import conf
+
+    return configured_limits(conf.get("openai_batch", CONFIG_OPTION, fallback=None))
+
+
+def note_sizes(state: RunState, spool: SpoolResult) -> None:
+    """What the spool learned about the queue: the limit it cut under and each shard's prompt tokens."""
+    if spool.token_limit is not None and (state.queue.limit is None or not state.queue.learned):
+        state.queue.limit = spool.token_limit
+    total = len(spool.shards)
+    state.queue.tokens = {
+        label(0, s.index, total): s.prompt_tokens for s in spool.shards if s.prompt_tokens is not None
+    }
+
+
+def positions(state: RunState) -> dict[str, tuple[int, int]]:
+    """Round-0 label to (1-based shard number, shard count), for log lines."""
+    n = state.record.shard_count
+    return {label(0, i, n): (i + 1, n) for i in range(n)}
+
+
+def create_wave(job: Job, ledger: Ledger, state: RunState, action: Any) -> None:
+    """Create a wave of round-0 shards; those held back (no room for them) start waiting without a create."""
+    n, queue = state.record.shard_count, state.queue
+    labels = [label(0, i, n) for i in action.shards]
+    if any(lbl in queue.waiting for lbl in labels):
+        queue.last_create = time.time()
+    queue.admitted(labels)
+    if action.hold:
+        queue.wait([label(0, i, n) for i in action.hold], time.time())
+    create(job, ledger, state.record, labels)
+
+
+def requeue(ledger: Ledger, state: RunState, action: Any) -> None:
+    """Batches a full queue refused are free: forget them (their uploads stay recorded) and let them wait."""
+    queue = state.queue
+    for lbl in action.labels:
+        log.info(
+            "Batch %s (shard %s) found the %s batch queue full: not billed, not counted; the shard waits for "
+            "room and is created again from its upload %s",
+            state.record.batches[lbl],
+            lbl,
+            state.model,
+            state.record.files.get(lbl),
+        )
+        del state.record.batches[lbl]
+    queue.free_failures += len(action.labels)
+    if action.limit is not None and (queue.limit is None or queue.learned):
+        queue.limit, queue.learned = action.limit, True
+    queue.wait(list(action.labels), time.time())
+    ledger.store.save(state.record)
+
+
+def room_request(state: RunState, context: Any, poll_interval: float) -> RoomRequest:
+    """The first waiting shard, as the status board admits it: earliest logical date, then shard order."""
+    queue = state.queue
+    first = queue.waiting[0]
+    date = context.get("logical_date")
+    index = parse_label(first)
+    return RoomRequest(
+        model=state.model,
+        tokens=queue.tokens.get(first, 0),
+        limit=queue.limit,
+        order=(date.isoformat() if date is not None else "", index.index if index is not None else 0),
+        not_before=queue.last_create + poll_interval if queue.last_create else 0.0,
+    )
+
+
+def list_top(hook: Any) -> Callable[[], list[dict[str, Any]]]:
+    """The newest page of ``GET /batches``, as dicts: where batches leaving a queue show."""
+    return lambda: [as_dict(b) for b in hook.list_batches(limit=100).data]
+
+
 def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
     """Build the next follow-up round (or finish one a crash left half made); False if nothing is worth it."""
     broken = state.record.incomplete_round()
     round_no = broken.round if broken is not None else len(state.rounds)
-    sources = [ledger.seen.get(b) or ledger.read(b) for b in state.rounds[round_no - 1]]
+    sources = [ledger.batch(b) for b in state.rounds[round_no - 1]]
     with tempfile.TemporaryDirectory(prefix="openai-batch-retry-") as workdir:
         spool = resubmit.collect_retryable(
             ledger.hook,
@@ -140,21 +223,3 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
             labels.append(lbl)
         create(job, ledger, state.record, labels)
     return True
-
-
-def check_arguments(
-    input_path: Any, requests: Any, on_timeout: str, on_input_change: str, ratio: float, in_flight: int | None
-) -> None:
-    if (input_path is None) == (requests is None):
-        given = "both" if input_path is not None else "neither"
-        raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
-    if on_timeout not in ("cancel", "keep"):
-        raise ValueError(f"Expected `on_timeout` to be 'cancel' or 'keep' but received {on_timeout!r}")
-    if on_input_change not in ("resubmit", "fail"):
-        raise ValueError(
-            f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
-        )
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"Expected `max_failed_ratio` between 0 and 1 but received {ratio!r}")
-    if in_flight is not None and in_flight < 1:
-        raise ValueError(f"Expected `max_shards_in_flight` >= 1 or None but received {in_flight!r}")

@@ -7,13 +7,18 @@ only fetch statuses (their own way) and sleep; so the two waits cannot drift apa
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_openai_batch.lifecycle.queue import Admission, RoomRequest, RoomWatch
+from airflow_provider_openai_batch.progress import RateMeter, progress_line
 from airflow_provider_openai_batch.statuses import KNOWN, PERMANENT_POLL_HTTP_STATUSES, TERMINAL, EventStatus
+
+log = logging.getLogger(__name__)
 
 #: ``(batch_id, status, request_counts)``: what one poll learns about one batch.
 StatusResult = tuple[str, Any, dict[str, Any]]
@@ -105,7 +110,7 @@ class WaitTracker:
                 f"Polling batch {batch_id} failed {self.errors[batch_id]} consecutive times; last error "
                 f"{_describe(self.last_error[batch_id])}",
             )
-        if all(self.statuses[b] in TERMINAL for b in self.batch_ids):
+        if self.batch_ids and all(self.statuses[b] in TERMINAL for b in self.batch_ids):
             summary = ", ".join(f"{b}={self.statuses[b]}" for b in self.batch_ids)
             return EventStatus.TERMINAL, f"All batches are terminal: {summary}"
         remaining = self.remaining(now)
@@ -113,7 +118,7 @@ class WaitTracker:
             unfinished = [b for b in self.batch_ids if self.statuses[b] not in TERMINAL]
             return (
                 EventStatus.TIMEOUT,
-                f"Deadline passed with {len(unfinished)} batch(es) unfinished: {', '.join(unfinished)}",
+                f"Deadline passed with {len(unfinished)} batch(es) unfinished: {', '.join(unfinished) or 'none'}",
             )
         return None
 
@@ -153,18 +158,26 @@ def wait_in_place(
     *,
     deadline: float | None,
     poll_interval: float,
-    log: Any,
     max_consecutive_errors: int = 5,
     sleep: Any = time.sleep,
+    room: RoomRequest | None = None,
+    list_top: Any = None,
 ) -> dict[str, Any]:
     """The non-deferrable wait on the worker: the trigger's loop, with a blocking ``get_status(batch_id)``.
 
     :param get_status: returns a :data:`StatusResult` for one batch, or raises.
+    :param room: a shard waiting for room in its model's queue: the wait also ends (``room``) when it is let in.
+    :param list_top: returns the newest page of ``GET /batches`` as dicts (where departures from the queue
+        show); needed with ``room``.
     :return: the event dict the trigger would have fired.
     """
     tracker = WaitTracker(batch_ids, deadline=deadline, max_consecutive_errors=max_consecutive_errors)
+    watch, admission = RoomWatch(), Admission()
+    rates = RateMeter()
     sleep(min(first_poll_delay(poll_interval, None), max(tracker.remaining() or 5.0, 0.0)))
     while True:
+        if room is not None and _let_in(room, watch, admission, list_top):
+            return tracker.event(EventStatus.ROOM, f"Room in the {room.model} batch queue")
         pending = tracker.pending()
         answers: list[StatusResult | BaseException] = []
         for batch_id in pending:
@@ -174,14 +187,8 @@ def wait_in_place(
                 answers.append(err)
         for batch_id in tracker.record_all(pending, answers):
             counts = tracker.counts.get(batch_id) or {}
-            log.info(
-                "Batch %s is %s (%s/%s completed, %s failed)",
-                batch_id,
-                tracker.statuses[batch_id],
-                counts.get("completed"),
-                counts.get("total"),
-                counts.get("failed"),
-            )
+            rate = rates.observe(batch_id, counts, time.time())
+            log.info("%s", progress_line(batch_id, tracker.statuses[batch_id], counts, rate))
         for batch_id in pending:
             if batch_id in tracker.last_error and tracker.errors.get(batch_id):
                 log.warning(
@@ -195,3 +202,15 @@ def wait_in_place(
             return tracker.event(*ended)
         remaining = tracker.remaining()
         sleep(poll_interval if remaining is None else max(0.0, min(poll_interval, remaining)))
+
+
+def _let_in(room: RoomRequest, watch: RoomWatch, admission: Admission, list_top: Any) -> bool:
+    """One look at the newest batches: is the waiting shard let into its model's queue now?"""
+    try:
+        items = list_top()
+    except Exception as err:  # the batches' own polls decide about errors; room is looked for again next time
+        log.warning("Could not list batches to look for room: %s", type(err).__name__)
+        return False
+    departed = watch.observe(items)
+    freed = departed.get(room.model, []) + (departed.get(None, []) if room.model is not None else [])
+    return bool(admission.admit([room], freed, watch.holds(room.model), time.time()))

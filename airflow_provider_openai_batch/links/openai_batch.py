@@ -1,9 +1,11 @@
 """Extra link from a task to its batch where a person can see it, following the task's connection.
 
-The URL is worked out while the task runs (it needs the connection) and kept in XCom, so the link costs the
-API server no connection lookup and works while the task is deferred: OpenAI's dashboard for api.openai.com,
-the Azure portal's batch jobs for Azure OpenAI, the host's own ``/batches/{id}`` page for any other server
-(the bundled emulator serves one).
+The URL is worked out while the task runs (it needs the connection) and held by the operator; Airflow 3 asks
+the link for it when the try ends (a deferral included) and stores it in XCom for the UI, so the link costs
+the API server no connection lookup and works while the task is deferred: OpenAI's dashboard for
+api.openai.com, the Azure portal's batch jobs for Azure OpenAI, the host's own ``/batches/{id}`` page for any
+other server (the bundled emulator serves one). The link reads no XCom: a task that never knew a batch (it
+failed on its input) has no link, and no lookup of a missing XCom logs an error.
 """
 
 from __future__ import annotations
@@ -13,18 +15,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
-from airflow.sdk.execution_time.xcom import XCom
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
-#: The operator pushes its batch ids under this key before it defers.
+#: The operator pushes its batch ids under this key whenever it knows them (before waiting, on a re-land).
 BATCH_IDS_XCOM_KEY = "openai_batch_ids"
-#: ... and the first batch's page under this one (versions before it pushed only the ids).
+#: ... and the current batch's page, which the link shows, under this one.
 BATCH_URL_XCOM_KEY = "openai_batch_url"
 OPENAI_DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
-#: Kept for code that imported the old name.
-DASHBOARD_URL = OPENAI_DASHBOARD_URL
 #: The Azure AI Foundry (formerly Azure OpenAI Studio) batch jobs page. A page of one resource's batch needs
 #: the resource's Azure id (subscription, resource group, account), which an API connection does not hold;
 #: this page lists the batches of the resource picked there. A connection extra ``dashboard_url`` can give
@@ -60,16 +59,10 @@ def batch_dashboard_url(kind: str, client_kwargs: Mapping[str, Any], batch_id: s
 
 
 class OpenAIBatchLink(BaseOperatorLink):
-    """Link to the task's first batch (the only one unless the input was sharded)."""
+    """Link to the task's batch (the first of the current round when the input was sharded)."""
 
     name = "OpenAI Batch"
 
     def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        url = XCom.get_value(key=BATCH_URL_XCOM_KEY, ti_key=ti_key)
-        if url:
-            return str(url)
-        # XComs written before the URL was pushed: only the ids, and the link pointed at OpenAI.
-        batch_ids = XCom.get_value(key=BATCH_IDS_XCOM_KEY, ti_key=ti_key)
-        if not batch_ids:
-            return ""
-        return OPENAI_DASHBOARD_URL.format(batch_id=urllib.parse.quote(str(batch_ids[0]), safe=""))
+        # Airflow 3 calls this on the worker with the operator that ran the try, and keeps the answer.
+        return str(getattr(operator, "batch_page_url", None) or "")

@@ -17,16 +17,20 @@ from typing import Any
 
 import orjson
 
+from airflow_provider_openai_batch import files
 from airflow_provider_openai_batch.reader import sources
 from airflow_provider_openai_batch.reader.join import LOOKUP_BATCH, RequestIndex
 from airflow_provider_openai_batch.reader.shapes import embedding, text
 from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
+from airflow_provider_openai_batch.structured.validate import OutputSchema
 
 __all__ = ["Results", "embedding", "read_results", "text"]
 
 INCLUDE = ("output", "errors")
 COLUMNS = ("custom_id", "status_code", "response", "error")
-_NESTED = ("response", "error", "request")
+_NESTED = ("response", "error", "request", "parsed")
+#: With ``schema=``: a record's ``status``.
+OK, FAILED, INVALID_OUTPUT = "ok", "failed", "invalid_output"
 
 
 def _record(line: Any, number: int, name: str) -> dict[str, Any]:
@@ -54,18 +58,12 @@ def _record(line: Any, number: int, name: str) -> dict[str, Any]:
 
 
 def _lines(location: Any) -> Iterator[dict[str, Any]]:
-    name = sources.display(location)
-    with sources.open_binary(location) as fh:
+    name = files.display(location)
+    with files.open_binary(location) as fh:
         for number, raw in enumerate(iter_jsonl_lines(fh), start=1):
             if not raw.strip():
                 continue
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError as err:
-                raise ValueError(
-                    f"Expected a JSON object on line {number} of {name} but received: {err}"
-                ) from None
-            yield _record(line, number, name)
+            yield _record(files.json_line(raw, number, name), number, name)
 
 
 def _require(module: str, method: str, extra: str) -> Any:
@@ -92,17 +90,25 @@ class Results:
         *,
         include: Iterable[str] = INCLUDE,
         custom_id_prefix: str | None = None,
+        schema: Any = None,
     ) -> None:
         self.files = files
         self.include = tuple(include)
         self._requests = requests
+        self.schema = None if schema is None else OutputSchema(schema)
+        if self.schema is not None and self.schema.needs_requests and requests is None:
+            raise ValueError(
+                "Expected `requests` with schema='auto' (each request's own schema is found through the join) "
+                "but received none"
+            )
         self._prefix = custom_id_prefix or files.custom_id_prefix
         self._index: RequestIndex | None = None
         self._cleanup: weakref.finalize[[], Results] | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return COLUMNS + (("request",) if self._requests is not None else ())
+        joined = ("request",) if self._requests is not None else ()
+        return COLUMNS + joined + (("status", "parsed") if self.schema is not None else ())
 
     def _request_index(self) -> RequestIndex:
         if self._index is None:
@@ -114,10 +120,27 @@ class Results:
         # A generator method: its frame holds `self`, so the index outlives a `read_results(...)` temporary.
         files = [self.files.output if "output" in self.include else None]
         files.append(self.files.errors if "errors" in self.include else None)
-        records = itertools.chain.from_iterable(_lines(f) for f in files if f is not None)
-        if self._requests is None:
+        records: Iterator[dict[str, Any]] = itertools.chain.from_iterable(
+            _lines(f) for f in files if f is not None
+        )
+        if self._requests is not None:
+            records = self._joined(records)
+        if self.schema is None:
             yield from records
             return
+        check = self.schema.check
+        for record in records:
+            if record["error"] is not None:
+                record["status"], record["parsed"] = FAILED, None
+            else:
+                record["parsed"], error = check(record["response"], record.get("request"))
+                if error is None:
+                    record["status"] = OK
+                else:
+                    record["status"], record["error"] = INVALID_OUTPUT, error
+            yield record
+
+    def _joined(self, records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         index = self._request_index()
         # Joined a few hundred at a time: one index query per batch, a batch's records in memory at most.
         while batch := list(itertools.islice(records, LOOKUP_BATCH)):
@@ -138,34 +161,50 @@ class Results:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _rows(self, json_columns: bool) -> list[dict[str, Any]]:
-        if not json_columns:
-            return list(self)
+    def _rows(self, json_columns: bool, flatten: bool = False) -> list[dict[str, Any]]:
+        if flatten and self.schema is None:
+            raise ValueError(
+                "Expected `schema=` in read_results(...) to flatten the parsed answers but received none"
+            )
         rows = []
         for record in self:
-            for key in _NESTED:
-                if record.get(key) is not None:
-                    record[key] = orjson.dumps(record[key]).decode()
+            parsed = record.get("parsed")
+            if parsed is not None and not isinstance(parsed, dict):
+                record["parsed"] = parsed = parsed.model_dump(mode="json")  # a Pydantic model
+            if flatten:
+                record = {k: record[k] for k in ("custom_id", "status_code", "status", "error")}
+                record.update(_flat(parsed or {}))
+            if json_columns:
+                for key in _NESTED:
+                    if record.get(key) is not None:
+                        record[key] = orjson.dumps(record[key]).decode()
             rows.append(record)
         return rows
 
-    def to_pandas(self) -> Any:
-        """A pandas DataFrame, one row per record; ``response``, ``error`` and ``request`` hold dicts.
+    def to_pandas(self, *, flatten: bool = False) -> Any:
+        """A pandas DataFrame, one row per record; ``response``, ``error``, ``request`` and ``parsed`` hold dicts.
 
+        :param flatten: with ``schema=``, one column per field of the parsed answers (a nested field as
+            ``"outer.inner"``) beside ``custom_id``, ``status_code``, ``status`` and ``error``, instead of the
+            bodies; a record without a valid answer has empty fields.
         :raises ImportError: when pandas is not installed (extra ``pandas``).
         """
         pd = _require("pandas", "to_pandas", "pandas")
-        return pd.DataFrame.from_records(self._rows(False), columns=list(self.columns))
+        rows = self._rows(False, flatten)
+        if flatten:
+            return pd.DataFrame.from_records(rows)
+        return pd.DataFrame.from_records(rows, columns=list(self.columns))
 
-    def to_arrow(self, *, json_columns: bool = False) -> Any:
+    def to_arrow(self, *, json_columns: bool = False, flatten: bool = False) -> Any:
         """A pyarrow Table, one row per record.
 
         :param json_columns: keep ``response``, ``error`` and ``request`` as JSON strings instead of structs
             (for bodies whose fields change type from one record to the next, which structs cannot hold).
+        :param flatten: one column per parsed field, as in :meth:`to_pandas`.
         :raises ImportError: when pyarrow is not installed (extra ``pyarrow``).
         """
         pa = _require("pyarrow", "to_arrow", "pyarrow")
-        rows = self._rows(json_columns)
+        rows = self._rows(json_columns, flatten)
         try:
             return pa.Table.from_pylist(rows) if rows else pa.table({c: [] for c in self.columns})
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
@@ -173,16 +212,27 @@ class Results:
                 f"Expected bodies Arrow can type as structs but received: {err}; pass json_columns=True"
             ) from err
 
-    def to_polars(self, *, json_columns: bool = False) -> Any:
-        """A polars DataFrame, one row per record (nested bodies as structs; see ``to_arrow``'s ``json_columns``).
+    def to_polars(self, *, json_columns: bool = False, flatten: bool = False) -> Any:
+        """A polars DataFrame, one row per record (nested bodies as structs; see ``to_arrow``'s ``json_columns``
+        and ``to_pandas``'s ``flatten``).
 
         :raises ImportError: when polars is not installed (extra ``polars``).
         """
         pl = _require("polars", "to_polars", "polars")
-        rows = self._rows(json_columns)
+        rows = self._rows(json_columns, flatten)
         if not rows:
             return pl.DataFrame({c: [] for c in self.columns})
         return pl.from_dicts(rows, infer_schema_length=None)
+
+
+def _flat(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            flat.update(_flat(item, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = item
+    return flat
 
 
 def read_results(
@@ -191,6 +241,7 @@ def read_results(
     *,
     include: Iterable[str] = INCLUDE,
     custom_id_prefix: str | None = None,
+    schema: Any = None,
 ) -> Results:
     """Stream the results of a batch task, one record per request, from its output and error files.
 
@@ -199,6 +250,12 @@ def read_results(
     (``{"code", "message"}`` for requests that did not run, the body's ``error`` for refused ones); and
     with ``requests``, ``request``, the original request body (None when no request has that id). Records
     come in file order (OpenAI's, not the input's): output first, then errors.
+
+    With ``schema``, each answer is parsed and validated, and each record gains ``parsed`` (the answer as a
+    model instance or a dict; None unless valid) and ``status``: ``"ok"``, ``"failed"`` (the request failed),
+    or ``"invalid_output"``, with ``error`` then ``{"code": "invalid_output", "reason", "message", "errors"}``:
+    ``reason`` is ``truncated``, ``refusal``, ``no_answer``, ``invalid_json``, ``schema_mismatch`` or
+    ``no_schema``; ``errors`` lists each failing ``field`` with its ``message``. ``response`` is kept.
 
     :param source: a BatchResult dict (the operator's return value), a results folder (holding
         ``output.jsonl``, ``errors.jsonl`` when there are errors, and ``_manifest.json``), or the path of
@@ -209,9 +266,13 @@ def read_results(
     :param include: which files to read: ``("output", "errors")`` (the default), or one of them.
     :param custom_id_prefix: the operator's ``custom_id_prefix``, needed to join an iterable of bare bodies
         when ``source`` is an output file (a BatchResult or a results folder already carries it).
+    :param schema: a Pydantic model class, a JSON schema dict, or ``"auto"`` (the schema each request's body
+        asks for: ``response_format.json_schema.schema`` or ``text.format.schema``; needs ``requests``).
     :raises FileNotFoundError: when a folder has no ``_manifest.json`` (still landing) or a file is missing.
     """
     include = (include,) if isinstance(include, str) else tuple(include)
     if not include or any(i not in INCLUDE for i in include):
         raise ValueError(f"Expected `include` to hold some of {INCLUDE} but received {include!r}")
-    return Results(sources.resolve(source), requests, include=include, custom_id_prefix=custom_id_prefix)
+    return Results(
+        sources.resolve(source), requests, include=include, custom_id_prefix=custom_id_prefix, schema=schema
+    )

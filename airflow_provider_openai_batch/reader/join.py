@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from airflow_provider_openai_batch.reader import sources
+from airflow_provider_openai_batch import files
 
 _INSERT_BATCH = 10_000
 # SQLite's page cache, in KiB: holds the whole index up to about 500,000 ids, and bounds memory beyond.
@@ -54,12 +54,12 @@ class RequestIndex:
             raise
 
     def _build(self, requests: Any, prefix: str | None) -> None:
-        if isinstance(requests, (str, os.PathLike)) or sources.is_storage_path(requests):
-            self.name = sources.display(requests)
-            local = sources.local_path(requests)
+        if isinstance(requests, (str, os.PathLike)) or files.is_storage_path(requests):
+            self.name = files.display(requests)
+            local = files.local_path(requests)
             if local is None:
                 local = os.path.join(self._dir, "requests.jsonl")
-                with sources.open_binary(requests) as src, open(local, "wb") as dst:
+                with files.open_binary(requests) as src, open(local, "wb") as dst:
                     shutil.copyfileobj(src, dst, 2**20)
             path, generated = local, False
         elif isinstance(requests, Iterable) and not isinstance(requests, (bytes, dict)):
@@ -102,12 +102,7 @@ class RequestIndex:
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
 
     def _custom_id(self, line: bytes, number: int, generated: bool, prefix: str | None) -> str:
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            raise ValueError(
-                f"Expected a JSON object on line {number} of {self.name} but received: {err}"
-            ) from None
+        item = files.json_line(line, number, self.name)
         if generated and _is_bare_body(item):
             if not prefix:
                 raise ValueError(

@@ -1,9 +1,8 @@
-"""Where landed results are, and how to open them: local paths, fsspec URLs, and Airflow connection URLs.
+"""Where the results of a source are: a BatchResult dict, a landed results folder, or one output file.
 
-Plain URLs (``s3://bucket/key``, ``gs://...``, ``file:///...``) are opened with fsspec. A URL naming an
-Airflow connection (``s3://aws_conn@bucket/key``, as the operator writes them) needs Airflow's
-``ObjectStoragePath`` to find its credentials, so Airflow is imported for those only: reading local or
-plain-URL results works without Airflow.
+A folder counts only with its manifest (landing writes it last); the files are opened through
+:mod:`airflow_provider_openai_batch.files`, the one opener, which imports Airflow only for URLs that name an
+Airflow connection.
 """
 
 from __future__ import annotations
@@ -11,15 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
-OUTPUT = "output.jsonl"
-ERRORS = "errors.jsonl"
-MANIFEST = "_manifest.json"
-# Remote reads in 5 MiB blocks: few round trips, small buffers (the fsspec default for S3 is 50 MiB).
-BLOCK_SIZE = 5 * 2**20
+from airflow_provider_openai_batch.files import (
+    ERRORS,
+    MANIFEST,
+    OUTPUT,
+    child,
+    display,
+    exists,
+    is_storage_path,
+    open_binary,
+)
 
 
 @dataclass
@@ -34,98 +38,6 @@ class ResultFiles:
     output: Any
     errors: Any
     custom_id_prefix: str | None = None
-
-
-def is_storage_path(location: Any) -> bool:
-    # ObjectStoragePath and universal_pathlib paths carry their filesystem; pathlib.Path does not.
-    return hasattr(location, "fs") and hasattr(location, "protocol")
-
-
-def display(location: Any) -> str:
-    return os.fspath(location) if isinstance(location, os.PathLike) else str(location)
-
-
-def _needs_airflow(url: str) -> bool:
-    scheme, _, rest = url.partition("://")
-    return scheme != "file" and "@" in rest.split("/", 1)[0]
-
-
-def _object_storage_path(url: str) -> Any:
-    try:
-        from airflow.sdk import ObjectStoragePath
-    except ImportError as err:  # pragma: no cover - only without Airflow
-        raise ImportError(
-            f"Expected Airflow to be importable to open {url!r} (a URL naming a connection) but it is not; "
-            "pass a plain fsspec URL or a local path instead"
-        ) from err
-    return ObjectStoragePath(url)
-
-
-def local_path(location: Any) -> str | None:
-    """The local path of ``location``, or None when it is remote."""
-    if is_storage_path(location):
-        return location.path if location.protocol in ("file", "local", "") else None
-    text = display(location)
-    if "://" not in text:
-        return text
-    if text.startswith("file://"):
-        return text[len("file://") :]
-    return None
-
-
-def open_binary(location: Any) -> BinaryIO:
-    """Open a file for streaming binary reads.
-
-    :param location: a local path, an fsspec URL, an Airflow connection URL or an ObjectStoragePath.
-    :raises FileNotFoundError: naming the location when it does not exist.
-    """
-    local = local_path(location)
-    if local is not None:
-        try:
-            return open(local, "rb")  # noqa: SIM115 - the caller closes it
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"Expected a results file at {display(location)} but found none"
-            ) from None
-    if is_storage_path(location):
-        path = location
-    elif _needs_airflow(display(location)):
-        path = _object_storage_path(display(location))
-    else:
-        import fsspec
-
-        fs, path_in_fs = fsspec.core.url_to_fs(display(location))
-        if not fs.exists(path_in_fs):
-            raise FileNotFoundError(f"Expected a results file at {display(location)} but found none")
-        remote: BinaryIO = fs.open(path_in_fs, "rb", block_size=BLOCK_SIZE)
-        return remote
-    if not path.exists():
-        raise FileNotFoundError(f"Expected a results file at {display(location)} but found none")
-    stored: BinaryIO = path.open("rb", block_size=BLOCK_SIZE)
-    return stored
-
-
-def exists(location: Any) -> bool:
-    local = local_path(location)
-    if local is not None:
-        return os.path.exists(local)
-    if is_storage_path(location):
-        return bool(location.exists())
-    if _needs_airflow(display(location)):
-        return bool(_object_storage_path(display(location)).exists())
-    import fsspec
-
-    fs, path_in_fs = fsspec.core.url_to_fs(display(location))
-    return bool(fs.exists(path_in_fs))
-
-
-def child(folder: Any, name: str) -> Any:
-    if is_storage_path(folder):
-        return folder / name
-    text = display(folder)
-    if "://" in text:
-        return text.rstrip("/") + "/" + name
-    return os.path.join(text, name)
 
 
 def resolve(source: Any) -> ResultFiles:

@@ -26,16 +26,23 @@ class Limits:
     :param max_bytes: bytes per input file (OpenAI: 200 MB; taken as 200 MiB, the margin covers both).
     :param max_embedding_inputs: embedding inputs across one file's requests (OpenAI: 50,000).
     :param safety_margin: fraction of each limit a shard may use, in (0, 1].
+    :param enqueued_tokens: the model's enqueued-token limit (its batch queue), when known: shards then hold
+        at most ``int(enqueued_tokens * safety_margin)`` prompt tokens (a single request up to the limit
+        itself gets a shard of its own), counted as the cost estimate counts them; a request over the limit
+        is refused by validation. None: prompt tokens are not counted.
     """
 
     max_requests: int = 50_000
     max_bytes: int = 200 * 1024 * 1024
     max_embedding_inputs: int = 50_000
     safety_margin: float = 0.95
+    enqueued_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_requests", "max_bytes", "max_embedding_inputs"):
+        for name in ("max_requests", "max_bytes", "max_embedding_inputs", "enqueued_tokens"):
             value = getattr(self, name)
+            if name == "enqueued_tokens" and value is None:
+                continue
             if type(value) is not int or value < 1:
                 raise ValueError(f"Expected a positive int for `{name}` but received {value!r}")
         if not 0 < self.safety_margin <= 1:
@@ -56,6 +63,13 @@ class Limits:
         """Most embedding inputs one shard may hold."""
         return max(1, int(self.max_embedding_inputs * self.safety_margin))
 
+    @property
+    def shard_tokens(self) -> int | None:
+        """Most prompt tokens one shard of several requests may hold (None: not counted)."""
+        return (
+            None if self.enqueued_tokens is None else max(1, int(self.enqueued_tokens * self.safety_margin))
+        )
+
 
 @dataclass
 class Shard:
@@ -66,6 +80,7 @@ class Shard:
     :param requests: request lines in it.
     :param bytes: its size in bytes.
     :param embedding_inputs: embedding inputs across its requests (0 unless ``/v1/embeddings``).
+    :param prompt_tokens: its prompt tokens, when an enqueued-token limit had them counted (else None).
     """
 
     index: int
@@ -73,6 +88,7 @@ class Shard:
     requests: int
     bytes: int
     embedding_inputs: int
+    prompt_tokens: int | None = None
 
 
 class ShardWriter:
@@ -90,31 +106,42 @@ class ShardWriter:
         self.req_cap = limits.shard_requests
         self.byte_cap = limits.shard_bytes
         self.emb_cap = limits.shard_embedding_inputs
+        self.tok_cap = limits.shard_tokens
+        self.margin = limits.safety_margin
         self.fingerprint = fingerprint
         self.shards: list[Shard] = []
         self.paths: list[str] = []
         self.file: Any = None
         # What the open shard holds.
-        self.requests = self.bytes = self.embedding_inputs = 0
+        self.requests = self.bytes = self.embedding_inputs = self.tokens = 0
 
-    def add(self, lines: list[bytes], embs: list[int] | None, as_read: tuple[Any, ...] | None = None) -> None:
+    def add(
+        self,
+        lines: list[bytes],
+        embs: list[int] | None,
+        as_read: tuple[Any, ...] | None = None,
+        tokens: list[int] | None = None,
+    ) -> None:
         """Append request lines, starting new shards as the limits require.
 
         :param lines: the lines, without newlines; the list may be changed.
         :param embs: each line's embedding inputs, or None when they do not count (not ``/v1/embeddings``).
         :param as_read: the same lines with their newlines, as read (e.g. a memoryview of a read chunk),
             written instead of joining ``lines`` when they all fit in the open shard.
+        :param tokens: each line's prompt tokens, when an enqueued-token limit counts them.
         """
         n = len(lines)
         if not n:
             return
         emb = sum(embs) if embs is not None else 0
+        tok = sum(tokens) if tokens is not None else 0
         size = sum(map(len, as_read)) if as_read is not None else sum(map(len, lines)) + n
         if (
             self.file is not None
             and self.requests + n <= self.req_cap
             and self.bytes + size <= self.byte_cap
             and self.embedding_inputs + emb <= self.emb_cap
+            and (self.tok_cap is None or self.tokens + tok <= self.tok_cap)
         ):
             if as_read is not None:
                 for data in as_read:
@@ -124,37 +151,48 @@ class ShardWriter:
             self.requests += n
             self.bytes += size
             self.embedding_inputs += emb
+            self.tokens += tok
         else:
-            self._add_line_by_line(lines, embs)
+            self._add_line_by_line(lines, embs, tokens)
 
-    def _add_line_by_line(self, lines: list[bytes], embs: list[int] | None) -> None:
+    def _add_line_by_line(self, lines: list[bytes], embs: list[int] | None, tokens: list[int] | None) -> None:
         req_cap, byte_cap, emb_cap = self.req_cap, self.byte_cap, self.emb_cap
-        s_req, s_bytes, s_emb = self.requests, self.bytes, self.embedding_inputs
+        tok_cap = self.tok_cap if self.tok_cap is not None else float("inf")
+        s_req, s_bytes, s_emb, s_tok = self.requests, self.bytes, self.embedding_inputs, self.tokens
         opened = self.file is not None
         start = 0  # first line not yet written
-        emb = 0
+        emb = tok = 0
         for i, raw in enumerate(lines):
             size = len(raw) + 1
             if embs is not None:
                 emb = embs[i]
-            if not opened or s_req >= req_cap or s_bytes + size > byte_cap or s_emb + emb > emb_cap:
+            if tokens is not None:
+                tok = tokens[i]
+            if (
+                not opened
+                or s_req >= req_cap
+                or s_bytes + size > byte_cap
+                or s_emb + emb > emb_cap
+                or (s_req and s_tok + tok > tok_cap)  # one request up to the whole limit gets its own shard
+            ):
                 if opened:
                     self._write_lines(lines[start:i])
-                    self._close(s_req, s_bytes, s_emb)
+                    self._close(s_req, s_bytes, s_emb, s_tok)
                 self._open()
                 opened = True
-                s_req = s_bytes = s_emb = 0
+                s_req = s_bytes = s_emb = s_tok = 0
                 start = i
             s_req += 1
             s_bytes += size
             s_emb += emb
+            s_tok += tok
         self._write_lines(lines[start:] if start else lines)
-        self.requests, self.bytes, self.embedding_inputs = s_req, s_bytes, s_emb
+        self.requests, self.bytes, self.embedding_inputs, self.tokens = s_req, s_bytes, s_emb, s_tok
 
     def finish(self) -> list[Shard]:
         """Close the open shard; returns every shard, in order."""
         if self.file is not None:
-            self._close(self.requests, self.bytes, self.embedding_inputs)
+            self._close(self.requests, self.bytes, self.embedding_inputs, self.tokens)
         return self.shards
 
     def cleanup(self) -> None:
@@ -182,8 +220,9 @@ class ShardWriter:
         self.paths.append(path)
         self.file = open(path, "wb")  # noqa: SIM115 - closed by _close or cleanup
 
-    def _close(self, requests: int, nbytes: int, embedding_inputs: int) -> None:
+    def _close(self, requests: int, nbytes: int, embedding_inputs: int, tokens: int) -> None:
         self.file.close()
         self.file = None
         index = len(self.shards)
-        self.shards.append(Shard(index, self.paths[index], requests, nbytes, embedding_inputs))
+        counted = tokens if self.tok_cap is not None else None
+        self.shards.append(Shard(index, self.paths[index], requests, nbytes, embedding_inputs, counted))

@@ -9,7 +9,7 @@ line and field. Memory stays flat in the input size: buffers of a few read chunk
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -38,6 +38,7 @@ class SpoolResult:
     :param fingerprint: sha256 hex over the spooled request lines in order, newline-terminated:
         the same requests give the same fingerprint whatever the source, chunking or sharding.
     :param embedding_inputs: embedding inputs across all shards (0 unless ``/v1/embeddings``).
+    :param token_limit: the enqueued-token limit the shards were cut under (None: prompt tokens not counted).
     """
 
     shards: list[Shard]
@@ -45,6 +46,7 @@ class SpoolResult:
     model: str | None
     fingerprint: str
     embedding_inputs: int = field(default=0)
+    token_limit: int | None = None
 
 
 def spool_requests(
@@ -55,6 +57,7 @@ def spool_requests(
     source_name: str,
     limits: Limits = Limits(),  # noqa: B008 - frozen, so sharing the default is safe
     custom_id_prefix: str | None = None,
+    token_limits: Mapping[str, int] | None = None,
 ) -> SpoolResult:
     """Validate every request, write them to shard files under ``workdir``, and fingerprint them.
 
@@ -71,6 +74,8 @@ def spool_requests(
         is stable across retries (the operator builds the prefix from the partition, e.g.
         ``"{dag_id}.{task_id}.{ds}"``). See :func:`.reading.item_batches`. File sources are spooled
         unchanged; a generated id equal to a given one is a duplicate.
+    :param token_limits: enqueued-token limits by model (``"*"``: any); the input's model picks one, and
+        shards are then cut under it as under ``limits.enqueued_tokens``.
     :raises InvalidRequestsError: if any line is invalid or there are no requests; no file is left behind.
     """
     workdir = os.fspath(workdir)
@@ -79,7 +84,7 @@ def spool_requests(
         os.makedirs(workdir)
     fingerprint = ThreadedSha256()
     problems = ProblemLog()
-    checker = RequestChecker(endpoint, limits, problems)
+    checker = RequestChecker(endpoint, limits, problems, token_limits)
     writer = ShardWriter(workdir, limits, fingerprint)
     opened = None
     try:
@@ -125,6 +130,7 @@ def spool_requests(
         model=checker.model,
         fingerprint=fingerprint.hexdigest(),
         embedding_inputs=sum(s.embedding_inputs for s in shards),
+        token_limit=checker.token_limit,
     )
 
 
@@ -140,11 +146,15 @@ def _spool(batches: Iterable[Batch], checker: RequestChecker, writer: ShardWrite
             or len(region) > byte_cap
             or (head > 0 and type(lines[0]) is bytes and len(lines[0]) >= byte_cap)
         )
-        accepted, ids, embs = checker.check(lines, check_size)
+        accepted, ids, embs, tokens = checker.check(lines, check_size)
+        if tokens is not None and writer.tok_cap is None and checker.token_limit is not None:
+            writer.tok_cap = max(
+                1, int(checker.token_limit * writer.margin)
+            )  # the limit of the model just seen
         id_hashes.add(ids)
         as_read = None
         if region is not None and len(accepted) == len(lines):
             # Every line accepted: write the chunk as read rather than joining its lines again.
             as_read = (accepted[0] + b"\n", region) if head else (region,)
-        writer.add(accepted, embs, as_read)
+        writer.add(accepted, embs, as_read, tokens)
     return id_hashes

@@ -10,13 +10,14 @@ by field. Problems are all counted, the first :data:`MAX_PROBLEMS` kept, each na
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_openai_batch.requests_input import codec
 from airflow_provider_openai_batch.requests_input.reading import BOM, TooLong, Unusable
 from airflow_provider_openai_batch.requests_input.shards import Limits
+from airflow_provider_openai_batch.structured.formats import strict_problems, strict_schema_of
 
 MAX_PROBLEMS = 20
 """How many problems :class:`InvalidRequestsError` keeps (``total`` still counts them all)."""
@@ -25,6 +26,8 @@ MODEL_OPTIONAL_ENDPOINTS = frozenset({"/v1/moderations"})
 """Endpoints whose request body may leave out ``model``."""
 
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+#: Endpoints whose bodies may ask for structured output (``response_format`` / ``text.format``).
+STRUCTURED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses"})
 
 # Until a model is seen, the accept check compares body.model with this, which no body matches, so the
 # first line naming a model is diagnosed, and sets it.
@@ -163,7 +166,13 @@ class RequestChecker:
     :param problems: where invalid and blank lines are recorded.
     """
 
-    def __init__(self, endpoint: str, limits: Limits, problems: ProblemLog) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        limits: Limits,
+        problems: ProblemLog,
+        token_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.limits = limits
         self.problems = problems
@@ -171,16 +180,23 @@ class RequestChecker:
         self.emb_cap = limits.shard_embedding_inputs
         self.embeddings = endpoint == EMBEDDINGS_ENDPOINT
         self.model_optional = endpoint in MODEL_OPTIONAL_ENDPOINTS
+        self.structured = endpoint in STRUCTURED_ENDPOINTS
+        self._strict_verdicts: dict[bytes, str | None] = {}  # one check per distinct strict schema
         self.model: str | None = None
         self.model_line = 0
         self.line = 0  # lines checked so far
         self.accepted = 0  # requests accepted so far
+        self.token_limit = limits.enqueued_tokens
+        # model -> enqueued-token limit ("*": any model); the input's limit is picked once its model is known.
+        self.token_limits = dict(token_limits or {})
+        self._count: Any = None  # the prompt-token counter, made once the model is known
 
     def check(
         self, lines: list[Any], check_size: bool = True
-    ) -> tuple[list[Any], list[str], list[int] | None]:
-        """Check the next lines; returns the accepted lines, their ``custom_id`` values, and on
-        ``/v1/embeddings`` their embedding input counts (else None).
+    ) -> tuple[list[Any], list[str], list[int] | None, list[int] | None]:
+        """Check the next lines; returns the accepted lines, their ``custom_id`` values, on
+        ``/v1/embeddings`` their embedding input counts (else None), and their prompt tokens when an
+        enqueued-token limit is set (else None).
 
         :param lines: raw lines without their newline: bytes, or :class:`TooLong`/:class:`Unusable`.
         :param check_size: False when the caller knows that no line in ``lines`` is too large for a file.
@@ -195,6 +211,8 @@ class RequestChecker:
         accepted: list[Any] = []
         ids: list[str] = []
         embs: list[int] = []
+        toks: list[int] = []
+        token_limit = self.token_limit
         emb = 0
         base = self.accepted
         line = self.line
@@ -222,6 +240,11 @@ class RequestChecker:
                 model = self.model if self.model is not None else model
                 cid = obj["custom_id"]
                 body = obj["body"]
+            if self.structured and ("response_format" in body or "text" in body):
+                found = self._strict_problem(body)
+                if found is not None:
+                    problems.add(line, base + len(ids), *found)
+                    continue
             if per_line_limits:
                 if embeddings:
                     emb = count_embedding_inputs(body.get("input")) or 0
@@ -233,11 +256,39 @@ class RequestChecker:
                     continue
                 if embeddings:
                     embs.append(emb)
+            if token_limit is None and self.token_limits:
+                token_limit = self.token_limit = self.token_limits.get(
+                    self.model or "", self.token_limits.get("*")
+                )
+                self.token_limits = {}
+            if token_limit is not None:
+                tok = self._prompt_tokens(body)
+                if tok > token_limit:
+                    problems.add(
+                        line,
+                        base + len(ids),
+                        "body",
+                        f"Expected a request within the enqueued-token limit of {self.model}'s batch queue "
+                        f"({token_limit:,} tokens) but received one of {tok:,} prompt tokens: it could never run",
+                    )
+                    if embeddings:
+                        embs.pop()
+                    continue
+                toks.append(tok)
             accepted.append(raw)
             ids.append(cid)
         self.line = line
         self.accepted = base + len(ids)
-        return accepted, ids, embs if embeddings else None
+        return accepted, ids, embs if embeddings else None, toks if token_limit is not None else None
+
+    def _prompt_tokens(self, body: dict[str, Any]) -> int:
+        """A request's prompt tokens, counted as the cost estimate counts them."""
+        from airflow_provider_openai_batch.cost.estimate import prompt_tokens
+        from airflow_provider_openai_batch.cost.tokens import token_counter
+
+        if self._count is None:
+            self._count = token_counter(self.model).count
+        return prompt_tokens(body, self.endpoint, self._count)
 
     def _bad_raw(self, raw: Any, line: int, position: int, exc: Exception) -> None:
         """A line that did not parse: blank, too long, unusable, not UTF-8, or not JSON."""
@@ -257,6 +308,24 @@ class RequestChecker:
             if line == 1 and raw.startswith(BOM):
                 message = "UTF-8 byte order mark inside the line"
             self.problems.add(line, position, None, f"not valid JSON ({message})")
+
+    def _strict_problem(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """The first thing OpenAI's strict mode would refuse in the body's schema, as (field, message)."""
+        asked = strict_schema_of(body)
+        if asked is None:
+            return None
+        field, schema = asked
+        key = codec.dumps(schema) if isinstance(schema, dict) else repr(schema).encode()
+        if key not in self._strict_verdicts:
+            found = strict_problems(schema)
+            self._strict_verdicts[key] = (
+                f"OpenAI would reject this schema in strict mode: {found[0]}"
+                + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+                if found
+                else None
+            )
+        message = self._strict_verdicts[key]
+        return None if message is None else (field, message)
 
     def _too_large(self, size: int) -> str:
         return (

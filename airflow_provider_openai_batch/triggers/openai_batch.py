@@ -12,20 +12,18 @@ change, not on every poll.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
 from airflow_provider_openai_batch.lifecycle.waiting import StatusResult, WaitTracker, first_poll_delay
-from airflow_provider_openai_batch.statuses import KNOWN, TERMINAL, EventStatus
+from airflow_provider_openai_batch.progress import RateMeter, progress_line
+from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
 from airflow_provider_openai_batch.triggers import status_board
-
-#: Kept for code written against earlier versions: the shared definitions live in ``statuses``.
-TriggerStatus = EventStatus
-TERMINAL_BATCH_STATUSES = TERMINAL
-KNOWN_BATCH_STATUSES = KNOWN
 
 #: on_kill's shielded work, referenced until done (a task nobody references may be collected mid-way).
 _KILLS: set[asyncio.Future[None]] = set()
@@ -50,6 +48,9 @@ class OpenAIBatchTrigger(BaseTrigger):
     :param context: JSON-safe data of the deferring operator, returned unchanged in the event's ``context``.
     :param cancel_on_kill: the batches ``on_kill`` cancels (those the deferring task created); ``None``
         cancels every batch in ``batch_ids``. A batch adopted from another run must not be listed.
+    :param room: a shard waiting for room in its model's batch queue
+        (:class:`~airflow_provider_openai_batch.lifecycle.queue.RoomRequest` as JSON): a ``room`` event fires
+        when the status board lets it in. ``batch_ids`` may then be empty.
     """
 
     def __init__(
@@ -62,12 +63,13 @@ class OpenAIBatchTrigger(BaseTrigger):
         first_poll_jitter: float | None = None,
         context: dict[str, Any] | None = None,
         cancel_on_kill: list[str] | None = None,
+        room: dict[str, Any] | None = None,
     ) -> None:
         # BaseTrigger.__init__ is unannotated, and untyped_calls_exclude does not reach calls through super().
         super().__init__()  # type: ignore[no-untyped-call]
         if isinstance(batch_ids, str):
             batch_ids = [batch_ids]
-        if not batch_ids or not all(isinstance(b, str) and b for b in batch_ids):
+        if (not batch_ids and room is None) or not all(isinstance(b, str) and b for b in batch_ids):
             raise ValueError(f"Expected a non-empty list of non-empty batch ids but received {batch_ids!r}")
         if poll_interval <= 0:
             raise ValueError(f"Expected `poll_interval` > 0 seconds but received {poll_interval!r}")
@@ -94,9 +96,11 @@ class OpenAIBatchTrigger(BaseTrigger):
         # every runner (dag.test() replaces them with the event), the event always arrives.
         self.context = dict(context or {})
         self.cancel_on_kill = None if cancel_on_kill is None else list(dict.fromkeys(cancel_on_kill))
+        self.room = None if room is None else RoomRequest.from_json(room).to_json()
         # Runtime state only (on_kill runs on this same instance): the last status seen per batch.
         self._tracker = WaitTracker(self.batch_ids, self.deadline, self.max_consecutive_errors)
         self._statuses = self._tracker.statuses
+        self._rates = RateMeter()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -110,6 +114,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                 "first_poll_jitter": self.first_poll_jitter,
                 "context": self.context,
                 "cancel_on_kill": None if self.cancel_on_kill is None else list(self.cancel_on_kill),
+                "room": self.room,
             },
         )
 
@@ -150,6 +155,12 @@ class OpenAIBatchTrigger(BaseTrigger):
                         sub.close()
                         sub = None
                 self._log_news(ids, results, tracker.record_all(ids, results))
+                if sub is not None and sub.admitted:
+                    sub.close()
+                    sub = None
+                    message = f"Room in the {self.room and self.room.get('model')} batch queue"
+                    yield TriggerEvent(tracker.event(EventStatus.ROOM, message, context=self.context))
+                    return
                 if sub is not None and any(isinstance(r, Exception) for r in results):
                     sub = await self._maybe_move(sub)
                 if sub is not None:
@@ -170,7 +181,8 @@ class OpenAIBatchTrigger(BaseTrigger):
     async def _subscribe(self, first_delay: float) -> status_board.Subscription:
         client = await self.hook.get_async_client()
         board = status_board.board_for(client)
-        return board.subscribe(self._tracker.pending(), self.poll_interval, first_delay)
+        room = None if self.room is None else RoomRequest.from_json(self.room)
+        return board.subscribe(self._tracker.pending(), self.poll_interval, first_delay, room)
 
     async def _maybe_move(self, sub: status_board.Subscription) -> status_board.Subscription | None:
         """After an error look the connection up again: a rotated key or a fixed host means a new board."""
@@ -181,7 +193,10 @@ class OpenAIBatchTrigger(BaseTrigger):
         if client is sub.board.client and not sub.board.closed:
             return sub
         sub.close()
-        return status_board.board_for(client).subscribe(self._tracker.pending(), self.poll_interval, 0.0)
+        room = None if self.room is None else RoomRequest.from_json(self.room)
+        return status_board.board_for(client).subscribe(
+            self._tracker.pending(), self.poll_interval, 0.0, room
+        )
 
     async def _sleep_before_retry(self) -> None:
         remaining = self._tracker.remaining()
@@ -199,14 +214,8 @@ class OpenAIBatchTrigger(BaseTrigger):
                     tracker.statuses[batch_id],
                 )
             counts = tracker.counts.get(batch_id, {})
-            self.log.info(
-                "Batch %s %s %s/%s completed, %s failed",
-                batch_id,
-                tracker.statuses[batch_id],
-                counts.get("completed"),
-                counts.get("total"),
-                counts.get("failed"),
-            )
+            rate = self._rates.observe(batch_id, counts, time.time())
+            self.log.info("%s", progress_line(batch_id, tracker.statuses[batch_id], counts, rate))
         for batch_id, result in zip(ids, results, strict=True):
             if isinstance(result, Exception) and batch_id not in tracker.permanent:
                 self.log.warning(

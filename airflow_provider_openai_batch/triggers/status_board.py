@@ -10,45 +10,34 @@ counts that moved (at most every ``progress_log_interval``). The requests of a r
 :class:`~.refresh.Refresher`'s; the board keeps the subscriptions, the schedule, what each batch last
 showed and the summary log. Wake-ups are handed out in chunks so that thousands of triggers finishing on
 one refresh do not hold the event loop. The task stops when nobody subscribes.
+
+Logging follows who a line is for. A batch's status lines are written by the trigger waiting on it, in its own
+task, so Airflow files them in that trigger's log (the triggerer routes a line by the trigger id bound in the
+logging context of the task that writes it). The board's own work (list pages, retrieves, the summary) is done
+for every subscriber at once, so its task runs in an empty context: its lines go to the triggerer's own log,
+once per refresh, labelled "Shared status board", instead of the log of whichever trigger subscribed first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
+import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
 import openai
 
-from airflow_provider_openai_batch.lifecycle.waiting import PermanentPollError, StatusResult
+from airflow_provider_openai_batch.lifecycle.queue import Admission, RoomRequest, RoomWatch
+from airflow_provider_openai_batch.lifecycle.waiting import StatusResult
 from airflow_provider_openai_batch.statuses import TERMINAL
 from airflow_provider_openai_batch.triggers.list_map import ListMap
-from airflow_provider_openai_batch.triggers.refresh import (
-    CONCURRENCY,
-    LIST_UNSUPPORTED_HTTP_STATUSES,
-    Refresher,
-    list_page,
-    retrieve_status,
-)
+from airflow_provider_openai_batch.triggers.refresh import Refresher, list_page
 from airflow_provider_openai_batch.triggers.settings import BoardSettings
-
-__all__ = [
-    "CONCURRENCY",
-    "LIST_UNSUPPORTED_HTTP_STATUSES",
-    "NOTIFY_CHUNK",
-    "PermanentPollError",
-    "StatusBoard",
-    "StatusResult",
-    "Subscription",
-    "board_for",
-    "list_page",
-    "live_boards",
-    "retrieve_status",
-]
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +57,21 @@ class Entry:
 class Subscription:
     """One trigger's view of the board: :meth:`next` waits until the board has news for its batches."""
 
-    def __init__(self, board: StatusBoard, batch_ids: list[str], poll_interval: float, first_due: float):
+    def __init__(
+        self,
+        board: StatusBoard,
+        batch_ids: list[str],
+        poll_interval: float,
+        first_due: float,
+        room: RoomRequest | None = None,
+    ):
         self.board = board
         self.batch_ids = list(batch_ids)
         self.poll_interval = poll_interval
         self.first_due = first_due
+        #: A shard waiting for room in its model's queue, and whether the board has let it in.
+        self.room = room
+        self.admitted = False
         self.delivered: dict[str, int] = {}
         self.last_wake = float("-inf")
         self.closed = False
@@ -84,7 +83,7 @@ class Subscription:
             await self._ready.wait()
             self._ready.clear()
             ids = [b for b in self.batch_ids if self.board.entry_generation(b) > self.delivered.get(b, 0)]
-            if ids:
+            if ids or self.admitted:
                 return ids, [self.board.take(self, b) for b in ids]
             if self.board.closed:
                 raise RuntimeError("the status board stopped")
@@ -98,6 +97,7 @@ class Subscription:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.board._rooms.discard(self)
             self.unwatch(list(self.batch_ids))
 
     def _wake(self, now: float) -> None:
@@ -130,6 +130,10 @@ class StatusBoard:
         self._task: asyncio.Task[None] | None = None
         self._next_summary = self.loop.time() + self.settings.summary_log_interval
         self._summarized = (0, 0, 0)  # refreshes, pages, retrieves at the last summary
+        # Shards waiting for room in a model's queue; who holds each queue; admissions per model.
+        self._rooms: set[Subscription] = set()
+        self._room_watch = RoomWatch()
+        self._admissions: dict[str | None, Admission] = {}
 
     # The refresher's counters and list map, read here by tests, benchmarks and the summary.
     @property
@@ -159,19 +163,29 @@ class StatusBoard:
 
     # -- subscriptions -------------------------------------------------------------------------------
 
-    def subscribe(self, batch_ids: list[str], poll_interval: float, first_delay: float = 0.0) -> Subscription:
+    def subscribe(
+        self,
+        batch_ids: list[str],
+        poll_interval: float,
+        first_delay: float = 0.0,
+        room: RoomRequest | None = None,
+    ) -> Subscription:
         """Watch ``batch_ids``; the first answer comes about ``first_delay`` seconds from now.
 
         :param batch_ids: the batches to watch.
         :param poll_interval: seconds between refreshes of these batches, at most.
         :param first_delay: seconds until the first look (a jitter that spreads a triggerer restart).
+        :param room: a shard waiting for room in its model's queue: the subscription is also woken, with
+            ``admitted`` set, when the board lets it in (see :meth:`_admit`).
         """
         if self.closed:
             raise RuntimeError("this status board has stopped; get a new one with board_for()")
         now = self.loop.time()
-        sub = Subscription(self, batch_ids, poll_interval, now + first_delay)
+        sub = Subscription(self, batch_ids, poll_interval, now + first_delay, room)
         for batch_id in sub.batch_ids:
             self._subs.setdefault(batch_id, set()).add(sub)
+        if room is not None:
+            self._rooms.add(sub)
         heapq.heappush(self._first, (sub.first_due, next(self._seq), sub))
         if self._next_tick is not None and now + poll_interval < self._next_tick:
             self._next_tick = now + poll_interval
@@ -179,7 +193,10 @@ class StatusBoard:
         if min(sub.first_due + self._first_slack(), self._next_tick or sub.first_due) < self._sleeping_until:
             self._wake.set()  # only when the schedule moves: thousands registering must not spin the task
         if self._task is None:
-            self._task = self.loop.create_task(self._run(), name=f"openai-batch-status-board-{id(self):x}")
+            # Not the subscribing trigger's logging context: the board works for every trigger (module docstring).
+            self._task = self.loop.create_task(
+                self._run(), name=f"openai-batch-status-board-{id(self):x}", context=contextvars.Context()
+            )
         return sub
 
     def _drop(self, sub: Subscription, batch_ids: set[str]) -> None:
@@ -193,7 +210,7 @@ class StatusBoard:
                 self._entries.pop(batch_id, None)
                 self._last_fetch.pop(batch_id, None)
                 self.map.forget([batch_id])
-        if not self._subs:
+        if not self._subs and not self._rooms:
             self._wake.set()  # let the task see that it has nothing left to do
 
     def entry_generation(self, batch_id: str) -> int:
@@ -208,7 +225,8 @@ class StatusBoard:
     # -- the schedule --------------------------------------------------------------------------------
 
     def _cadence(self) -> float:
-        return min((s.poll_interval for subs in self._subs.values() for s in subs), default=60.0)
+        intervals = [s.poll_interval for subs in self._subs.values() for s in subs]
+        return min(intervals + [s.poll_interval for s in self._rooms], default=60.0)
 
     def _first_slack(self) -> float:
         """How long a first look may wait for others: a triggerer restart's thousands of registrations
@@ -217,7 +235,7 @@ class StatusBoard:
 
     async def _run(self) -> None:
         try:
-            while self._subs:
+            while self._subs or self._rooms:
                 now = self.loop.time()
                 while self._first and self._first[0][2].closed:
                     heapq.heappop(self._first)
@@ -265,6 +283,10 @@ class StatusBoard:
             changed = await self._refresh(fetch, now)
             if self._next_tick is None:
                 self._next_tick = now + cadence
+        if self._rooms:
+            if self._next_tick is None:
+                self._next_tick = now + cadence
+            await self._admit()
         await self._notify(changed, first)
 
     def _is_terminal(self, batch_id: str) -> bool:
@@ -284,6 +306,44 @@ class StatusBoard:
             sub._wake(now)
             if n % NOTIFY_CHUNK == 0:
                 await asyncio.sleep(0)
+
+    # -- room in a model's queue ---------------------------------------------------------------------
+
+    async def _admit(self) -> None:
+        """Read the newest list page for batches leaving a queue, and let waiting shards in, per model in
+        order (earliest logical date, then shard order), up to the room known to be free. A shard let in
+        is woken and stops waiting; one that then finds the queue full again fails for free and waits anew."""
+        try:
+            items, _ = await list_page(self.client, None, self.settings.list_page_size)
+            self.refresher.pages += 1
+        except Exception as exc:
+            log.warning("Could not list batches to look for queue room: %s", type(exc).__name__)
+            return
+        departed = self._room_watch.observe(items)
+        now = time.time()
+        by_model: dict[str | None, list[Subscription]] = {}
+        for sub in self._rooms:
+            if sub.room is not None and not sub.closed:
+                by_model.setdefault(sub.room.model, []).append(sub)
+        for model, subs in by_model.items():
+            freed = departed.get(model, []) + (departed.get(None, []) if model is not None else [])
+            admission = self._admissions.setdefault(model, Admission())
+            requests = {id(s.room): s for s in subs}
+            let_in = admission.admit(
+                [s.room for s in subs if s.room], freed, self._room_watch.holds(model), now
+            )
+            for request in let_in:
+                sub = requests[id(request)]
+                sub.admitted = True
+                self._rooms.discard(sub)
+                sub._wake(self.loop.time())
+            if let_in:
+                log.info(
+                    "%s batch queue: letting %d waiting shard(s) in, %d still wait",
+                    model,
+                    len(let_in),
+                    len(subs) - len(let_in),
+                )
 
     # -- one refresh ---------------------------------------------------------------------------------
 
@@ -306,12 +366,21 @@ class StatusBoard:
             self._entries[batch_id] = Entry(self.generation, result, error)
             self._last_fetch[batch_id] = started
 
+        pages, retrieves = self.pages, self.retrieves
         try:
             await self.refresher.fetch(sorted(fetch), record)
         except Exception as exc:  # a bug here must not strand the triggers: each gets the error
-            log.exception("Refreshing batch statuses failed")
+            log.exception("Shared status board: refreshing batch statuses failed")
             for batch_id in fetch:
                 record(batch_id, error=exc)
+        log.info(
+            "Shared status board refresh %d: %d batch(es) due, %d list page(s), %d retrieve(s), %d with news",
+            self.refreshes,
+            len(fetch),
+            self.pages - pages,
+            self.retrieves - retrieves,
+            len(changed),
+        )
         return changed
 
     # -- logging and shutdown ------------------------------------------------------------------------
@@ -327,7 +396,7 @@ class StatusBoard:
         refreshes, pages, retrieves = (t - s for t, s in zip(totals, self._summarized, strict=True))
         self._summarized = totals
         log.info(
-            "Status board: %d trigger(s) watching %d batch(es) (%s); since the last summary %d refresh(es), "
+            "Shared status board: %d trigger(s) watching %d batch(es) (%s); since the last summary %d refresh(es), "
             "%d list page(s), %d retrieve(s); list positions known for %d batch(es)",
             n_subs,
             len(self._subs),

@@ -145,7 +145,28 @@ def test_batch_list_page_links_each_batch_newest_first_and_pages(emulator, web):
         assert web.get(href).status_code == 200
 
 
-def test_empty_list_and_bad_cursor(web):
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"after": "batch_unknown"},
+        {"after": HOSTILE},
+        {"limit": 0},
+        {"limit": -5},
+        {"limit": "abc"},
+        {"limit": "1e3"},
+        {"limit": "9" * 40},
+        {"limit": HOSTILE},
+        {"limit": ["2", "x"]},
+    ],
+)
+def test_bad_parameters_are_answered_as_pages(web, params):
+    response = web.get("/batches", params=params)
+    assert response.status_code == 400
+    links = _assert_self_contained(response)
+    assert "/batches" in links.hrefs
+    assert HOSTILE not in response.text and "<script>" not in response.text
+    assert ("limit" in params) == ("Expected `limit` between 1 and 1000" in response.text)
+
+
+def test_empty_list(web):
     assert "No batches yet" in web.get("/batches").text
-    assert web.get("/batches", params={"after": "batch_unknown"}).status_code == 400
-    assert web.get("/batches", params={"limit": 0}).status_code == 400

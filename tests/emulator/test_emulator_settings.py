@@ -25,6 +25,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "emulator.md"
 def _other_value(name: str):
     """A valid value different from the field's default, chosen by the field's type."""
     default = Settings.model_fields[name].default
+    if name == "enqueued_token_limits":
+        return {"gpt-4o-mini": 2_000_000, "*": 90_000}
     if isinstance(default, bool):
         return not default
     if isinstance(default, float):
@@ -75,6 +77,8 @@ def test_flags_round_trip_through_the_command_line():
         ({"fail_status": 200}, "fail_status"),
         ({"fail_custom_id_regex": "("}, "fail_custom_id_regex"),
         ({"colour": "blue"}, "colour"),
+        ({"enqueued_token_limits": {"gpt-4o": 0}}, "enqueued_token_limits"),
+        ({"enqueued_token_limits": {"gpt-4o": "9"}}, "enqueued_token_limits"),
     ],
 )
 def test_bad_settings_name_the_field_and_the_value(values, named):

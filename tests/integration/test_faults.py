@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch import files, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.lifecycle import ledger as ledger_module
+from airflow_provider_openai_batch.lifecycle import record as record_module
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
-from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger, TriggerStatus
+from airflow_provider_openai_batch.statuses import EventStatus
+from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_s3_jsonl
 from tests.support.builders import ENDPOINT, jsonl, request, write_input, write_requests
 from tests.support.environment import connected_emulator, dag_env, openai_connection, short_client_backoff
@@ -257,7 +258,7 @@ def test_triggerer_restart_mid_poll_resumes_without_cancelling(emulator, tmp_pat
     events = asyncio.run(_run_for(reborn, 60))
 
     assert len(events) == 1
-    assert events[0].payload["status"] == TriggerStatus.TERMINAL.value
+    assert events[0].payload["status"] == EventStatus.TERMINAL.value
     assert events[0].payload["batches"] == {batch_id: "completed"}
     assert emulator.calls("POST", f"/v1/batches/{batch_id}/cancel") == []
     assert OpenAIBatchHook().get_batch(batch_id).request_counts.completed == 30
@@ -275,7 +276,7 @@ def test_triggerer_restart_does_not_extend_the_timeout(emulator, tmp_path):
     events = asyncio.run(_run_for(reborn, 30))
 
     assert time.monotonic() - started < 1.5  # what was left of the 2 s, not 2 s anew
-    assert [e.payload["status"] for e in events] == [TriggerStatus.TIMEOUT.value]
+    assert [e.payload["status"] for e in events] == [EventStatus.TIMEOUT.value]
     assert batch_id in events[0].payload["message"]
     # A timeout is the operator's to act on (cancel or keep): the trigger cancels nothing.
     assert emulator.calls("POST", f"/v1/batches/{batch_id}/cancel") == []
@@ -312,7 +313,7 @@ def test_crash_between_create_and_defer(run_dag, emulator, local_job, monkeypatc
 def test_crash_between_create_and_record_write(run_dag, emulator, local_job, monkeypatch, rerun):
     """The batch exists but the state store only says "creating": found again by its metadata tags."""
     ids, folder = local_job
-    original = ledger_module.RecordStore.save
+    original = record_module.RecordStore.save
     crashes: list[dict] = []
 
     def save(self, record):
@@ -321,7 +322,7 @@ def test_crash_between_create_and_record_write(run_dag, emulator, local_job, mon
             raise RuntimeError("worker lost before recording the batch id")
         return original(self, record)
 
-    monkeypatch.setattr(ledger_module.RecordStore, "save", save)
+    monkeypatch.setattr(record_module.RecordStore, "save", save)
 
     if rerun == "retry":
         outcome = run_dag(DAG_ID, DATE, retries=1)
@@ -410,7 +411,7 @@ def test_create_that_keeps_failing_gives_up_without_a_batch(run_dag, emulator, l
     assert first.state == "failed"
     assert [c["status"] for c in batch_posts(emulator)] == [500, 500, 500]  # max_retries=2 → 3 attempts
     assert emulator_batches(emulator) == []
-    assert not (folder / storage.MANIFEST).exists()
+    assert not (folder / files.MANIFEST).exists()
 
     emulator.clear_faults()
     assert run_dag(DAG_ID, DATE, clear=True).state == "success"

@@ -24,6 +24,7 @@ from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigg
 from tests.integration.conftest import TEST_API_KEY, storage_env
 from tests.support.builders import jsonl, request, write_input
 from tests.support.environment import dag_env, openai_connection
+from tests.support.journal import faulted
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +200,39 @@ def test_api_key_reaches_no_exception_text_or_repr(openai_conn, monkeypatch):
 
     for text in texts:
         assert_no_key("exception text or repr", text)
+
+
+def test_a_server_echoing_the_key_leaks_it_nowhere(
+    run_dag, openai_conn, tmp_path, monkeypatch, capfd, caplog
+):
+    """A gateway whose 401 quotes the whole key, on the upload (worker) and on the poll (triggerer)."""
+    openai_connection(monkeypatch, openai_conn.base_url, max_retries=0)
+    hook_module.clear_async_client_cache()
+    echo = f"Incorrect API key provided: {TEST_API_KEY}. You can find your API key at your gateway."
+    write_input(tmp_path / "input.jsonl", [f"echo-{i}" for i in range(3)])
+    dag_env(monkeypatch, "RELIABILITY", input=tmp_path / "input.jsonl", output=tmp_path / "out")
+    runs = []
+
+    openai_conn.add_fault(method="POST", path="/v1/files", status=401, message=echo, times=None)
+    on_upload = run_dag("reliability_batch", "2026-11-03")
+    openai_conn.clear_faults()
+    assert on_upload.state == "failed"
+    assert openai_conn.paid_creates() == []
+    runs.append(("reliability_batch", on_upload.run.run_id))
+
+    openai_conn.add_fault(method="GET", path="/v1/batches/*", status=401, message=echo, times=None)
+    on_poll = run_dag("reliability_batch", "2026-11-04")
+    openai_conn.clear_faults()
+    assert on_poll.state == "failed"
+    runs.append(("reliability_batch", on_poll.run.run_id))
+
+    # The server really sent the key, to the worker and to the triggerer.
+    assert faulted(openai_conn, "POST", "/v1/files") and faulted(openai_conn, "GET", "/v1/batches/")
+    out, err = capfd.readouterr()
+    logs = out + err + caplog.text + log_files()
+    rows = db_rows(runs)
+    assert "Incorrect API key provided: ***" in logs  # the server's message reached the log, less the key
+    assert "AuthenticationError" in logs
+    assert any("batch_ids" in x or "openai_batch" in x for x in rows["xcom"])
+    assert_no_key("task and triggerer logs", logs)
+    assert_no_key("XCom", "\n".join(rows["xcom"]))

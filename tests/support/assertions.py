@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch import files
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -45,7 +45,7 @@ def assert_each_custom_id_once(
     assert sorted(output_ids + error_ids) == sorted(ids), (output_ids, error_ids)
     if failed is not None:
         assert set(error_ids) == set(failed), error_ids
-    assert (folder / storage.MANIFEST).exists()
+    assert (folder / files.MANIFEST).exists()
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
     return output, errors
 

@@ -125,6 +125,7 @@ def test_build_result_single_batch():
         "model": "gpt-4o-mini",
         "input_fingerprint": "fp-1",
         "custom_id_prefix": "daily",
+        "paid_twice": [],
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
 

@@ -14,13 +14,11 @@ import typing
 import pytest
 from openai.types import Batch
 
-from airflow_provider_openai_batch import resubmit, results, statuses
 from airflow_provider_openai_batch.statuses import (
     KNOWN,
     PERMANENT_POLL_HTTP_STATUSES,
     REJECTED,
     RETRYABLE_ERROR_CODES,
-    REUSABLE,
     STOPPED,
     STOPPED_ERROR_CODES,
     TERMINAL,
@@ -31,7 +29,6 @@ from airflow_provider_openai_batch.statuses import (
     combined_status,
     is_retryable_http,
     is_stopped_line,
-    is_terminal,
     should_resubmit,
 )
 from tests.support.builders import batch_error_line, http_error_line
@@ -72,13 +69,6 @@ def test_combined_status_of_terminal_batches_is_the_worst_in_any_order():
         for combo in itertools.permutations(WORST_FIRST, size):
             worst = min(combo, key=WORST_FIRST.index)
             assert combined_status(list(combo)) == worst, combo
-
-
-def test_results_and_resubmit_use_the_same_decisions():
-    # The names results.py and resubmit.py exported in version 0.1 are these functions, not copies.
-    assert results.combined_status is statuses.combined_status
-    assert results.TERMINAL_STATUSES is statuses.TERMINAL
-    assert resubmit.is_retryable is statuses.should_resubmit
 
 
 # -------------------------------------------------------------------------------------- should_resubmit
@@ -152,10 +142,6 @@ def test_status_set_relations():
     assert TERMINAL < KNOWN  # some known statuses are still running
     assert REJECTED < TERMINAL and UNFINISHED < TERMINAL
     assert STOPPED < KNOWN and STOPPED - TERMINAL == {"cancelling"}
-    # A batch OpenAI rejected is never re-attached to: a later try pays for the input again.
-    assert not REJECTED & REUSABLE and REJECTED | REUSABLE == KNOWN
-    # Expired and cancelled batches are re-used (their finished part is kept), not paid for again.
-    assert UNFINISHED < REUSABLE
     assert TERMINAL - REJECTED - UNFINISHED == {"completed"}
 
 
@@ -167,14 +153,8 @@ def test_error_code_set_relations():
     assert STOPPED_ERROR_CODES & RETRYABLE_ERROR_CODES == {"batch_expired"}
 
 
-@pytest.mark.parametrize("status", [*BatchStatus, "paused", None])
-def test_is_terminal_agrees_with_the_set(status):
-    value = status.value if isinstance(status, BatchStatus) else status
-    assert is_terminal(status) is (value in TERMINAL)
-
-
 def test_enums_are_their_strings_on_the_wire():
     # Trigger events and the manifest carry them as JSON; the API's strings come back as members.
     assert json.dumps([BatchStatus.COMPLETED, EventStatus.TIMEOUT]) == '["completed", "timeout"]'
     assert BatchStatus("in_progress") is BatchStatus.IN_PROGRESS
-    assert {e.value for e in EventStatus} == {"terminal", "timeout", "error"}
+    assert {e.value for e in EventStatus} == {"terminal", "timeout", "error", "room"}

@@ -9,11 +9,13 @@ import subprocess
 import sys
 
 import httpx2
+import openai
 import pytest
 from airflow.sdk import Connection
 
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.connection import base_url_from_host, client_kwargs_from_connection
+from airflow_provider_openai_batch.hooks.connection_test import MISSING_BATCH_ID
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 
 API_KEY = "sk-test-DO-NOT-LEAK-0123456789"
@@ -106,15 +108,109 @@ def test_connection_test_names_the_cause(monkeypatch, status, expected):
     assert len(seen) == 1  # one call, no retries, even for a 500
 
 
-def test_connection_test_makes_one_cheap_authenticated_call(monkeypatch):
+def fake_api(*, batches: int = 1, cursor=None, missing=None):
+    """A server with ``batches`` batches; ``cursor`` / ``missing`` answer the next-page and missing-batch reads."""
+    listed = [{**BATCH, "id": f"batch_{i}"} for i in range(batches)]
+
+    def handler(request):
+        if request.url.path.endswith(f"/batches/{MISSING_BATCH_ID}"):
+            return (missing or error(404))(request)
+        if "after" in request.url.params and cursor is not None:
+            return cursor(request)
+        return httpx2.Response(200, json={"object": "list", "data": listed[:1], "has_more": batches > 1})
+
+    return handler
+
+
+BATCH = {
+    "id": "batch_0",
+    "object": "batch",
+    "endpoint": "/v1/chat/completions",
+    "input_file_id": "file_1",
+    "completion_window": "24h",
+    "status": "completed",
+    "created_at": 1,
+}
+
+
+def test_connection_test_makes_three_cheap_authenticated_reads(monkeypatch):
     set_conn(monkeypatch, host="http://openai.test")
-    seen = mock_api(
-        monkeypatch, lambda r: httpx2.Response(200, json={"object": "list", "data": [], "has_more": False})
-    )
+    seen = mock_api(monkeypatch, fake_api())
     ok, message = OpenAIBatchHook(CONN_ID).test_connection()
-    assert ok is True and "http://openai.test/v1/" in message
-    assert [(r.method, r.url.path, r.url.params.get("limit")) for r in seen] == [("GET", "/v1/batches", "1")]
-    assert seen[0].headers["authorization"] == f"Bearer {API_KEY}"
+    assert (ok, message) == (
+        True,
+        "Connected to http://openai.test/v1/: the API key can list batches, pages with `after=` and a missing "
+        "batch answers 404.",
+    )
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in seen] == [
+        ("GET", "/v1/batches", {"limit": "1"}),
+        ("GET", "/v1/batches", {"limit": "1", "after": "batch_0"}),
+        ("GET", f"/v1/batches/{MISSING_BATCH_ID}", {}),
+    ]
+    assert all(r.headers["authorization"] == f"Bearer {API_KEY}" for r in seen)
+
+
+def test_an_empty_account_cannot_show_paging_and_says_nothing_of_it(monkeypatch):
+    set_conn(monkeypatch, host="http://openai.test")
+    seen = mock_api(monkeypatch, fake_api(batches=0))
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok and "after=" not in message and len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("api", "expected"),
+    [
+        # LiteLLM's model-routed mode re-encodes ids: the cursor it handed out is refused.
+        (
+            fake_api(cursor=lambda r: httpx2.Response(400, json={"error": {"message": "Invalid cursor"}})),
+            ["answered HTTP 400 (Invalid cursor) to the next page (`after=batch_0`)", "honours the `after=`"],
+        ),
+        # LiteLLM without prisma: a 404 comes back as a plain 500.
+        (
+            fake_api(missing=error(500)),
+            [
+                f"/batches/{MISSING_BATCH_ID} answered HTTP 500",
+                "expected HTTP 404",
+                "hides the server's status",
+            ],
+        ),
+        # LiteLLM without a database, given a key it cannot look up.
+        (
+            lambda r: httpx2.Response(400, json={"error": {"message": "No connected db."}}),
+            ["answered HTTP 400 (No connected db.)", "cannot check this key", "master key"],
+        ),
+        # A server error on the first, authenticated read.
+        (error(500), ["answered HTTP 500 (upstream says 500) to the cheapest authenticated call", "prisma"]),
+    ],
+    ids=["invalid-cursor", "missing-as-500", "no-connected-db", "list-500"],
+)
+def test_connection_test_names_what_a_gateway_does_wrong(monkeypatch, api, expected):
+    set_conn(monkeypatch, host="http://gateway.test/openai/v1")
+    mock_api(monkeypatch, api)
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok is False
+    for part in expected:
+        assert part in message, message
+
+
+def test_a_server_echoing_the_key_and_header_secrets_is_scrubbed(monkeypatch):
+    gateway_token = "gw-token-0123456789abcdef"
+    set_conn(
+        monkeypatch,
+        host="http://gateway.test",
+        extra={"default_headers": {"X-Gateway-Key": gateway_token, "X-Team": "analytics-team"}},
+    )
+    echo = f"Incorrect API key provided: {API_KEY}; gateway key {gateway_token}; cut {API_KEY[:20]}"
+    mock_api(monkeypatch, lambda r: httpx2.Response(401, json={"error": {"message": echo}}))
+    hook = OpenAIBatchHook(CONN_ID)
+    ok, message = hook.test_connection()
+    assert not ok and "Incorrect API key provided: ***; gateway key ***; cut ***" in message
+    with pytest.raises(openai.AuthenticationError) as raised:
+        hook.get_batch("batch_1")
+    texts = [str(raised.value), repr(raised.value), json.dumps(raised.value.body)]
+    assert "Incorrect API key provided: ***" in texts[0]
+    for text in [message, *texts]:
+        assert API_KEY not in text and API_KEY[8:30] not in text and gateway_token not in text
 
 
 def test_connection_test_reports_a_bad_connection_without_raising(monkeypatch):
@@ -136,10 +232,8 @@ def free_port() -> int:
 def test_connection_test_against_the_emulator(monkeypatch, openai_emulator):
     root = openai_emulator.root_url
     set_conn(monkeypatch, host=root)  # no path: /v1 is added
-    assert OpenAIBatchHook(CONN_ID).test_connection() == (
-        True,
-        f"Connected to {root}/v1/: the API key can list batches.",
-    )
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok and message.startswith(f"Connected to {root}/v1/: the API key can list batches")
 
     openai_emulator.add_fault(path="/v1/batches", method="GET", status=401)
     ok, message = OpenAIBatchHook(CONN_ID).test_connection()
@@ -152,6 +246,33 @@ def test_connection_test_against_the_emulator(monkeypatch, openai_emulator):
     set_conn(monkeypatch, host=f"http://127.0.0.1:{free_port()}")
     ok, message = OpenAIBatchHook(CONN_ID).test_connection()
     assert not ok and message.startswith("Cannot reach http://127.0.0.1:") and "ConnectError" in message
+
+
+@pytest.mark.integration
+def test_connection_test_reads_a_gateways_answers_over_http(monkeypatch, openai_emulator):
+    set_conn(monkeypatch, host=openai_emulator.base_url)
+    openai_emulator.seed_batches(2)
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert ok and "pages with `after=` and a missing batch answers 404" in message
+
+    # Model-routed LiteLLM: the cursor it handed out is refused.
+    openai_emulator.add_fault(
+        method="GET", path="/v1/batches", query="after", status=400, message="Invalid cursor"
+    )
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert not ok and "HTTP 400 (Invalid cursor) to the next page" in message
+
+    # LiteLLM without prisma: a missing batch is a plain 500.
+    openai_emulator.add_fault(method="GET", path=f"/v1/batches/{MISSING_BATCH_ID}", status=500)
+    ok, message = OpenAIBatchHook(CONN_ID).test_connection()
+    assert not ok and "answered HTTP 500" in message and "expected HTTP 404" in message
+    assert [c["status"] for c in openai_emulator.calls("GET", "/v1/batches")][-5:] == [
+        200,
+        400,
+        200,
+        200,
+        500,
+    ]
 
 
 @pytest.mark.integration
@@ -168,11 +289,15 @@ def test_airflow_connections_test_cli_against_the_emulator(openai_emulator, tmp_
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "Connection success!" in passed.stdout
 
-    openai_emulator.add_fault(path="/v1/batches", method="GET", status=401)
+    # A gateway whose 401 echoes the whole key.
+    echo = f"Incorrect API key provided: {API_KEY}."
+    openai_emulator.add_fault(path="/v1/batches", method="GET", status=401, message=echo)
     failed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
     # The exit status of a failed test is 1 from Airflow 3.3 on; 3.1 and 3.2 print the failure and exit 0.
     assert "Connection failed!" in failed.stdout and "Authentication failed" in failed.stdout
-    assert API_KEY not in failed.stdout + failed.stderr
+    assert "Incorrect API key provided: ***." in failed.stdout  # the server's words, less the key
+    assert openai_emulator.calls("GET", "/v1/batches", status=401)  # the server really answered with the key
+    assert API_KEY not in failed.stdout + failed.stderr and API_KEY[8:30] not in failed.stdout + failed.stderr
 
 
 # -- dashboard URL -------------------------------------------------------------------------------------

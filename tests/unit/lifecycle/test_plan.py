@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_openai_batch.lifecycle import plan
-from airflow_provider_openai_batch.lifecycle.ledger import SubmissionRecord, label
+from airflow_provider_openai_batch.lifecycle.queue import QueueState
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
+from airflow_provider_openai_batch.lifecycle.tags import label
 from airflow_provider_openai_batch.statuses import EventStatus
 from tests.support.builders import batch
 
@@ -183,6 +185,145 @@ CASES = [
         plan.Resubmit(include_cancelled=True),
     ),
 ]
+
+
+FULL = {
+    "errors": {
+        "data": [
+            {
+                "code": "token_limit_exceeded",
+                "line": None,
+                "param": None,
+                "message": "Enqueued token limit reached for gpt-4o-mini in organization org-x. Limit: 2,000,000 "
+                "enqueued tokens. Please try again once some in_progress batches have been completed.",
+            }
+        ]
+    }
+}
+
+
+def queued(shards=3, created=(0,), waiting=(), limit=None, tokens=None, learned=False, since=50.0):
+    """A run state whose ``waiting`` shards wait for room; ``tokens``: shard index -> prompt tokens."""
+    st = state(shards, created)
+    st.queue = QueueState(
+        limit=limit,
+        learned=learned,
+        tokens={label(0, i, shards): t for i, t in (tokens or {}).items()},
+        waiting=[label(0, i, shards) for i in waiting],
+        since=since if waiting else None,
+    )
+    return st
+
+
+def refused(bid):
+    return {bid: batch(bid, "failed", counts=(0, 0, 0), **FULL)}
+
+
+QUEUE_CASES = [
+    (
+        "a batch refused by a full queue is requeued with the limit its message names",
+        queued(3, created=(0, 1, 2)),
+        T,
+        {**seen(("b0", "completed"), ("b2", "in_progress")), **refused("b1")},
+        POLICY,
+        plan.Requeue(("1/3",), 2_000_000),
+    ),
+    (
+        "a batch failed for another reason is not requeued",
+        queued(1),
+        T,
+        {"b0": batch("b0", "failed", counts=(0, 0, 0), errors={"data": [{"code": "invalid_json_line"}]})},
+        POLICY,
+        plan.Land(),
+    ),
+    (
+        "a shard waits while this task's other batches run",
+        queued(3, created=(0, 2), waiting=(1,), limit=100, tokens={0: 50, 1: 50, 2: 50}),
+        None,
+        seen(("b0", "in_progress"), ("b2", "in_progress")),
+        POLICY,
+        plan.WaitForRoom(("1/3",)),
+    ),
+    (
+        "nothing of ours runs: wait for room",
+        queued(1, created=(), waiting=(0,), limit=100, tokens={0: 50}),
+        T,
+        {},
+        POLICY,
+        plan.WaitForRoom(("0/1",)),
+    ),
+    (
+        "room: create the first waiting shard again",
+        queued(3, created=(0,), waiting=(1, 2), limit=100, tokens={0: 50, 1: 50, 2: 50}),
+        EventStatus.ROOM,
+        seen(("b0", "in_progress")),
+        POLICY,
+        plan.SubmitWave((1,)),
+    ),
+    (
+        "a known limit holds back the shards that cannot fit, without a create",
+        queued(4, created=(), limit=100, tokens={0: 40, 1: 40, 2: 40, 3: 40}),
+        None,
+        {},
+        POLICY,
+        plan.SubmitWave((0, 1), (2, 3)),
+    ),
+    (
+        "the first shard is always tried when nothing of ours is queued",
+        queued(2, created=(), limit=100, tokens={0: 100, 1: 40}),
+        None,
+        {},
+        POLICY,
+        plan.SubmitWave((0,), (1,)),
+    ),
+    (
+        "a learned limit and a shard of unknown size: cut the input again",
+        queued(1, created=(), waiting=(0,), limit=2_000_000, learned=True),
+        T,
+        {},
+        POLICY,
+        plan.Recut(2_000_000),
+    ),
+    (
+        "a waiting shard over the limit beside created ones cannot be cut again",
+        queued(2, created=(0,), waiting=(1,), limit=100, learned=True, tokens={0: 50, 1: 500}),
+        T,
+        seen(("b0", "in_progress")),
+        POLICY,
+        plan.Fail(
+            plan.FailReason.QUEUE_TOO_SMALL,
+            plan.too_large_message(queued(2, created=(0,), waiting=(1,), limit=100, tokens={0: 50, 1: 500})),
+        ),
+    ),
+    (
+        "the queue timeout passed while shards wait",
+        queued(1, created=(), waiting=(0,), limit=100, tokens={0: 50}),
+        TO,
+        {},
+        plan.Policy(queue_timeout=30),
+        plan.Fail(
+            plan.FailReason.QUEUE_TIMEOUT,
+            plan.waited_message(queued(1, created=(), waiting=(0,), limit=100, tokens={0: 50}), 100.0),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "st", "event", "observed", "policy", "expected"),
+    QUEUE_CASES,
+    ids=[c[0] for c in QUEUE_CASES],
+)
+def test_next_step_with_a_full_queue(name, st, event, observed, policy, expected):
+    assert plan.next_step(st, plan.Observation(event, observed, "m", now=100.0), policy) == expected
+
+
+def test_the_queue_timeout_message_says_how_long_and_what_waited():
+    st = queued(5, created=(), waiting=(2,), limit=2_000_000, tokens={2: 380_000})
+    st.model = "gpt-4o-mini"
+    message = plan.waited_message(st, 3_650.0)
+    assert "Waited 3,600 s" in message
+    assert "gpt-4o-mini queue full: limit 2,000,000 tokens; shard 3/5 of 380,000 tokens waits" in message
 
 
 @pytest.mark.parametrize(

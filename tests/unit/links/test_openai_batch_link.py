@@ -1,16 +1,11 @@
-"""The extra link: a URL that follows the connection, read from XCom, with a fallback for older XComs."""
+"""The extra link: a URL that follows the connection, held by the operator that worked it out."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openai_batch.links import openai_batch as link_module
-from airflow_provider_openai_batch.links.openai_batch import (
-    BATCH_IDS_XCOM_KEY,
-    BATCH_URL_XCOM_KEY,
-    OpenAIBatchLink,
-    batch_dashboard_url,
-)
+from airflow_provider_openai_batch.links.openai_batch import OpenAIBatchLink, batch_dashboard_url
+from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 
 
 @pytest.mark.parametrize(
@@ -53,23 +48,14 @@ def test_an_empty_batch_id_is_refused():
         batch_dashboard_url("openai", {}, "")
 
 
-@pytest.fixture
-def xcoms(monkeypatch):
-    store: dict[str, object] = {}
-    monkeypatch.setattr(link_module.XCom, "get_value", staticmethod(lambda *, key, ti_key: store.get(key)))
-    return store
-
-
-def test_link_reads_the_url_the_operator_pushed(xcoms):
-    xcoms[BATCH_URL_XCOM_KEY] = "http://127.0.0.1:8000/batches/batch_9"
-    xcoms[BATCH_IDS_XCOM_KEY] = ["batch_9"]
-    assert OpenAIBatchLink().get_link(None, ti_key=object()) == "http://127.0.0.1:8000/batches/batch_9"
-
-
-def test_link_falls_back_to_openai_for_xcoms_of_older_versions(xcoms):
-    xcoms[BATCH_IDS_XCOM_KEY] = ["batch_7", "batch_8"]
-    assert OpenAIBatchLink().get_link(None, ti_key=object()) == "https://platform.openai.com/batches/batch_7"
-
-
-def test_no_link_before_a_batch_exists(xcoms):
-    assert OpenAIBatchLink().get_link(None, ti_key=object()) == ""
+def test_link_is_the_page_the_operator_worked_out(monkeypatch):
+    # Airflow 3 asks the link when a try ends, with the operator that ran it; the link reads no XCom, so a
+    # task that never knew a batch logs no "XCom not found" error.
+    monkeypatch.setattr(
+        "airflow.sdk.execution_time.xcom.XCom.get_value",
+        lambda **kw: pytest.fail(f"the link pulled an XCom: {kw}"),
+    )
+    operator = OpenAIBatchOperator(task_id="t", input_path="in.jsonl", output_path="out")
+    assert OpenAIBatchLink().get_link(operator, ti_key=object()) == ""
+    operator.batch_page_url = "http://127.0.0.1:8000/batches/batch_9"
+    assert OpenAIBatchLink().get_link(operator, ti_key=object()) == "http://127.0.0.1:8000/batches/batch_9"

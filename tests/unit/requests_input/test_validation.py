@@ -156,9 +156,9 @@ def test_stdlib_json_fallback(tmp_path, monkeypatch):
 def test_checker_records_each_skipped_line_with_the_requests_before_it():
     problems = ProblemLog()
     checker = RequestChecker(CHAT, Limits(), problems)
-    accepted, ids, embs = checker.check([line(req(1)), b"", b"{nope", line(req(2))])
-    assert (accepted, ids, embs) == ([line(req(1)), line(req(2))], ["r1", "r2"], None)
-    accepted, ids, _ = checker.check([b"  ", line(req(3)), line({**req(4), "method": "GET"})])
+    accepted, ids, embs, tokens = checker.check([line(req(1)), b"", b"{nope", line(req(2))])
+    assert (accepted, ids, embs, tokens) == ([line(req(1)), line(req(2))], ["r1", "r2"], None, None)
+    accepted, ids, _, _ = checker.check([b"  ", line(req(3)), line({**req(4), "method": "GET"})])
     assert ids == ["r3"]
     # Positions say how many requests came before each skipped line: request 2 (0-based) is on line 6.
     assert list(problems.skipped) == [1, 1, 2, 3]

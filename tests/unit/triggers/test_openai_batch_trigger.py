@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import httpx2
@@ -12,12 +13,7 @@ from airflow.triggers.base import TriggerEvent
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers import status_board
-from airflow_provider_openai_batch.triggers.openai_batch import (
-    KNOWN_BATCH_STATUSES,
-    TERMINAL_BATCH_STATUSES,
-    OpenAIBatchTrigger,
-    TriggerStatus,
-)
+from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from tests.unit.triggers.fake_api import API_KEY, CONN_ID, FakeBatches
 
 
@@ -43,7 +39,7 @@ def run_trigger(trigger: OpenAIBatchTrigger, timeout: float = 10) -> list[Trigge
 
 # -- serialization -------------------------------------------------------------------------------------
 
-OLD_KWARGS = {  # exactly what the version before `cancel_on_kill` serialized
+KWARGS = {  # every argument but `cancel_on_kill`
     "batch_ids": ["batch_a", "batch_b"],
     "openai_conn_id": "my_conn",
     "poll_interval": 30.0,
@@ -55,26 +51,35 @@ OLD_KWARGS = {  # exactly what the version before `cancel_on_kill` serialized
 
 
 def test_serialize_round_trip():
-    trigger = OpenAIBatchTrigger(**{**OLD_KWARGS, "poll_interval": 30, "cancel_on_kill": ["batch_b"]})
+    trigger = OpenAIBatchTrigger(**{**KWARGS, "poll_interval": 30, "cancel_on_kill": ["batch_b"]})
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_openai_batch.triggers.openai_batch.OpenAIBatchTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # JSON-safe primitives only
-    assert kwargs == {**OLD_KWARGS, "cancel_on_kill": ["batch_b"]}
+    assert kwargs == {**KWARGS, "cancel_on_kill": ["batch_b"], "room": None}
     assert OpenAIBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
 
 
-def test_kwargs_serialized_by_the_previous_version_still_load():
-    trigger = OpenAIBatchTrigger(**OLD_KWARGS)
+def test_a_room_wait_round_trips_and_may_watch_no_batch():
+    room = {
+        "model": "gpt-4o-mini",
+        "tokens": 380_000,
+        "limit": 2_000_000,
+        "order": ["2026-11-01T00:00:00+00:00", 2],
+    }
+    trigger = OpenAIBatchTrigger(batch_ids=[], room=room)
+    classpath, kwargs = trigger.serialize()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert kwargs["room"] == {**room, "not_before": 0.0} and kwargs["batch_ids"] == []
+    assert OpenAIBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
+    with pytest.raises(ValueError, match="non-empty list"):
+        OpenAIBatchTrigger(batch_ids=[])
+
+
+def test_without_cancel_on_kill_every_batch_is_the_triggers_to_cancel():
+    trigger = OpenAIBatchTrigger(**KWARGS)
     _, kwargs = trigger.serialize()
-    assert kwargs == {**OLD_KWARGS, "cancel_on_kill": None}
+    assert kwargs == {**KWARGS, "cancel_on_kill": None, "room": None}
     assert trigger.cancel_on_kill is None
-
-
-def test_shared_names_stay_importable_from_the_trigger_module():
-    assert TriggerStatus is EventStatus
-    assert TERMINAL_BATCH_STATUSES == frozenset({"completed", "failed", "expired", "cancelled"})
-    assert KNOWN_BATCH_STATUSES > TERMINAL_BATCH_STATUSES | {"in_progress"}
-    assert status_board.PermanentPollError.__module__ == "airflow_provider_openai_batch.lifecycle.waiting"
 
 
 @pytest.mark.parametrize(
@@ -123,9 +128,10 @@ def test_polls_through_statuses_to_one_terminal_event(monkeypatch, capsys, coale
         assert fake.lists == 0 and fake.gets == {"batch_a": 5, "batch_b": 2}  # terminal: not polled again
     out = capsys.readouterr().out
     # A line when the status changes; a counts-only change (4 -> 7) waits for the progress interval.
-    assert out.count("Batch batch_a in_progress 4/10 completed, 1 failed") == 1
-    assert "Batch batch_a in_progress 7/10" not in out
-    assert "Batch batch_a completed 4/10 completed, 1 failed" in out
+    # done counts completed and failed requests: 4 completed + 1 failed of 10.
+    assert out.count("Batch batch_a in_progress: 5/10 requests, 50%, 1 failed") == 1
+    assert "Batch batch_a in_progress: 8/10" not in out
+    assert "Batch batch_a completed: 5/10 requests, 50%, 1 failed" in out
     assert API_KEY not in out
 
 
@@ -134,7 +140,9 @@ def test_counts_are_logged_when_the_progress_interval_allows(monkeypatch, capsys
     FakeBatches(monkeypatch, {"b": [("in_progress", 1), ("in_progress", 1), ("in_progress", 5), "completed"]})
     run_trigger(make_trigger(["b"]))
     out = capsys.readouterr().out
-    assert out.count("Batch b in_progress 1/10") == 1 and out.count("Batch b in_progress 5/10") == 1
+    assert out.count("Batch b in_progress: 2/10") == 1 and out.count("Batch b in_progress: 6/10") == 1
+    # The second line has a rate (4 more requests done since the first look) and an ETA.
+    assert re.search(r"Batch b in_progress: 6/10 requests, 60%, 1 failed, ~[\d,]+/min, ETA", out)
 
 
 def test_transient_errors_below_the_budget_are_tolerated(monkeypatch):
@@ -143,7 +151,7 @@ def test_transient_errors_below_the_budget_are_tolerated(monkeypatch):
         {"batch_a": [500, 429, httpx2.ConnectError("connection refused"), "in_progress", 503, "completed"]},
     )
     events = run_trigger(make_trigger(["batch_a"], max_consecutive_errors=4))
-    assert events[0].payload["status"] == TriggerStatus.TERMINAL == "terminal"
+    assert events[0].payload["status"] == EventStatus.TERMINAL == "terminal"
     assert events[0].payload["batches"] == {"batch_a": "completed"}
     assert fake.gets["batch_a"] == 6
 

@@ -10,10 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_openai_batch.batch_input import SpoolResult, spool_requests
+from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
 from airflow_provider_openai_batch.statuses import should_resubmit
-
-is_retryable = should_resubmit  # the name version 0.1 exported
 
 
 def _downloaded_lines(hook: Any, file_id: str, path: Path) -> Iterator[dict[str, Any]]:

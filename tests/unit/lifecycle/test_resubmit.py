@@ -1,12 +1,12 @@
 """resubmit.py: spooling the original requests of the error lines worth sending again (which lines those are is
-tabled in test_statuses.py: ``is_retryable`` is ``statuses.should_resubmit``)."""
+tabled in test_statuses.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from airflow_provider_openai_batch.resubmit import collect_retryable
+from airflow_provider_openai_batch.lifecycle.resubmit import collect_retryable
 from tests.support import builders
 from tests.support.builders import ENDPOINT, jsonl
 from tests.support.builders import batch_error_line as batch_error

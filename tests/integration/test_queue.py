@@ -1,0 +1,139 @@
+"""The organisation's batch queue (issue 15) on the emulator with an enqueued-token limit, through Airflow.
+
+A shard refused by a full queue is free: it waits for room and is created again from its upload, on the
+first try. Each test counts the billed creates (every shard paid once) and lands every custom_id once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_openai_batch import exceptions as exc
+from airflow_provider_openai_batch.cost.estimate import prompt_tokens
+from airflow_provider_openai_batch.cost.tokens import token_counter
+from tests.support.assertions import assert_each_custom_id_once, assert_paid
+from tests.support.journal import api_client
+from tests.support.operator_runs import (
+    OUTCOME_DAG,
+    configure_outcome_dag,
+    only_error,
+    raised_fixture,  # noqa: F401 - the `raised` fixture
+)
+
+pytestmark = pytest.mark.integration
+
+CHAT = "/v1/chat/completions"
+MODEL = "gpt-4o-mini"
+
+
+def request(custom_id: str, size: int = 400) -> dict:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"{custom_id} " + "x" * size}]}
+    return {"custom_id": custom_id, "method": "POST", "url": CHAT, "body": body}
+
+
+def write(path: Path, requests: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    return path
+
+
+def tokens(requests: list[dict]) -> int:
+    count = token_counter(MODEL).count
+    return sum(prompt_tokens(r["body"], CHAT, count) for r in requests)
+
+
+def one_shard_three_times_the_limit(
+    emulator: Any, tmp_path: Path, monkeypatch: Any, *, configured: bool
+) -> tuple[list[dict], Path]:
+    """30 requests, one shard by the per-file limits, about three times the emulator's limit; the limit also
+    given to Airflow when ``configured``. Returns the requests and the output folder."""
+    requests = [request(f"r{i}") for i in range(30)]
+    limit = tokens(requests) // 3 + 50
+    emulator.configure(enqueued_token_limits={MODEL: limit}, rate=40)
+    if configured:
+        monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__ENQUEUED_TOKEN_LIMITS", json.dumps({MODEL: limit}))
+    out = tmp_path / "out"
+    configure_outcome_dag(
+        monkeypatch,
+        input_path=str(write(tmp_path / "in.jsonl", requests)),
+        output_path=str(out),
+        poll_interval=0.3,
+    )
+    return requests, out
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "in_place"])
+def test_five_shards_holding_three_times_the_limit_complete_on_the_first_try(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised, deferrable
+):
+    requests = [request(f"r{i}") for i in range(50)]  # 5 shards of 10
+    limit = tokens(requests) // 3
+    openai_conn.configure(enqueued_token_limits={MODEL: limit}, rate=40)
+    out = tmp_path / "out"
+    configure_outcome_dag(
+        monkeypatch,
+        input_path=str(write(tmp_path / "in.jsonl", requests)),
+        output_path=str(out),
+        limits={"max_requests": 10, "safety_margin": 1},
+        poll_interval=0.3,
+        deferrable=deferrable,
+    )
+
+    outcome = run_dag(OUTCOME_DAG, "2026-11-10")
+
+    assert outcome.state == "success", (outcome.ti_states(), raised)
+    assert raised == []
+    assert_paid(openai_conn, 5)  # each shard billed once, whatever the queue refused
+    assert openai_conn.free_creates(), "the queue never refused a shard: the test proves nothing"
+    assert_each_custom_id_once(out, [r["custom_id"] for r in requests], failed=set())
+    refused = [api_client(openai_conn).batches.retrieve(b) for b in openai_conn.free_creates()]
+    assert {b.errors.data[0].code for b in refused} == {"token_limit_exceeded"}
+    result = outcome.xcoms[("run_batch", "return_value")]
+    assert len(result["batch_ids"]) == 5 and set(result["batch_ids"]) == set(openai_conn.paid_creates())
+
+
+def test_a_configured_limit_cuts_shards_that_fit_and_holds_back_what_cannot_fit(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
+):
+    requests, out = one_shard_three_times_the_limit(openai_conn, tmp_path, monkeypatch, configured=True)
+
+    outcome = run_dag(OUTCOME_DAG, "2026-11-11")
+
+    assert outcome.state == "success", (outcome.ti_states(), raised)
+    paid = assert_paid(openai_conn, len(openai_conn.paid_creates()))
+    assert len(paid) >= 3  # split to fit
+    assert openai_conn.free_creates() == []  # held back, never refused: the limit was known
+    assert_each_custom_id_once(out, [r["custom_id"] for r in requests], failed=set())
+
+
+def test_a_shard_larger_than_the_limit_is_learned_and_split_after_one_free_failure(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
+):
+    requests, out = one_shard_three_times_the_limit(openai_conn, tmp_path, monkeypatch, configured=False)
+
+    outcome = run_dag(OUTCOME_DAG, "2026-11-12")
+
+    assert outcome.state == "success", (outcome.ti_states(), raised)
+    assert len(openai_conn.free_creates()) == 1  # the whole input once, refused for free; then cut to fit
+    assert len(openai_conn.paid_creates()) >= 3
+    assert_each_custom_id_once(out, [r["custom_id"] for r in requests], failed=set())
+
+
+def test_a_single_request_over_the_limit_fails_before_upload(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
+):
+    requests = [request("small", 40), request("huge", 4000)]
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__ENQUEUED_TOKEN_LIMITS", json.dumps({MODEL: 500}))
+    configure_outcome_dag(
+        monkeypatch, input_path=str(write(tmp_path / "in.jsonl", requests)), output_path=str(tmp_path / "out")
+    )
+
+    outcome = run_dag(OUTCOME_DAG, "2026-11-13")
+
+    assert outcome.state == "failed"
+    error = only_error(raised, exc.OpenAIBatchInputError)
+    assert "line 2" in str(error) and "500 tokens" in str(error) and "body" in str(error)
+    assert openai_conn.calls("POST", "/v1/files") == [] and openai_conn.paid_creates() == []
