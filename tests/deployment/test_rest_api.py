@@ -63,7 +63,10 @@ def test_marking_a_deferred_task_failed_cancels_only_its_own_batches(
 ):
     emulator = openai_emulator_server
     marked, other = "2026-06-02", "2026-06-03"
-    emulator.configure(validating_seconds=45, rate=50)
+    # Long enough that the batches still run when the cancel comes: on a loaded machine the trigger's on_kill
+    # waited 45 s for Airflow to answer its task-state look-up (past Airflow's 30 s on_kill timeout, which it
+    # logs; the work runs on, shielded), and 45 s batches had completed by then.
+    emulator.configure(validating_seconds=120, rate=50)
     write_inputs(moto_s3, [marked, other])
     run_ids = {date: trigger(cluster, date) for date in (marked, other)}
     watch = Watch(cluster, [marked, other])
@@ -82,7 +85,7 @@ def test_marking_a_deferred_task_failed_cancels_only_its_own_batches(
     def marked_batches_cancelled():
         return mine <= set(cancels(emulator))
 
-    cluster.wait_until("the marked task's batches cancelled", marked_batches_cancelled, 120)
+    cluster.wait_until("the marked task's batches cancelled", marked_batches_cancelled, 110)
     final = cluster.wait_until("both runs to finish", watch.finished, RUN_TIMEOUT)
     assert final == {marked: "failed", other: "success"}, f"{final}\n{watch.states}"
     assert watch.poll()[marked][:2] == ("failed", 1), watch.states
