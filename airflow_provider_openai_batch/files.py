@@ -39,14 +39,15 @@ def _needs_airflow(url: str) -> bool:
 
 
 def _object_storage_path(url: str) -> Any:
+    """The ObjectStoragePath of a connection URL, once its connection is known to exist (:func:`.storage.to_path`)."""
     try:
-        from airflow.sdk import ObjectStoragePath
+        from airflow_provider_openai_batch.storage import to_path
     except ImportError as err:  # pragma: no cover - only without Airflow
         raise ImportError(
             f"Expected Airflow to be importable to open {url!r} (a URL naming a connection) but it is not; "
             "pass a plain fsspec URL or a local path instead"
         ) from err
-    return ObjectStoragePath(url)
+    return to_path(url)
 
 
 def local_path(location: Any) -> str | None:
