@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix
+.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix dist
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The wheel and sdist in dist/, to install elsewhere until a release is on PyPI (uv builds them in seconds).
+dist:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv; \
+	UV="$$(command -v uv || echo python3 -m uv)"; $$UV build -q -o dist .
+	@ls dist/*.whl
 
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
@@ -81,4 +87,4 @@ lock-matrix:
 	done
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo dist
