@@ -29,10 +29,11 @@ test: setup
 	$(PY) -m pytest
 
 # The wheel and sdist in dist/, to install elsewhere until a release is on PyPI (uv builds them in seconds).
+DIST ?= dist
 dist:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv; \
-	UV="$$(command -v uv || echo python3 -m uv)"; $$UV build -q -o dist .
-	@ls dist/*.whl
+	UV="$$(command -v uv || echo python3 -m uv)"; $$UV build -q -o $(DIST) .
+	@ls $(DIST)/*.whl
 
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
