@@ -115,6 +115,7 @@ def _xcoms(dep: Airflow, dag_id: str, run_id: str, task_id: str) -> dict[str, ob
     return {key: json.loads(value) if isinstance(value, str | bytes) else value for key, value in rows}
 
 
+@pytest.mark.timeout(SCRIPT_TIMEOUT + 3 * STEP_TIMEOUT)
 def test_the_readme_recipe_runs_and_a_clear_and_two_triggers_log_what_a_newcomer_expects(deployment):
     dep, started = deployment, time.monotonic()
     try:
