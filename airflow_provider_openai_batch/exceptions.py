@@ -80,6 +80,20 @@ class OpenAIBatchStorageError(OpenAIBatchError):
     """Reading the input or landing results on storage failed; the message names the URL."""
 
 
+class OpenAIBatchStorageConnectionNotFound(OpenAIBatchStorageError, AirflowFailException):
+    """A storage URL names an Airflow connection that does not exist; nothing was read, uploaded or paid.
+
+    Without it the storage provider would fall back to the worker's own credentials, so it is never retried.
+    """
+
+
+class OpenAIBatchOutputOfAnotherTask(OpenAIBatchStorageError, AirflowFailException):
+    """``output_path`` holds results another task wrote (its manifest says which); nothing was uploaded or paid.
+
+    Pass ``overwrite_other_results=True`` to replace them.
+    """
+
+
 class OpenAIBatchQueueTimeout(OpenAIBatchError):
     """Shards waited for room in the model's batch queue longer than ``queue_timeout`` (or the task's
     ``timeout``) allows. Nothing was paid for them; a retry waits again and re-attaches to what ran."""

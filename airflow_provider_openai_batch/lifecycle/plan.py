@@ -31,14 +31,29 @@ CANCEL_GRACE_SECONDS = 15 * 60
 
 @dataclass(frozen=True)
 class Policy:
-    """The operator's arguments that decide steps."""
+    """The operator's arguments that decide steps; a bad one is refused when the policy is built."""
 
     max_shards_in_flight: int | None = None
     resubmit_failed: int = 0
     on_timeout: str = "cancel"
     max_failed_ratio: float = 0.0
     cancel_grace: float = CANCEL_GRACE_SECONDS
+    resubmit_invalid: bool = False
     queue_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_timeout not in ("cancel", "keep"):
+            raise ValueError(
+                f"Expected `on_timeout` to be 'cancel' or 'keep' but received {self.on_timeout!r}"
+            )
+        if not 0.0 <= self.max_failed_ratio <= 1.0:
+            raise ValueError(
+                f"Expected `max_failed_ratio` between 0 and 1 but received {self.max_failed_ratio!r}"
+            )
+        if self.max_shards_in_flight is not None and self.max_shards_in_flight < 1:
+            raise ValueError(
+                f"Expected `max_shards_in_flight` >= 1 or None but received {self.max_shards_in_flight!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,11 @@ class Resubmit:
 
 
 @dataclass(frozen=True)
+class ResendInvalid:
+    """Before landing, once: send the requests whose structured answers are invalid again (none: land)."""
+
+
+@dataclass(frozen=True)
 class CancelThenWait:
     """Our timeout passed: cancel the round, then wait until ``deadline`` for its partial results."""
 
@@ -126,7 +146,18 @@ class Fail:
     message: str
 
 
-Action = Wait | SubmitWave | Requeue | WaitForRoom | Recut | Resubmit | CancelThenWait | Land | Fail
+Action = (
+    Wait
+    | SubmitWave
+    | Requeue
+    | WaitForRoom
+    | Recut
+    | Resubmit
+    | ResendInvalid
+    | CancelThenWait
+    | Land
+    | Fail
+)
 
 
 def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
@@ -145,6 +176,8 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
         return Fail(reason, obs.message)
 
     if (broken := state.record.incomplete_round()) is not None:
+        if broken.invalid_output:
+            return ResendInvalid()
         return Resubmit(
             include_cancelled=broken.include_cancelled
         )  # builds the same round; makes what is missing
@@ -189,6 +222,8 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
     )
     if unfinished and not stopped and state.follow_ups < policy.resubmit_failed:
         return Resubmit(include_cancelled=False)
+    if policy.resubmit_invalid and not stopped and state.invalid_round() is None:
+        return ResendInvalid()
     return Land()
 
 

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openai_batch import cost, storage
+from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.cost.estimate import check_budget as refuse_over_budget
+from airflow_provider_openai_batch.cost.estimate import describe, estimate_upper_bound
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
-from airflow_provider_openai_batch.lifecycle import resubmit
+from airflow_provider_openai_batch.lifecycle import answers, resubmit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger
 from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomRequest, configured_limits
 from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """What the operator's arguments say about the batches to create (rendered, one try)."""
+    """What the operator's arguments say about the batches to create; exactly one of ``input_path`` and
+    ``requests`` is given."""
 
     task_id: str
     endpoint: str
@@ -40,6 +43,11 @@ class Job:
     requests: Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]] | None = None
     custom_id_prefix: str | None = None
     limits: Limits = Limits()
+
+    def __post_init__(self) -> None:
+        if (self.input_path is None) == (self.requests is None):
+            given = "both" if self.input_path is not None else "neither"
+            raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
 
     @property
     def source_name(self) -> str:
@@ -89,9 +97,9 @@ def check_budget(job: Job, shards: list[Shard], model: str | None, max_cost_usd:
     """``max_cost_usd``: bound what this try would create, before anything is uploaded."""
     if max_cost_usd is None or not shards:
         return
-    estimate = cost.estimate_upper_bound(shards, endpoint=job.endpoint, model=model)
-    log.info("Cost of the %d batch(es) to create: %s", len(shards), cost.describe(estimate))
-    cost.check_budget(estimate, max_cost_usd)
+    estimate = estimate_upper_bound(shards, endpoint=job.endpoint, model=model)
+    log.info("Cost of the %d batch(es) to create: %s", len(shards), describe(estimate))
+    refuse_over_budget(estimate, max_cost_usd)
 
 
 def upload_shards(
@@ -209,29 +217,31 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
         )
         if spool is None:
             return False
-        log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
-        labels = []
-        for shard in spool.shards:
-            lbl = label(round_no, shard.index, len(spool.shards), include_cancelled=include_cancelled)
-            ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
-            labels.append(lbl)
-        create(job, ledger, state.record, labels)
+        _follow_up(job, ledger, state, spool, round_no, include_cancelled=include_cancelled)
     return True
 
 
-def check_arguments(
-    input_path: Any, requests: Any, on_timeout: str, on_input_change: str, ratio: float, in_flight: int | None
-) -> None:
-    if (input_path is None) == (requests is None):
-        given = "both" if input_path is not None else "neither"
-        raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
-    if on_timeout not in ("cancel", "keep"):
-        raise ValueError(f"Expected `on_timeout` to be 'cancel' or 'keep' but received {on_timeout!r}")
-    if on_input_change not in ("resubmit", "fail"):
-        raise ValueError(
-            f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
+def resend_invalid_round(job: Job, ledger: Ledger, state: RunState, output_schema: Any) -> bool:
+    """Build the follow-up round of the requests whose structured answers are invalid (or finish one a crash
+    left half made); False when every answer is valid."""
+    broken = state.record.incomplete_round()
+    round_no = broken.round if broken is not None else len(state.rounds)
+    rounds = [[ledger.batch(b) for b in rnd] for rnd in state.rounds[:round_no]]
+    with tempfile.TemporaryDirectory(prefix="openai-batch-invalid-") as workdir:
+        spool = answers.collect_invalid(
+            ledger.hook, rounds, workdir, output_schema, endpoint=job.endpoint, source_name=job.source_name
         )
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"Expected `max_failed_ratio` between 0 and 1 but received {ratio!r}")
-    if in_flight is not None and in_flight < 1:
-        raise ValueError(f"Expected `max_shards_in_flight` >= 1 or None but received {in_flight!r}")
+        if spool is None:
+            return False
+        _follow_up(job, ledger, state, spool, round_no, invalid_output=True)
+    return True
+
+
+def _follow_up(job: Job, ledger: Ledger, state: RunState, spool: Any, round_no: int, **kind: bool) -> None:
+    log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
+    labels = []
+    for shard in spool.shards:
+        lbl = label(round_no, shard.index, len(spool.shards), **kind)
+        ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
+        labels.append(lbl)
+    create(job, ledger, state.record, labels)

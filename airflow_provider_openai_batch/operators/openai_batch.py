@@ -9,9 +9,10 @@ the trigger echoes back. Money-critical calls go through the ledger (:mod:`..lif
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openai_batch import exceptions as exc
-from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch import metrics, results, storage
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger
@@ -29,12 +30,15 @@ from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN, TaskIdentity
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
+    BATCH_CONN_XCOM_KEY,
     BATCH_IDS_XCOM_KEY,
     BATCH_URL_XCOM_KEY,
+    QUEUE_WAIT_XCOM_KEY,
     OpenAIBatchLink,
 )
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
+from airflow_provider_openai_batch.structured.validate import OutputSchema
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -79,8 +83,16 @@ class OpenAIBatchOperator(BaseOperator):
     :param reattach_scan_pages: Most pages (100 batches each) one search of ``batches.list`` reads.
     :param max_cost_usd: Refuse to submit (nothing uploaded) when an upper-bound cost estimate of what this try
         would create exceeds it; see docs/results.md for what the estimate counts.
+    :param overwrite_other_results: Replace results another task (another DAG, task or map index, as
+        ``_manifest.json`` says) landed in ``output_path``. Default ``False``: such a folder fails the task before
+        anything is uploaded or paid (``OpenAIBatchOutputOfAnotherTask``); this task's own folder is always rewritten.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
+    :param output_schema: Validate every answer while landing: a Pydantic model, a JSON schema dict, or ``"auto"``
+        (the schema each request asked for). Invalid answers are counted in the result's ``invalid_output``
+        and count as failed requests for ``max_failed_ratio``.
+    :param resubmit_invalid: With ``output_schema``, send the requests whose answers are invalid again, once, in
+        a follow-up round before landing; each ``custom_id`` lands once, with its last answer.
     """
 
     template_fields: Sequence[str] = ("input_path", "output_path", "endpoint", "metadata", "custom_id_prefix")
@@ -113,13 +125,17 @@ class OpenAIBatchOperator(BaseOperator):
         reattach_scan_pages: int = 100,
         max_cost_usd: float | None = None,
         delete_files: bool = False,
+        output_schema: Any = None,
+        resubmit_invalid: bool = False,
         queue_timeout: timedelta | float | None = None,
+        overwrite_other_results: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        submit.check_arguments(
-            input_path, requests, on_timeout, on_input_change, max_failed_ratio, max_shards_in_flight
-        )
+        if on_input_change not in ("resubmit", "fail"):
+            raise ValueError(
+                f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
+            )
         self.output_path = output_path
         self.input_path = input_path
         self.requests = requests
@@ -142,14 +158,25 @@ class OpenAIBatchOperator(BaseOperator):
         self.reattach_scan_pages = reattach_scan_pages
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
+        if output_schema is not None:
+            OutputSchema(output_schema)  # a bad schema fails when the DAG is parsed, not after paying
+        elif resubmit_invalid:
+            raise ValueError("Expected `output_schema` with resubmit_invalid=True but received none")
+        self.output_schema = output_schema
+        self.resubmit_invalid = resubmit_invalid
         self.queue_timeout = (
             queue_timeout.total_seconds() if isinstance(queue_timeout, timedelta) else queue_timeout
         )
+        self.overwrite_other_results = overwrite_other_results
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
         #: The page of the batch the task works on, for the extra link (read when Airflow ends the try).
         self.batch_page_url: str | None = None
         self._published: list[str] = []  # the batch ids last pushed to XCom by this try
+        self._queue_shown = False  # whether this try pushed a queue wait the batch pages show
         self._finished_before: set[str] = set()  # batches already terminal when this try found them
+        # The policy and the job check their own arguments: built once here, a bad one fails when the DAG is
+        # parsed instead of hours into a try.
+        self.policy, self.job  # noqa: B018
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -158,11 +185,12 @@ class OpenAIBatchOperator(BaseOperator):
     @property
     def policy(self) -> plan.Policy:
         return plan.Policy(
-            self.max_shards_in_flight,
-            self.resubmit_failed,
-            self.on_timeout,
-            self.max_failed_ratio,
+            max_shards_in_flight=self.max_shards_in_flight,
+            resubmit_failed=self.resubmit_failed,
+            on_timeout=self.on_timeout,
+            max_failed_ratio=self.max_failed_ratio,
             queue_timeout=self.queue_timeout,
+            resubmit_invalid=self.resubmit_invalid,
         )
 
     @property
@@ -182,6 +210,7 @@ class OpenAIBatchOperator(BaseOperator):
     # ---------------------------------------------------------------------------------------- submit
     def execute(self, context: Context) -> Any:
         """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
+        storage.check_connections(self.input_path, self.output_path)
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
         return self._start(context, submit.configured_token_limits(), QueueState(), deadline)
 
@@ -193,6 +222,11 @@ class OpenAIBatchOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = submit.read_input(job, workdir, token_limits)
             storage.check_writable(self.output_path)
+            storage.check_results_owner(
+                self.output_path,
+                storage.results_writer(ledger.identity),
+                overwrite=self.overwrite_other_results,
+            )
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
             self._report_reused(ledger, record)
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
@@ -204,12 +238,11 @@ class OpenAIBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume the run loop with the trigger's event: decode → decide → act."""
-        status = outcomes.check_event(event)
-        assert event is not None
-        state = RunState.from_context(event.get("context"))
+        status, payload = outcomes.check_event(event)
+        state = RunState.from_context(payload.get("context"))
         if state is None:
-            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
-        return self._advance(context, self._ledger(context), state, status, str(event.get("message") or ""))
+            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {payload!r}")
+        return self._advance(context, self._ledger(context), state, status, str(payload.get("message") or ""))
 
     def _ledger(self, context: Context) -> Ledger:
         return Ledger(
@@ -242,9 +275,11 @@ class OpenAIBatchOperator(BaseOperator):
             if isinstance(action, plan.Wait):
                 event, message = self._wait(context, state)
             elif isinstance(action, plan.SubmitWave):
-                submit.create_wave(self.job, ledger, state, action)
+                with self._counting_creates(context, state):
+                    submit.create_wave(self.job, ledger, state, action)
             elif isinstance(action, plan.Requeue):
-                submit.requeue(ledger, state, action)
+                with self._counting_creates(context, state):
+                    submit.requeue(ledger, state, action)
             elif isinstance(action, plan.WaitForRoom):
                 self._say_waiting(state)
                 event, message = self._wait(context, state, room=True)
@@ -258,7 +293,14 @@ class OpenAIBatchOperator(BaseOperator):
                 queue = QueueState(limit=action.limit, learned=True, free_failures=state.queue.free_failures)
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
-                if not submit.resubmit_round(self.job, ledger, state, action.include_cancelled):
+                with self._counting_creates(context, state):
+                    more = submit.resubmit_round(self.job, ledger, state, action.include_cancelled)
+                if not more:
+                    return self._land(context, ledger, state)
+            elif isinstance(action, plan.ResendInvalid):
+                with self._counting_creates(context, state):
+                    more = submit.resend_invalid_round(self.job, ledger, state, self.output_schema)
+                if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
                 self.log.warning(
@@ -277,6 +319,7 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = [b for b in state.current if b in own]
         request = submit.room_request(state, context, self.poll_interval) if room else None
         deadline = state.queue.deadline(self.queue_timeout, state.deadline) if room else state.deadline
+        self._show_waiting(context, state, room)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -295,11 +338,35 @@ class OpenAIBatchOperator(BaseOperator):
             state.current,
             deadline=deadline,
             poll_interval=self.poll_interval,
-            log=self.log,
             room=request,
             list_top=submit.list_top(self.hook),
         )
         return EventStatus(event["status"]), event["message"]
+
+    @contextlib.contextmanager
+    def _counting_creates(self, context: Context, state: RunState) -> Iterator[None]:
+        """Count the batches this task instance creates in the block (``openai_batch.batches_created``)."""
+        before = len(state.record.own_batch_ids())
+        try:
+            yield
+        finally:
+            metrics.batches_created(len(state.record.own_batch_ids()) - before, metrics.tags_of(context))
+
+    def _show_waiting(self, context: Context, state: RunState, room: bool) -> None:
+        """The gauges, and the queue wait the batch pages show (pushed while waiting for room, cleared after)."""
+        tags = metrics.tags_of(context)
+        waiting = len(state.queue.waiting) if room else 0
+        metrics.in_flight(len(state.current), tags)
+        metrics.waiting_for_queue(waiting, tags)
+        if room:
+            line = state.queue.said or f"{waiting} shard(s) wait for room in the {state.model} batch queue"
+            context["ti"].xcom_push(
+                key=QUEUE_WAIT_XCOM_KEY, value={"since": state.queue.since or time.time(), "reason": line}
+            )
+            self._queue_shown = True
+        elif self._queue_shown:
+            context["ti"].xcom_push(key=QUEUE_WAIT_XCOM_KEY, value=None)
+            self._queue_shown = False
 
     def _say_waiting(self, state: RunState) -> None:
         """Log what waits for room, once per change."""
@@ -315,18 +382,32 @@ class OpenAIBatchOperator(BaseOperator):
         # With delete_files, a result landed before is all that is left of the files: do not download again.
         result = self.delete_files and landing.already_landed(self.output_path, ids, state.record.fingerprint)
         if not result:
+            started = time.monotonic()
             result = landing.land_result(
                 self.hook,
                 self.output_path,
                 rounds,
-                state,
+                [state.round_includes_cancelled(r) for r in range(1, len(rounds))],
+                fingerprint=state.record.fingerprint,
+                model=state.model,
                 custom_id_prefix=self.custom_id_prefix,
-                log=self.log,
+                paid_twice=state.record.paid_twice,
+                output_schema=self.output_schema,
+                invalid_round=state.invalid_round(),
+                written_by=storage.results_writer(ledger.identity),
+            )
+            metrics.landed(
+                [b for rnd in rounds for b in rnd],
+                result,
+                seconds=time.monotonic() - started,
+                landed_bytes=storage.landed_bytes(result["output_path"], result["error_path"]),
+                tags=metrics.tags_of(context),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
+        invalid = (result.get("invalid_output") or {}).get("total", 0)
         outcome = plan.outcome(
-            state, rounds[-1], result["request_counts"], result["error_lines"], self.policy
+            state, rounds[-1], result["request_counts"], result["error_lines"] + invalid, self.policy
         )
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
@@ -337,7 +418,7 @@ class OpenAIBatchOperator(BaseOperator):
         if self.delete_files:
             used = {b["input_file_id"] for rnd in rounds for b in rnd}
             unused = [f for f in state.record.files.values() if f not in used]
-            landing.delete_openai_files(self.hook, rounds, unused, self.log)
+            landing.delete_openai_files(self.hook, rounds, unused)
         return result
 
     def _report_reused(self, ledger: Ledger, record: SubmissionRecord) -> None:
@@ -364,6 +445,7 @@ class OpenAIBatchOperator(BaseOperator):
             return
         self._published = ids
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
+        context["ti"].xcom_push(key=BATCH_CONN_XCOM_KEY, value=self.openai_conn_id)
         if not state.current:  # every shard of this round waits for queue room: no batch to show yet
             return
         try:

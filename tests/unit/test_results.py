@@ -88,6 +88,7 @@ def test_build_result_single_batch():
         fingerprint="fp-1",
         custom_id_prefix="daily",
         cost={"total_usd": 0.25},
+        written_by={"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r"},
     )
     assert result == {
         "batch_id": "batch_1",
@@ -125,9 +126,26 @@ def test_build_result_single_batch():
         "model": "gpt-4o-mini",
         "input_fingerprint": "fp-1",
         "custom_id_prefix": "daily",
+        "invalid_output": None,
         "paid_twice": [],
+        "written_by": {"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r"},
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
+
+
+def test_invalid_output_reaches_the_result_and_the_asset_summary():
+    tally = {"total": 2, "reasons": {"truncated": 1, "invalid_json": 1}}
+    result = results.build_result(
+        [[batch(counts=(3, 3, 0))]],
+        output_path="o",
+        error_path=None,
+        manifest_path="m",
+        output_lines=3,
+        error_lines=0,
+        invalid_output=tally,
+    )
+    assert result["invalid_output"] == tally
+    assert results.summary(result)["invalid_output"] == tally
 
 
 def test_build_result_several_shards_sums_and_has_no_single_file_id():
