@@ -29,7 +29,11 @@ REQUESTS_PER_DATE = 8
 MODEL = "gpt-4o-mini"
 RUN_TIMEOUT = 420
 # On a loaded machine six workers starting at once may take long to import the DAG: not what is tested here.
-ENV = {"AIRFLOW__CORE__PARALLELISM": "4", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300"}
+ENV = {
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "300",
+    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+}
 
 
 @pytest.fixture

@@ -258,3 +258,28 @@ def test_boards_on_different_event_loops_are_independent(monkeypatch):
         thread.join(20)
     assert len({id(b) for b in boards}) == 2 and boards[0].loop is not boards[1].loop
     assert all(b.closed for b in boards) and status_board.live_boards() == []
+
+
+def test_waiting_shards_are_let_in_in_order_as_a_batch_leaves_the_queue(monkeypatch):
+    from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
+
+    FakeBatches(monkeypatch, {"someone_elses": ["in_progress", "in_progress", "completed"]})
+
+    def room(date: str) -> RoomRequest:
+        return RoomRequest(model="gpt-4o-mini", tokens=600, limit=1000, order=(date, 0))
+
+    async def main():
+        board = await new_board()
+        later = board.subscribe([], 0.05, room=room("2026-11-02"))
+        earlier = board.subscribe([], 0.05, room=room("2026-11-01"))
+        # The queue is held: nobody is let in until the batch that holds it leaves.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(earlier.next(), 0.08)
+        assert await asyncio.wait_for(earlier.next(), 2) == ([], [])
+        assert earlier.admitted and not later.admitted  # one left, one let in: the earliest date
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(later.next(), 0.3)
+        earlier.close()
+        later.close()
+
+    run(main())
