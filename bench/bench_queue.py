@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the tasks' log lines are not the result
 
 from airflow_provider_openai_batch.cost.estimate import prompt_tokens  # noqa: E402
 from airflow_provider_openai_batch.cost.tokens import token_counter  # noqa: E402
