@@ -60,6 +60,11 @@ class OpenAIBatchInputChanged(OpenAIBatchError, AirflowFailException):
     """A retry found an earlier batch for this task instance built from different input (``on_input_change='fail'``)."""
 
 
+class OpenAIBatchFilesDeleted(OpenAIBatchError, AirflowFailException):
+    """A finished batch's output or error file is gone on OpenAI (``delete_files=True`` after an earlier run
+    landed it): no retry can download it again; the message names that run and ``fresh_run``."""
+
+
 class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
     """The upper-bound cost estimate of the input exceeds ``max_cost_usd``; nothing was uploaded.
 
@@ -73,6 +78,20 @@ class OpenAIBatchCostExceeded(OpenAIBatchError, AirflowFailException):
 
 class OpenAIBatchStorageError(OpenAIBatchError):
     """Reading the input or landing results on storage failed; the message names the URL."""
+
+
+class OpenAIBatchStorageConnectionNotFound(OpenAIBatchStorageError, AirflowFailException):
+    """A storage URL names an Airflow connection that does not exist; nothing was read, uploaded or paid.
+
+    Without it the storage provider would fall back to the worker's own credentials, so it is never retried.
+    """
+
+
+class OpenAIBatchOutputOfAnotherTask(OpenAIBatchStorageError, AirflowFailException):
+    """``output_path`` holds results another task wrote (its manifest says which); nothing was uploaded or paid.
+
+    Pass ``overwrite_other_results=True`` to replace them.
+    """
 
 
 class OpenAIBatchQueueTimeout(OpenAIBatchError):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, BinaryIO
 
+import orjson
+
 OUTPUT = "output.jsonl"
 ERRORS = "errors.jsonl"
 #: Written last: a folder without it is still landing (or its landing failed).
@@ -37,14 +39,15 @@ def _needs_airflow(url: str) -> bool:
 
 
 def _object_storage_path(url: str) -> Any:
+    """The ObjectStoragePath of a connection URL, once its connection is known to exist (:func:`.storage.to_path`)."""
     try:
-        from airflow.sdk import ObjectStoragePath
+        from airflow_provider_openai_batch.storage import to_path
     except ImportError as err:  # pragma: no cover - only without Airflow
         raise ImportError(
             f"Expected Airflow to be importable to open {url!r} (a URL naming a connection) but it is not; "
             "pass a plain fsspec URL or a local path instead"
         ) from err
-    return ObjectStoragePath(url)
+    return to_path(url)
 
 
 def local_path(location: Any) -> str | None:
@@ -103,6 +106,14 @@ def exists(location: Any) -> bool:
 
     fs, path_in_fs = fsspec.core.url_to_fs(display(location))
     return bool(fs.exists(path_in_fs))
+
+
+def json_line(raw: bytes, number: int, name: str) -> Any:
+    """One line of a JSONL file, parsed; a line that is not JSON is a ValueError naming the line and the file."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"Expected a JSON object on line {number} of {name} but received: {err}") from None
 
 
 def child(folder: Any, name: str) -> Any:

@@ -104,6 +104,20 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "60",
                         "default": "300",
                     },
+                    "assumed_output_tokens": {
+                        "description": (
+                            "Typical output tokens per request, by model, for cost estimates and max_cost_usd "
+                            "when a request sets no max_completion_tokens / max_tokens / max_output_tokens: a JSON "
+                            'object such as {"gpt-4o-mini": 400, "*": 1000} ("*": any other model). Without a '
+                            "figure such requests count at the model's maximum output from the price table "
+                            "(16,384 tokens for gpt-4o-mini), an upper bound often far above the real cost; with "
+                            "one, the estimate says it is not an upper bound."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"gpt-4o-mini": 400, "*": 1000}',
+                        "default": "",
+                    },
                     "enqueued_token_limits": {
                         "description": (
                             "The organisation's batch queue limits (the account's limits page, 'Batch Queue "

@@ -44,7 +44,10 @@ class BatchResult(TypedDict):
     every round; ``rounds`` the batch ids per round (round 0: the input's shards). ``output_file_id`` and
     ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``request_counts`` count each
     request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
-    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model).
+    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model). ``paid_twice`` lists
+    twins of a counted batch that already ran (a create repeated by a gateway, or two runs racing): billed, unused.
+    ``written_by`` names the task that landed the folder (``dag_id``, ``task_id``, ``map_index``, ``run_id``):
+    another task's folder is refused unless ``overwrite_other_results``.
     """
 
     batch_id: str | None
@@ -67,6 +70,8 @@ class BatchResult(TypedDict):
     rounds: list[list[str]]
     input_fingerprint: str
     custom_id_prefix: str | None
+    paid_twice: list[dict[str, Any]]
+    written_by: dict[str, Any] | None
 
 
 def as_dict(batch: Any) -> dict[str, Any]:
@@ -139,6 +144,8 @@ def build_result(
     fingerprint: str = "",
     custom_id_prefix: str | None = None,
     cost: dict[str, Any] | None = None,
+    paid_twice: Sequence[Mapping[str, Any]] = (),
+    written_by: dict[str, Any] | None = None,
 ) -> BatchResult:
     """The BatchResult of every round's batches (JSON-safe, no secrets).
 
@@ -176,6 +183,8 @@ def build_result(
         "rounds": [[b["id"] for b in rnd] for rnd in rounds],
         "input_fingerprint": fingerprint,
         "custom_id_prefix": custom_id_prefix,
+        "paid_twice": [dict(e) for e in paid_twice],
+        "written_by": written_by,
     }
 
 

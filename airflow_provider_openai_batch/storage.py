@@ -9,28 +9,74 @@ was about.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import BaseHook, ObjectStoragePath
 
-from airflow_provider_openai_batch.exceptions import OpenAIBatchStorageError
-from airflow_provider_openai_batch.files import BLOCK_SIZE, open_binary
+from airflow_provider_openai_batch.exceptions import (
+    OpenAIBatchOutputOfAnotherTask,
+    OpenAIBatchStorageConnectionNotFound,
+    OpenAIBatchStorageError,
+)
+from airflow_provider_openai_batch.files import BLOCK_SIZE, MANIFEST, open_binary
+from airflow_provider_openai_batch.version_compat import AirflowNotFoundException
 
 COPY_CHUNK = 2**20
+#: What names a results folder's writer: the same task (any run of it) may rewrite its folder.
+_WRITER_KEYS = ("dag_id", "task_id", "map_index")
+
+log = logging.getLogger(__name__)
 
 
 def to_path(url_or_path: str | Path | ObjectStoragePath) -> ObjectStoragePath:
-    """An ObjectStoragePath for a URL (``s3://conn@bucket/key``) or a plain local path."""
+    """An ObjectStoragePath for a URL (``s3://conn@bucket/key``) or a plain local path.
+
+    :raises OpenAIBatchStorageConnectionNotFound: when the URL names a connection that does not exist (checked
+        before the path is built, since building it already reaches for the connection's filesystem).
+    """
+    check_connections(url_or_path)
     if isinstance(url_or_path, ObjectStoragePath):
         return url_or_path
     text = str(url_or_path)
     if "://" not in text:
         text = "file://" + str(Path(text).resolve())
     return ObjectStoragePath(text)
+
+
+def _named_connection(url_or_path: Any) -> str | None:
+    """The connection a storage URL names (``s3://conn_id@bucket/key``), as ObjectStoragePath reads it."""
+    if isinstance(url_or_path, ObjectStoragePath):
+        # Airflow 3.1 keeps it in storage_options only.
+        return getattr(url_or_path, "conn_id", None) or url_or_path.storage_options.get("conn_id")
+    scheme, _, rest = str(url_or_path).partition("://")
+    userinfo, at, _ = rest.split("/", 1)[0].rpartition("@")
+    return userinfo if rest and at and scheme != "file" else None
+
+
+def check_connections(*urls: Any) -> None:
+    """The connection named in each storage URL must exist: else the storage provider (the Amazon provider logs
+    "Unable to find AWS Connection ID ... switching to empty") would read and write with the worker's own
+    credentials. Checked before anything is read, uploaded or paid; ``None`` and local paths name none.
+
+    :raises OpenAIBatchStorageConnectionNotFound: naming the URL and the connection id.
+    """
+    for url in urls:
+        conn_id = _named_connection(url) if url is not None else None
+        if not conn_id:
+            continue
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            raise OpenAIBatchStorageConnectionNotFound(
+                f"Expected Airflow connection {conn_id!r}, named in {url}, to exist but it does not; nothing "
+                "was read, uploaded or paid. Without it the storage provider would use the worker's own "
+                "credentials: create the connection, or fix the URL."
+            ) from None
 
 
 @contextmanager
@@ -141,3 +187,48 @@ def remove_if_exists(path: ObjectStoragePath) -> None:
     with _about("remove", path):
         if path.exists():
             path.unlink()
+
+
+def results_writer(identity: Any) -> dict[str, Any]:
+    """The manifest's ``written_by``: the task (dag, task, map index) and the run that wrote the folder.
+
+    :param identity: the task's identity (``dag_id``, ``task_id``, ``map_index``, ``run_id`` attributes).
+    """
+    return {key: getattr(identity, key) for key in (*_WRITER_KEYS, "run_id")}
+
+
+def check_results_owner(
+    folder: str | Path | ObjectStoragePath, writer: dict[str, Any], *, overwrite: bool
+) -> None:
+    """A folder whose manifest another task wrote (or a writer it does not name) is refused before paying: its
+    results would be silently replaced. The same task's folder, or an empty one, passes.
+
+    :param writer: this task, as :func:`results_writer` gives it.
+    :param overwrite: ``overwrite_other_results``: replace another task's results, with a warning.
+    :raises OpenAIBatchOutputOfAnotherTask: naming the folder and the task that wrote it.
+    """
+    with _about("read the manifest in", folder):
+        manifest = to_path(folder) / MANIFEST
+        raw = manifest.read_bytes() if manifest.exists() else None
+    if raw is None:
+        return
+    try:
+        other = json.loads(raw).get("written_by")
+    except (ValueError, AttributeError):
+        other = None
+    if isinstance(other, dict) and all(other.get(k) == writer[k] for k in _WRITER_KEYS):
+        return
+    who = (
+        f"DAG {other.get('dag_id')!r}, task {other.get('task_id')!r} (map index {other.get('map_index')}, "
+        f"run {other.get('run_id')!r})"
+        if isinstance(other, dict)
+        else "a writer it does not name"
+    )
+    if overwrite:
+        log.warning("Replacing the results in %s written by %s (overwrite_other_results=True)", folder, who)
+        return
+    raise OpenAIBatchOutputOfAnotherTask(
+        f"Expected output_path {folder} to be empty or to hold this task's own results but its {MANIFEST} was "
+        f"written by {who}; nothing was uploaded or paid. Write to another folder, or pass "
+        "overwrite_other_results=True to replace them."
+    )

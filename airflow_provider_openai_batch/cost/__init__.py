@@ -6,8 +6,13 @@ installed, and ``check_budget`` imports the provider's exception only to raise i
 
 from __future__ import annotations
 
-from airflow_provider_openai_batch.cost.estimate import check_budget, describe, estimate_upper_bound
-from airflow_provider_openai_batch.cost.prices import cost_of_usage, load_prices, lookup
+from airflow_provider_openai_batch.cost.estimate import (
+    check_budget,
+    describe,
+    estimate_upper_bound,
+    load_assumed_output,
+)
+from airflow_provider_openai_batch.cost.prices import cost_of_usage, load_prices, lookup, price_age
 from airflow_provider_openai_batch.cost.tokens import approximate_tokens, token_counter
 
 __all__ = [
@@ -16,7 +21,9 @@ __all__ = [
     "cost_of_usage",
     "describe",
     "estimate_upper_bound",
+    "load_assumed_output",
     "load_prices",
     "lookup",
+    "price_age",
     "token_counter",
 ]

@@ -1,14 +1,17 @@
-"""An upper-bound cost estimate of spooled requests, computed before anything is uploaded, and the budget check.
+"""A cost estimate of spooled requests, computed before anything is uploaded, and the budget check.
 
-The bound assumes every request writes its full output limit (``max_completion_tokens``, ``max_tokens``
-or ``max_output_tokens``; the model's maximum output from the price table when a request sets none) and
-that no input is cached. Output usually dominates a batch's cost, and this side of the bound is exact.
-Input tokens are counted from the request text (see :mod:`.tokens`), plus a few tokens per message;
-images count at a fixed figure; files and audio are not counted, and the estimate says so.
+The estimate assumes every request writes its full output limit (``max_completion_tokens``, ``max_tokens``
+or ``max_output_tokens``) and that no input is cached. A request that sets no limit counts at the model's
+maximum output from the price table, unless ``[openai_batch] assumed_output_tokens`` gives a typical
+figure for the model. Input tokens are counted from the request text (see :mod:`.tokens`), plus a few
+tokens per message; images count at a fixed figure. The estimate is an upper bound only when every part of
+it is: tiktoken counted the input, every output was bounded by a limit or the model's maximum, and no
+file or audio part went uncounted; otherwise it says ``upper_bound: false`` and why.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -38,6 +41,8 @@ REQUEST_OVERHEAD = 3
 IMAGE_TOKENS = 1445
 # /v1/completions writes at most 16 tokens when max_tokens is not set (the API's default).
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+#: Typical output per request, by model, for requests that set no output limit (config, JSON object).
+ASSUMED_OUTPUT_OPTION = "assumed_output_tokens"
 _SCHEMA_KEYS = ("tools", "functions", "response_format", "text")
 _IMAGE_PARTS = frozenset({"image_url", "input_image"})
 _OPAQUE_PARTS = frozenset({"file", "input_file", "input_audio", "audio"})
@@ -125,6 +130,43 @@ def _choices(body: Mapping[str, Any]) -> int:
     return max([v for v in values if isinstance(v, int) and v > 0] or [1])
 
 
+def load_assumed_output(override: str | Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Typical output tokens per request by model (``"*"``: any other model), for requests with no limit.
+
+    :param override: a mapping or JSON text; None reads ``[openai_batch] assumed_output_tokens`` (empty
+        when Airflow is not installed or the option is unset).
+    :raises ValueError: naming the model whose figure is not a whole number >= 0.
+    """
+    where = "the assumed output passed in"
+    if override is None:
+        where = f"[{CONFIG_SECTION}] {ASSUMED_OUTPUT_OPTION}"
+        try:
+            from airflow_provider_openai_batch.version_compat import conf
+        except ImportError:
+            return {}
+        override = (conf.get(CONFIG_SECTION, ASSUMED_OUTPUT_OPTION, fallback="") or "").strip()
+    if isinstance(override, str):
+        if not override:
+            return {}
+        try:
+            override = json.loads(override)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Expected a JSON object in {where} but received: {err}") from None
+    if not isinstance(override, Mapping):
+        raise ValueError(
+            f"Expected a JSON object of model to tokens in {where} but received {override!r:.200}"
+        )
+    for name, tokens in override.items():
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise ValueError(f"Expected a whole number >= 0 for {name!r} in {where} but received {tokens!r}")
+    return dict(override)
+
+
+def _assumed_for(model: str | None, assumed: Mapping[str, int]) -> int | None:
+    name = lookup(model, {"models": assumed})[0]
+    return assumed[name] if name is not None else assumed.get("*")
+
+
 def estimate_upper_bound(
     shard_paths: Iterable[Any],
     *,
@@ -132,8 +174,9 @@ def estimate_upper_bound(
     model: str | None,
     prices: Mapping[str, Any] | None = None,
     tokenizer: str = "auto",
+    assumed_output: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Stream the spooled request files and bound what the batch can cost.
+    """Stream the spooled request files and estimate, as an upper bound where it can, what the batch costs.
 
     :param shard_paths: the JSONL files to submit (paths or URLs, or ``Shard`` objects from ``spool_requests``).
     :param endpoint: the batch endpoint; images, videos and other endpoints are not estimated
@@ -141,15 +184,23 @@ def estimate_upper_bound(
     :param model: the model the requests name.
     :param prices: a table from :func:`load_prices` (default: ``load_prices()``).
     :param tokenizer: ``"auto"``, ``"tiktoken"`` or ``"approximate"`` (see :func:`token_counter`).
-    :return: :func:`cost_of_usage`'s dict for the bounded usage, plus ``upper_bound`` (False when some part
-        could not be bounded), ``requests``, ``input_tokens``, ``output_tokens``, ``input_tokens_method``,
-        ``input_tokens_exact``, ``requests_without_output_limit``, ``image_parts``, ``uncounted_parts``,
-        ``notes`` (what the figures assume) and ``seconds`` (streaming and counting, after the table and
-        tokenizer are loaded).
+    :param assumed_output: typical output tokens by model for requests that set no limit (default:
+        :func:`load_assumed_output`); without a figure for the model they count at its maximum output.
+    :return: :func:`cost_of_usage`'s dict for the estimated usage, plus ``upper_bound`` (True only when
+        every part is bounded), ``not_a_bound_because`` (why not, in words), ``requests``, ``input_tokens``,
+        ``output_tokens``, ``input_tokens_method``, ``input_tokens_exact``, ``requests_without_output_limit``,
+        ``output_tokens_per_request_without_limit`` and where that figure came from
+        (``output_without_limit_from``), ``image_parts``, ``uncounted_parts``, ``notes`` (what the figures
+        assume) and ``seconds`` (streaming and counting, after the table and tokenizer are loaded).
     """
     prices = load_prices() if prices is None else prices
     entry = lookup(model, prices)[1] or {}
-    default_limit = entry.get("max_output_tokens")
+    assumed = _assumed_for(model, load_assumed_output() if assumed_output is None else assumed_output)
+    default_limit: int | None
+    if assumed is not None:
+        default_limit, limit_from = assumed, f"[{CONFIG_SECTION}] {ASSUMED_OUTPUT_OPTION}"
+    else:
+        default_limit, limit_from = entry.get("max_output_tokens"), "the model's max_output_tokens"
     counter = token_counter(model, tokenizer)
     started = time.perf_counter()
     count = counter.count
@@ -184,31 +235,41 @@ def estimate_upper_bound(
         cost.update(
             total_usd=None, reason=f"endpoint {endpoint} is not estimated (only {ESTIMATED_ENDPOINTS})"
         )
+    limits = "/".join(OUTPUT_LIMIT_KEYS)
     notes = ["assumes no cached input and that every request writes its full output limit"]
+    not_bound: list[str] = []
     if not counter.exact:
         notes.append(
             f"input tokens by {counter.method} ({counter.reason}): close for English prose, "
             "low for digit runs and dense punctuation"
         )
-    if no_limit:
+        not_bound.append(f"input tokens approximated, tiktoken not used: {counter.reason}")
+    if no_limit and default_limit is not None:
         notes.append(
-            f"{no_limit} request(s) set none of {', '.join(OUTPUT_LIMIT_KEYS)}: their output is counted at "
-            f"the model's max_output_tokens from the price table ({default_limit})"
+            f"{no_limit} request(s) set no {limits}: each counted at {default_limit:,} output tokens, "
+            f"{limit_from}"
         )
+        if assumed is not None:
+            not_bound.append(
+                f"{no_limit} request(s) without {limits} counted at an assumed {assumed:,} output tokens"
+            )
     if unbounded:
         notes.append(
             f"the price table has no max_output_tokens for {model!r}, so the output of those {unbounded} "
             f"request(s) is not counted: this is NOT an upper bound (add it with [{CONFIG_SECTION}] {CONFIG_OPTION})"
         )
+        not_bound.append(f"the output of {unbounded} request(s) without {limits} is not counted")
     if images:
         notes.append(
             f"{images} image part(s) counted at {IMAGE_TOKENS} tokens each (gpt-4o-class high detail)"
         )
     if opaque:
         notes.append(f"{opaque} file or audio part(s) are not counted: this is NOT an upper bound")
+        not_bound.append(f"{opaque} file or audio part(s) not counted")
     return {
         **cost,
-        "upper_bound": not unbounded and not opaque,
+        "upper_bound": not not_bound,
+        "not_a_bound_because": not_bound,
         "endpoint": endpoint,
         "requests": requests,
         "input_tokens": input_tokens,
@@ -216,6 +277,8 @@ def estimate_upper_bound(
         "input_tokens_method": counter.method,
         "input_tokens_exact": counter.exact,
         "requests_without_output_limit": no_limit,
+        "output_tokens_per_request_without_limit": default_limit if no_limit else None,
+        "output_without_limit_from": limit_from if no_limit else None,
         "image_parts": images,
         "uncounted_parts": opaque,
         "notes": notes,
@@ -228,14 +291,33 @@ def _usd(value: float) -> str:
 
 
 def describe(cost: Mapping[str, Any]) -> str:
-    """One line for the task log: the figure, what it is, and how old its prices are."""
+    """One line for the task log: the figure, what kind of figure it is and how it was made.
+
+    The price table's age is not repeated here: :func:`~.prices.price_age` says it, once per task.
+    """
     if cost.get("total_usd") is None:
         return f"no cost estimate: {cost.get('reason')}"
-    kind = "upper-bound estimate" if "upper_bound" in cost else "estimate"
-    return (
-        f"{_usd(cost['total_usd'])} ({kind}, {cost.get('model')} at {cost.get('priced_as')} prices as of "
-        f"{cost.get('as_of')}, batch discount {cost.get('batch_discount', 0):.0%}; {cost.get('note')})"
+    prices = (
+        f"{cost.get('model')} at {cost.get('priced_as')} prices as of {cost.get('as_of')}, "
+        f"batch discount {cost.get('batch_discount', 0):.0%}"
     )
+    if "upper_bound" not in cost:  # the cost of a usage OpenAI reported
+        return f"{_usd(cost['total_usd'])} (estimate, {prices})"
+    how = [f"input by {cost.get('input_tokens_method')}"]
+    if cost.get("requests_without_output_limit"):
+        how.append(
+            f"{cost['requests_without_output_limit']} request(s) without {'/'.join(OUTPUT_LIMIT_KEYS)} "
+            f"at {cost.get('output_tokens_per_request_without_limit')} output tokens each "
+            f"({cost.get('output_without_limit_from')})"
+        )
+    else:
+        how.append("every request at its output limit")
+    kind = (
+        "upper bound"
+        if cost["upper_bound"]
+        else f"estimate, not an upper bound: {'; '.join(cost.get('not_a_bound_because') or ())}"
+    )
+    return f"{_usd(cost['total_usd'])} ({kind}; {', '.join(how)}; {prices})"
 
 
 def check_budget(estimate: Mapping[str, Any], max_cost_usd: float | None) -> None:
@@ -262,12 +344,22 @@ def check_budget(estimate: Mapping[str, Any], max_cost_usd: float | None) -> Non
         )
     if total <= max_cost_usd:
         return
+    kind = "upper-bound estimate" if estimate.get("upper_bound") else "estimate (not an upper bound)"
+    without = int(estimate.get("requests_without_output_limit") or 0)
+    unlimited = (
+        f" {without} request(s) set no max_completion_tokens / max_tokens / max_output_tokens, so each counts at "
+        f"{estimate.get('output_tokens_per_request_without_limit')} output tokens "
+        f"({estimate.get('output_without_limit_from')}): set a limit on the requests, or a typical output for "
+        f"the model with [{CONFIG_SECTION}] {ASSUMED_OUTPUT_OPTION}."
+        if without
+        else ""
+    )
     raise OpenAIBatchCostExceeded(
-        f"Expected an estimated cost of at most max_cost_usd={_usd(max_cost_usd)} but the upper-bound estimate "
+        f"Expected an estimated cost of at most max_cost_usd={_usd(max_cost_usd)} but the {kind} "
         f"is {_usd(total)} for {estimate.get('requests')} request(s) to {estimate.get('model')} (input "
         f"{estimate.get('input_tokens'):,} tokens by {estimate.get('input_tokens_method')}, output at most "
-        f"{estimate.get('output_tokens'):,} tokens; prices as of {estimate.get('as_of')}). Nothing was uploaded. "
-        "To go ahead: raise max_cost_usd, lower the requests' max_completion_tokens / max_tokens / "
+        f"{estimate.get('output_tokens'):,} tokens; prices as of {estimate.get('as_of')}). Nothing was uploaded."
+        f"{unlimited} To go ahead: raise max_cost_usd, lower the requests' max_completion_tokens / max_tokens / "
         "max_output_tokens, or submit fewer requests; prices come from "
         f"[{CONFIG_SECTION}] {CONFIG_OPTION}.",
         dict(estimate),

@@ -121,11 +121,31 @@ def lookup(model: str | None, prices: Mapping[str, Any]) -> tuple[str | None, di
     return None, None
 
 
+def _age_days(as_of: Any) -> int | None:
+    try:
+        return (dt.date.today() - dt.date.fromisoformat(str(as_of))).days
+    except ValueError:
+        return None
+
+
+def price_age(cost: Mapping[str, Any]) -> str | None:
+    """A warning when the prices behind ``cost`` are more than :data:`STALE_AFTER_DAYS` old, else None.
+
+    For the task log, once per task (the cost lines themselves do not repeat it).
+    """
+    age = _age_days(cost.get("as_of"))
+    if age is None or age <= STALE_AFTER_DAYS:
+        return None
+    return (
+        f"Cost estimates use prices as of {cost.get('as_of')}, {age} days old: set [{CONFIG_SECTION}] "
+        f"{CONFIG_OPTION} to current ones"
+    )
+
+
 def _note(as_of: Any) -> str:
     note = "an estimate from list prices, not an invoice"
-    try:
-        age = (dt.date.today() - dt.date.fromisoformat(str(as_of))).days
-    except ValueError:
+    age = _age_days(as_of)
+    if age is None:
         return f"{note}; the price table gives no as_of date"
     if age > STALE_AFTER_DAYS:
         note += f"; the prices are {age} days old: set [{CONFIG_SECTION}] {CONFIG_OPTION} to current ones"

@@ -1,6 +1,7 @@
-"""From an Airflow connection to the openai client's class and arguments: pure, no network, no Airflow lookup.
+"""From an Airflow connection to the openai client's class and arguments, and to the page that shows a batch:
+pure, no network, no Airflow lookup.
 
-Kept apart from the hook so the sync and async paths, the connection test and the extra link all read a
+Kept apart from the hook so the sync and async paths, the connection test and the extra link's URL all read a
 connection the same way. The API key is copied into the arguments and nowhere else: no message here names it.
 """
 
@@ -36,36 +37,12 @@ _ALLOWED_CLIENT_KWARGS = frozenset(
     }
 )
 _AZURE_ONLY_KWARGS = frozenset({"azure_endpoint", "azure_deployment", "api_version"})
-
-
-def _non_empty(name: str, value: Any) -> None:
-    if not value or not isinstance(value, str):
-        raise ValueError(f"Expected a non-empty value for `{name}` but received {value!r}")
-
-
-def _check_metadata(metadata: Any) -> None:
-    """The Batch API's metadata limits, checked before a request is spent on them."""
-    if not isinstance(metadata, dict):
-        raise ValueError(
-            f"Expected `metadata` to be a dict of strings but received {type(metadata).__name__}"
-        )
-    if len(metadata) > 16:
-        raise ValueError(f"Expected at most 16 `metadata` pairs but received {len(metadata)}")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(
-                f"Expected `metadata` keys and values to be strings but received {key!r}: {value!r}"
-            )
-        if len(key) > 64 or len(value) > 512:
-            raise ValueError(
-                f"Expected `metadata` keys of at most 64 and values of at most 512 characters but key {key!r} "
-                f"has {len(key)} and its value {len(value)}"
-            )
-
-
-def _check_limit(limit: Any) -> None:
-    if not isinstance(limit, int) or not 1 <= limit <= 100:
-        raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
+OPENAI_DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
+#: The Azure AI Foundry (formerly Azure OpenAI Studio) batch jobs page. A page of one resource's batch needs
+#: the resource's Azure id (subscription, resource group, account), which an API connection does not hold;
+#: this page lists the batches of the resource picked there. A connection extra ``dashboard_url`` can give
+#: the exact page instead.
+AZURE_BATCH_JOBS_URL = "https://oai.azure.com/resource/batch"
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -191,6 +168,38 @@ def _without_userinfo(parts: urllib.parse.SplitResult) -> str:
 def safe_url(url: str) -> str:
     """A URL fit for a message: credentials embedded in it, a query and a fragment are left out."""
     return _without_userinfo(urllib.parse.urlsplit(url))
+
+
+def batch_dashboard_url(conn: Connection, batch_id: str) -> str:
+    """
+    The page where a person can see batch ``batch_id``: the connection extra ``dashboard_url`` (a template with
+    ``{batch_id}``) when set, else OpenAI's dashboard for api.openai.com (or no host), the Azure batch jobs page
+    for Azure, and the base URL's scheme and host followed by ``/batches/{batch_id}`` for any other server.
+
+    :param conn: the connection; the key is never read into the URL, nor credentials in its host.
+    :param batch_id: the batch's id (quoted into the URL).
+    """
+    if not batch_id or not isinstance(batch_id, str):
+        raise ValueError(f"Expected a non-empty value for `batch_id` but received {batch_id!r}")
+    quoted = urllib.parse.quote(batch_id, safe="")
+    template = conn.extra_dejson.get("dashboard_url")
+    if template:
+        try:
+            return str(template).format(batch_id=quoted)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(
+                f"Expected connection {conn.conn_id!r} extra `dashboard_url` to be a URL with `{{batch_id}}` "
+                f"as its only placeholder but received {safe_url(str(template))!r}"
+            ) from None
+    kind, kwargs = client_kwargs_from_connection(conn)
+    if kind == "azure":
+        return AZURE_BATCH_JOBS_URL
+    base_url = str(kwargs.get("base_url") or "https://api.openai.com/v1")
+    parts = urllib.parse.urlsplit(base_url if "://" in base_url else f"https://{base_url}")
+    host = (parts.hostname or "").lower()
+    if host == "openai.com" or host.endswith(".openai.com"):
+        return OPENAI_DASHBOARD_URL.format(batch_id=quoted)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/batches/{quoted}"
 
 
 def connection_form() -> dict[str, Any]:

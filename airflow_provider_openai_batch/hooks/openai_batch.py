@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -28,14 +27,11 @@ from airflow.sdk import BaseHook
 from airflow_provider_openai_batch.hooks import connection_test, create_retry, download, secrets
 from airflow_provider_openai_batch.hooks.connection import (
     ClientKind,
-    _check_limit,
-    _check_metadata,
-    _non_empty,
+    batch_dashboard_url,
     client_kwargs_from_connection,
     connection_form,
     safe_url,
 )
-from airflow_provider_openai_batch.links.openai_batch import batch_dashboard_url
 from airflow_provider_openai_batch.version_compat import amask_secret, mask_secret
 
 if TYPE_CHECKING:
@@ -59,6 +55,16 @@ __all__ = [
 ASYNC_MAX_CONNECTIONS = 50
 #: Seconds the connection test waits for its one call.
 _TEST_TIMEOUT = 30.0
+
+
+def _non_empty(name: str, value: Any) -> None:
+    if not value or not isinstance(value, str):
+        raise ValueError(f"Expected a non-empty value for `{name}` but received {value!r}")
+
+
+def _check_limit(limit: Any) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
 
 
 def _settings_key(kind: str, kwargs: dict[str, Any]) -> str:
@@ -225,19 +231,7 @@ class OpenAIBatchHook(BaseHook):
 
         :param batch_id: the batch's id.
         """
-        _non_empty("batch_id", batch_id)
-        conn = self.get_connection(self.openai_conn_id)
-        template = conn.extra_dejson.get("dashboard_url")
-        if template:
-            try:
-                return str(template).format(batch_id=urllib.parse.quote(batch_id, safe=""))
-            except (KeyError, IndexError, ValueError):
-                raise ValueError(
-                    f"Expected connection {self.openai_conn_id!r} extra `dashboard_url` to be a URL with "
-                    f"`{{batch_id}}` as its only placeholder but received {safe_url(str(template))!r}"
-                ) from None
-        kind, kwargs = client_kwargs_from_connection(conn)
-        return batch_dashboard_url(kind, kwargs, batch_id)
+        return batch_dashboard_url(self.get_connection(self.openai_conn_id), batch_id)
 
     # -- sync verbs ------------------------------------------------------------------------------------
 
@@ -271,7 +265,8 @@ class OpenAIBatchHook(BaseHook):
         :param input_file_id: id of a file uploaded with purpose ``batch``.
         :param endpoint: the endpoint every request targets, e.g. ``/v1/chat/completions``.
         :param completion_window: only ``"24h"`` is accepted by the API.
-        :param metadata: at most 16 string pairs (keys up to 64, values up to 512 characters).
+        :param metadata: at most 16 string pairs (keys up to 64, values up to 512 characters); the operator
+            builds them within these limits (:mod:`..lifecycle.tags`), the API refuses others with a 400.
         :param output_expires_after: e.g. ``{"anchor": "created_at", "seconds": 86400}``.
         :param find_existing: returns the batch this call made, or ``None``. When given, a failure the client
             would retry is not blindly posted again (which could bill a second batch): after openai's delay,
@@ -283,7 +278,6 @@ class OpenAIBatchHook(BaseHook):
         _non_empty("completion_window", completion_window)
         extra: dict[str, Any] = {}
         if metadata is not None:
-            _check_metadata(metadata)
             extra["metadata"] = metadata
         if output_expires_after is not None:
             extra["output_expires_after"] = output_expires_after

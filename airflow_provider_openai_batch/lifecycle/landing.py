@@ -9,6 +9,7 @@ is dropped from a round whose next round sent it again, so every ``custom_id`` l
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from airflow_provider_openai_batch import cost, results, storage
-from airflow_provider_openai_batch.exceptions import OpenAIBatchError
+from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
 from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
+from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,13 @@ def land(
         for batch in batches:
             if batch.get("output_file_id"):
                 path = Path(workdir, f"{batch['id']}.output.jsonl")
-                _, lines = hook.download_file(batch["output_file_id"], local_path=path)
+                lines = _download(hook, batch, "output_file_id", path, output_path)
                 _check_complete(batch, lines)
                 outputs.append(path)
                 expected_out += lines
             if batch.get("error_file_id"):
                 path = Path(workdir, f"{batch['id']}.errors.jsonl")
-                _, lines = hook.download_file(batch["error_file_id"], local_path=path)
+                lines = _download(hook, batch, "error_file_id", path, output_path)
                 if len(rounds) > 1:
                     cancelled = superseded and resubmitted_cancelled[r]
                     path, lines, ran = _keep_last_outcomes(path, superseded=superseded, cancelled=cancelled)
@@ -81,6 +85,23 @@ def land(
         error_lines=expected_err,
         failed_lines=failed,
     )
+
+
+def _download(hook: Any, batch: Mapping[str, Any], key: str, path: Path, output_path: str) -> int:
+    """Download one of a batch's files; a file deleted on OpenAI fails at once, saying who deleted it."""
+    try:
+        _, lines = hook.download_file(batch[key], local_path=path)
+    except Exception as err:
+        if getattr(err, "status_code", None) != 404:
+            raise
+        run = (batch.get("metadata") or {}).get(TAG_RUN)
+        raise OpenAIBatchFilesDeleted(
+            f"Batch {batch['id']} finished, but its {key.removesuffix('_id').replace('_', ' ')} {batch[key]} "
+            f"is gone on OpenAI: DAG run {run!r} landed the results and then deleted the files (delete_files=True)"
+            f", so they cannot be landed at {output_path} again. Read them where run {run!r} landed them, or "
+            "set fresh_run=True to submit the requests anew (paid again)."
+        ) from None
+    return int(lines)
 
 
 def finish(landed: Landed, manifest: Mapping[str, Any]) -> None:
@@ -140,7 +161,7 @@ def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> 
 
 
 def delete_openai_files(
-    hook: Any, rounds: Sequence[Sequence[Mapping[str, Any]]], uploads: list[str], log: Any
+    hook: Any, rounds: Sequence[Sequence[Mapping[str, Any]]], uploads: list[str]
 ) -> list[str]:
     """Delete on OpenAI every input, output and error file of these batches, and uploads no batch used."""
     ids = [
@@ -161,15 +182,23 @@ def land_result(
     hook: Any,
     output_path: str,
     rounds: Sequence[Sequence[Mapping[str, Any]]],
-    state: Any,
+    resubmitted_cancelled: list[bool],
     *,
+    fingerprint: str,
+    model: str | None,
     custom_id_prefix: str | None,
-    log: Any,
+    paid_twice: Sequence[Mapping[str, Any]] = (),
+    written_by: dict[str, Any] | None = None,
 ) -> results.BatchResult:
-    """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last."""
-    cancelled = [state.round_includes_cancelled(r + 1) for r in range(len(rounds) - 1)]
+    """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last.
+
+    :param resubmitted_cancelled: as :func:`land` takes it.
+    :param model: the model the input names, for the cost when the batches do not say.
+    :param paid_twice: the twins that already ran, as the record lists them.
+    :param written_by: the task landing the folder (:func:`..storage.results_writer`), named in the manifest.
+    """
     with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
-        landed = land(hook, output_path, rounds, cancelled, workdir)
+        landed = land(hook, output_path, rounds, resubmitted_cancelled, workdir)
     result = results.build_result(
         rounds,
         output_path=landed.output_path,
@@ -178,10 +207,12 @@ def land_result(
         output_lines=landed.output_lines,
         error_lines=landed.error_lines,
         failed_lines=landed.failed_lines,
-        fingerprint=state.record.fingerprint,
+        fingerprint=fingerprint,
         custom_id_prefix=custom_id_prefix,
+        paid_twice=paid_twice,
+        written_by=written_by,
     )
-    estimate = cost.cost_of_usage(result["model"] or state.model, result["usage"])
+    estimate = cost.cost_of_usage(result["model"] or model, result["usage"])
     result["cost"] = estimate
     finish(landed, result)
     log.info(
@@ -192,4 +223,6 @@ def land_result(
         f" at {landed.error_path}" if landed.error_path else "",
         cost.describe(estimate),
     )
+    if (stale := cost.price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
+        log.warning(stale)
     return result

@@ -1,53 +1,39 @@
 """The submission ledger: the one place that decides whether a batch is paid for, and remembers that it was.
 
-A task instance's :class:`SubmissionRecord` lives in Airflow's task state store (kept across retries and clears,
-Airflow 3.3+). An intent is written before every paid ``batches.create`` (first shards, later waves and follow-up
-rounds alike) and the batch id right after. Every batch also carries metadata tags (the partition key, the input
-fingerprint, its label and the DAG run), so when the record is gone (Airflow before 3.3, a recreated run,
-``clear_on_success``) or an intent has no id (a crash or a lost answer), :func:`search` finds it. The search pages
-``batches.list`` by time, not by page count, so a busy organisation cannot hide our batch. A recorded batch is dropped
-only on evidence (404, or ``failed``); a read that keeps failing fails the try instead of paying again. The partition
-key is (dag, task, map index, logical date): another DAG run of the same date with identical input reuses its batch.
+The task instance's :class:`.record.SubmissionRecord` gets an intent before every paid ``batches.create`` (first
+shards, later waves and follow-up rounds alike) and the batch id right after. Every batch also carries metadata tags
+(the partition key, the input fingerprint, its label and the DAG run), so when the record is gone (Airflow before
+3.3, a recreated run, ``clear_on_success``) or an intent has no id (a crash or a lost answer), :func:`search` finds
+it. The search pages ``batches.list`` by time, not by page count, so a busy organisation cannot hide our batch. A
+recorded batch is dropped only on evidence (404, or ``failed``); a read that keeps failing fails the try instead of
+paying again. The partition key is (dag, task, map index, logical date): another DAG run of the same date with
+identical input reuses its batch. Where several batches carry one label and input, :mod:`.twins` says which counts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
+from airflow_provider_openai_batch.lifecycle import twins
+from airflow_provider_openai_batch.lifecycle.record import RecordStore, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.tags import (
     TAG_INPUT,
     TAG_KEY,
     TAG_RUN,
     TAG_SHARD,
-    Label,
     TaskIdentity,
     build_metadata,
-    check_user_metadata,
-    label,
     parse_label,
 )
 from airflow_provider_openai_batch.results import as_dict
-from airflow_provider_openai_batch.statuses import REJECTED, STOPPED, TERMINAL
-
-__all__ = [
-    "STATE_KEY",
-    "Ledger",
-    "RecordStore",
-    "SubmissionRecord",
-    "TaskIdentity",
-    "build_metadata",
-    "check_user_metadata",
-    "label",
-    "parse_label",
-    "search",
-]
+from airflow_provider_openai_batch.statuses import REJECTED, TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -60,112 +46,19 @@ SEARCH_MAX_PAGES = 100
 CLOCK_SKEW_SECONDS = 300
 
 
-# ---------------------------------------------------------------------------------------------- record
-@dataclass
-class SubmissionRecord:
-    """What one task instance has paid for, for which input.
-
-    :param batches: label → batch id, for every batch created (or adopted) for this input.
-    :param files: label → uploaded input file id (uploaded once; waves and rounds create from these).
-    :param adopted: batch ids found from another DAG run of the partition: reused, never cancelled here.
-    :param intent: ``{"label", "at"}`` while a create is under way: a record with an intent and no id for that
-        label may have paid for a batch it does not know; :func:`search` from ``at`` settles it.
-    """
-
-    fingerprint: str
-    shard_count: int
-    batches: dict[str, str] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    adopted: list[str] = field(default_factory=list)
-    intent: dict[str, Any] | None = None
-
-    def rounds(self) -> list[list[str]]:
-        """Batch ids per round: round 0 by shard index (created ones only), then each follow-up round."""
-        by_round: dict[int, list[tuple[int, str]]] = {}
-        for lbl, batch_id in self.batches.items():
-            parsed = parse_label(lbl)
-            if parsed is not None:
-                by_round.setdefault(parsed.round, []).append((parsed.index, batch_id))
-        return [[b for _, b in sorted(by_round.get(r, []))] for r in range(max(by_round, default=0) + 1)]
-
-    def round_labels(self, round_no: int) -> list[Label]:
-        return sorted(
-            (p for p in map(parse_label, self.batches) if p is not None and p.round == round_no),
-            key=lambda p: p.index,
-        )
-
-    def missing_shards(self) -> list[int]:
-        have = {p.index for p in self.round_labels(0)}
-        return [i for i in range(self.shard_count) if i not in have]
-
-    def incomplete_round(self) -> Label | None:
-        """The last follow-up round, if a crash left some of its batches uncreated (it is then built again)."""
-        rounds = [p for p in map(parse_label, self.batches) if p is not None and p.round > 0]
-        if not rounds:
-            return None
-        last = max(p.round for p in rounds)
-        labels = [p for p in rounds if p.round == last]
-        return labels[0] if len(labels) < labels[0].total else None
-
-    def own_batch_ids(self) -> list[str]:
-        """The batches this task instance created (the ones it may cancel)."""
-        adopted = set(self.adopted)
-        return [b for b in self.batches.values() if b not in adopted]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": 2, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, data: Any) -> SubmissionRecord | None:
-        if not isinstance(data, dict) or not data.get("fingerprint"):
-            return None
-        if data.get("version") == 2:
-            fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-            return cls(**fields)
-        # Version 0.1: {"fingerprint", "count", "shards": {index: id}, "rounds": [[...], ...], "creating"}
-        count = int(data.get("count") or 0)
-        batches = {label(0, int(i), count): b for i, b in (data.get("shards") or {}).items()}
-        for r, ids in enumerate((data.get("rounds") or [])[1:], start=1):
-            batches.update({label(r, j, len(ids)): b for j, b in enumerate(ids)})
-        creating = data.get("creating")
-        intent = None if creating is None else {"label": label(0, int(creating), count), "at": None}
-        return cls(fingerprint=data["fingerprint"], shard_count=count, batches=batches, intent=intent)
-
-
-class RecordStore:
-    """The record in the task state store; without one (Airflow before 3.3) every load finds nothing."""
-
-    def __init__(self, accessor: Any) -> None:
-        self._store = accessor
-
-    @property
-    def available(self) -> bool:
-        return self._store is not None
-
-    def load(self) -> SubmissionRecord | None:
-        return None if self._store is None else SubmissionRecord.from_json(self._store.get(STATE_KEY))
-
-    def save(self, record: SubmissionRecord) -> None:
-        if self._store is not None:
-            self._store.set(STATE_KEY, record.to_json())
-
-
 # ---------------------------------------------------------------------------------------------- search
-def search(
-    hook: Any, *, keys: Iterable[str], since: float, max_pages: int = SEARCH_MAX_PAGES
-) -> list[dict[str, Any]]:
-    """Every batch tagged with one of ``keys`` created at or after ``since`` (unix time), newest first.
+def search(hook: Any, *, key: str, since: float, max_pages: int = SEARCH_MAX_PAGES) -> list[dict[str, Any]]:
+    """Every batch tagged with the partition ``key`` created at or after ``since`` (unix time), newest first.
 
     Pages ``batches.list`` (no server-side filter exists) until a page reaches batches created before
     ``since``, or ``max_pages`` pages, which is logged: the search then reached back less far than asked.
     """
-    wanted = set(keys)
     found: list[dict[str, Any]] = []
     after: str | None = None
     for _ in range(max_pages):
         page = hook.list_batches(after=after, limit=100)
         items = [as_dict(b) for b in page.data]
-        found += [b for b in items if (b.get("metadata") or {}).get(TAG_KEY) in wanted]
+        found += [b for b in items if (b.get("metadata") or {}).get(TAG_KEY) == key]
         if not page.has_more or not items or min(int(b.get("created_at") or 0) for b in items) < since:
             return found
         after = items[-1]["id"]
@@ -195,16 +88,18 @@ class Ledger:
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)  # batches of a changed input, already dealt with
 
-    @property
-    def keys(self) -> set[str]:
-        return {self.identity.partition_key, self.identity.legacy_key}
+    def _search(self, since: float) -> list[dict[str, Any]]:
+        return search(self.hook, key=self.identity.partition_key, since=since, max_pages=self.max_pages)
+
+    def _is_ours(self, batch: Mapping[str, Any]) -> bool:
+        return (batch.get("metadata") or {}).get(TAG_RUN) == self.identity.run_id
 
     # -- attach --------------------------------------------------------------------------------
     def attach(self, fingerprint: str, shard_count: int) -> SubmissionRecord:
         """This input's record: recorded batches that still count, plus tagged ones the record lacks."""
         record = None if self.fresh else self.store.load()
         if record is not None and record.fingerprint != fingerprint:
-            self._input_changed(record.own_batch_ids())
+            self._input_changed([b for b in map(self._read_if_there, record.own_batch_ids()) if b])
             record = None
         if record is not None and record.shard_count != shard_count:
             record = None  # the same requests sharded differently (other limits): a new set of batches
@@ -216,9 +111,7 @@ class Ledger:
             searched_since = at - CLOCK_SKEW_SECONDS if at else self.now() - SEARCH_REACH_SECONDS
         record = record or SubmissionRecord(fingerprint=fingerprint, shard_count=shard_count)
         if searched_since is not None:
-            self._merge_found(
-                record, search(self.hook, keys=self.keys, since=searched_since, max_pages=self.max_pages)
-            )
+            self._merge_found(record, self._search(searched_since))
         record.intent = None
         self.store.save(record)
         return record
@@ -227,10 +120,7 @@ class Ledger:
         """Drop recorded batches only on evidence: gone (404) or rejected (``failed``, never billed)."""
         dropped_rounds: set[int] = set()
         for lbl, batch_id in list(record.batches.items()):
-            try:
-                batch = self.read(batch_id)
-            except openai.NotFoundError:
-                batch = None
+            batch = self._read_if_there(batch_id)
             if batch is None or batch["status"] in REJECTED:
                 log.info("Recorded batch %s is %s: it no longer counts", batch_id, batch and batch["status"])
                 del record.batches[lbl]
@@ -258,52 +148,74 @@ class Ledger:
         self.seen[batch_id] = batch
         return batch
 
-    def current(self, state: Any, fresh: bool) -> dict[str, dict[str, Any]]:
-        """The batches ``state`` waits for, read now (``fresh``) or as this ledger last saw them."""
-        return {b: (None if fresh else self.seen.get(b)) or self.read(b) for b in state.current}
+    def _read_if_there(self, batch_id: str) -> dict[str, Any] | None:
+        try:
+            return self.read(batch_id)
+        except openai.NotFoundError:
+            return None
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch as this ledger last saw it, read once if it never did."""
+        return self.seen.get(batch_id) or self.read(batch_id)
+
+    def current(self, state: Any, reread: bool) -> dict[str, dict[str, Any]]:
+        """The batches ``state`` waits for, read now (``reread``) or as this ledger last saw them."""
+        return {b: self.read(b) if reread else self.batch(b) for b in state.current}
 
     def _merge_found(self, record: SubmissionRecord, found: list[dict[str, Any]]) -> None:
-        stale: list[str] = []
-        for batch in found:  # newest first: the newest batch of a label wins
+        """Add the tagged batches the record lacks; where a label has several, the twin rule picks one."""
+        stale: list[dict[str, Any]] = []
+        by_label: dict[str, list[dict[str, Any]]] = {}
+        for batch in found:
             meta = batch.get("metadata") or {}
-            own = meta.get(TAG_RUN) == self.identity.run_id or meta.get(TAG_KEY) == self.identity.legacy_key
             if batch["status"] in REJECTED:
                 continue
             if meta.get(TAG_INPUT) != record.fingerprint:
-                # Another input of this run is stale; another run's input is its own business.
-                if own and batch["status"] not in TERMINAL:
-                    stale.append(batch["id"])
+                # Another input of this run is stale, finished or not; another run's input is its own business.
+                if self._is_ours(batch):
+                    stale.append(batch)
                 continue
             lbl, parsed = meta.get(TAG_SHARD), parse_label(meta.get(TAG_SHARD))
             if lbl is None or parsed is None or (parsed.round == 0 and parsed.total != record.shard_count):
                 continue
-            if lbl in record.batches or batch["id"] in record.batches.values():
-                continue
-            record.batches[lbl] = batch["id"]
-            self.seen[batch["id"]] = batch
-            if not own:
-                record.adopted.append(batch["id"])
-            log.info(
-                "Found batch %s (%s) %s: re-attaching instead of paying again",
-                batch["id"],
-                lbl,
-                "made by an earlier try of this task" if own else f"made by DAG run {meta.get(TAG_RUN)!r}",
-            )
+            by_label.setdefault(lbl, []).append(batch)
         if stale:
             self._input_changed(stale)
+        for lbl, group in by_label.items():
+            recorded = record.batches.get(lbl)
+            if recorded is not None and all(b["id"] != recorded for b in group):
+                group.append(self.batch(recorded))
+            kept = self._settle(record, lbl, group)
+            if kept is not None and kept["id"] != recorded:
+                log.info(
+                    "Found batch %s (%s) %s: re-attaching instead of paying again",
+                    kept["id"],
+                    lbl,
+                    "made by an earlier try of this task"
+                    if self._is_ours(kept)
+                    else f"made by DAG run {(kept.get('metadata') or {}).get(TAG_RUN)!r}",
+                )
 
-    def _input_changed(self, stale: list[str]) -> None:
-        stale = [b for b in stale if b not in self.stale]
+    def _input_changed(self, stale: list[dict[str, Any]]) -> None:
+        """Batches this run made from other input: refused under ``"fail"``, else the live ones cancelled."""
+        stale = [b for b in stale if b["id"] not in self.stale and b["status"] not in REJECTED]
         if not stale:
             return
-        self.stale.update(stale)
+        self.stale.update(b["id"] for b in stale)
+        ids = [b["id"] for b in stale]
         if self.on_input_change == "fail":
             raise OpenAIBatchInputChanged(
-                f"The input changed since this task instance created batch(es) {stale}. "
+                f"The input changed since this task instance created batch(es) {ids}. "
                 "Set on_input_change='resubmit' or fresh_run=True to submit the new input."
             )
-        log.warning("The input changed since batch(es) %s were created: cancelling them", stale)
-        self.cancel(stale)
+        live = [b["id"] for b in stale if b["status"] not in TERMINAL]
+        log.warning(
+            "The input changed since batch(es) %s were created: %s",
+            ids,
+            f"cancelling {live}" if live else "they have finished, nothing to cancel",
+        )
+        if live:
+            self.cancel(live)
 
     # -- pay -----------------------------------------------------------------------------------
     def upload(self, record: SubmissionRecord, lbl: str, path: str, filename: str) -> str:
@@ -319,23 +231,23 @@ class Ledger:
     ) -> dict[str, Any]:
         """The one paid call: intent recorded → ``batches.create`` (never blindly reposted) → id recorded."""
         if lbl in record.batches:
-            return self.seen.get(record.batches[lbl]) or self.read(record.batches[lbl])
+            return self.batch(record.batches[lbl])
         started = self.now()
         record.intent = {"label": lbl, "at": started}
         self.store.save(record)
         metadata = build_metadata(self.identity, record.fingerprint, lbl, user_metadata)
 
+        def twins_of_this_create() -> list[dict[str, Any]]:
+            return [
+                b
+                for b in self._search(started - CLOCK_SKEW_SECONDS)
+                if (b.get("metadata") or {}).get(TAG_SHARD) == lbl
+                and (b.get("metadata") or {}).get(TAG_INPUT) == record.fingerprint
+            ]
+
         def find_existing() -> Any:
-            for batch in search(
-                self.hook, keys=self.keys, since=started - CLOCK_SKEW_SECONDS, max_pages=self.max_pages
-            ):
-                meta = batch.get("metadata") or {}
-                if (
-                    meta.get(TAG_SHARD) == lbl
-                    and meta.get(TAG_INPUT) == record.fingerprint
-                    and meta.get(TAG_RUN) == self.identity.run_id
-                    and batch["status"] not in REJECTED
-                ):
+            for batch in twins_of_this_create():
+                if self._is_ours(batch) and batch["status"] not in REJECTED:
                     log.info("batches.create did make batch %s although its answer was lost", batch["id"])
                     return openai.types.Batch.model_construct(**batch)
             return None
@@ -353,41 +265,53 @@ class Ledger:
         self.store.save(record)
         self.seen[batch["id"]] = batch
         log.info("Created batch %s (%s)", batch["id"], lbl)
-        return batch if self.fresh else self._yield_to_an_older_twin(record, lbl, batch, started)
+        if self.fresh:
+            return batch
+        found = twins_of_this_create()  # read after the answer: fresher than it, ours included
+        if all(b["id"] != batch["id"] for b in found):
+            found.append(batch)
+        return self._settle(record, lbl, found, answered=batch["id"]) or batch
 
-    def _yield_to_an_older_twin(
-        self, record: SubmissionRecord, lbl: str, ours: dict[str, Any], started: float
-    ) -> dict[str, Any]:
-        """Two DAG runs of a partition that create in the same moment both pay: the younger batch yields. It is
-        cancelled while still validating (no request has run, nothing is billed) and the older one is used."""
-        twins = [
-            b
-            for b in search(
-                self.hook, keys=self.keys, since=started - CLOCK_SKEW_SECONDS, max_pages=self.max_pages
+    def _settle(
+        self, record: SubmissionRecord, lbl: str, batches: list[dict[str, Any]], answered: str | None = None
+    ) -> dict[str, Any] | None:
+        """Apply the twin rule to one label's batches: record the one that counts, cancel this run's live
+        twins, report twins that already ran as paid twice.
+
+        :param answered: the batch this try's create was answered with, if any (named so in the log).
+        """
+        settled = twins.settle(batches, self.identity.run_id)
+        if settled is None:
+            return None
+        keep = dict(settled.keep)
+        paid = {e["batch_id"]: e for e in settled.paid_twice}
+        run = self.identity.run_id
+        for twin in sorted((b for b in batches if b["id"] != keep["id"]), key=twins.age):
+            if twin["id"] not in paid and twin["id"] not in settled.cancel:
+                continue
+            what = (
+                f"has already run ({twin['status']}): PAID TWICE for these requests, its results are not "
+                "used (see paid_twice in the result)"
+                + ("; cancelling the rest of it" if twin["id"] in settled.cancel else "")
+                if twin["id"] in paid
+                else f"is still {twin['status']}: cancelling it before any request runs (unbilled)"
             )
-            if b["id"] != ours["id"]
-            and (b.get("metadata") or {}).get(TAG_SHARD) == lbl
-            and (b.get("metadata") or {}).get(TAG_INPUT) == record.fingerprint
-            and b["status"] not in REJECTED | STOPPED
-        ]
-
-        def age(batch: dict[str, Any]) -> tuple[int, str]:  # the order both sides agree on
-            return int(batch.get("created_at") or 0), str(batch["id"])
-
-        older = min(twins, key=age, default=None)
-        if older is None or age(older) > age(ours):
-            return ours
-        run = (older.get("metadata") or {}).get(TAG_RUN)
-        log.warning(
-            "DAG run %r created batch %s for the same input moments earlier: cancelling %s and using theirs",
-            run,
-            older["id"],
-            ours["id"],
-        )
-        self.cancel([ours["id"]])
-        record.batches[lbl] = older["id"]
-        if run != self.identity.run_id:
-            record.adopted.append(older["id"])
+            log.warning(
+                "Batch %s (%s, made by %s) repeats batch %s (made by %s), the one that counts, and %s",
+                twin["id"],
+                lbl,
+                twins.made_by(twin, run, answered),
+                keep["id"],
+                twins.made_by(keep, run, answered),
+                what,
+            )
+        if settled.cancel:
+            self.cancel(list(settled.cancel))
+        if record.batches.get(lbl) != keep["id"]:
+            record.batches[lbl] = keep["id"]
+            if not self._is_ours(keep) and keep["id"] not in record.adopted:
+                record.adopted.append(keep["id"])
+        record.note_paid_twice(list(settled.paid_twice))
         self.store.save(record)
-        self.seen[older["id"]] = older
-        return older
+        self.seen[keep["id"]] = keep
+        return keep

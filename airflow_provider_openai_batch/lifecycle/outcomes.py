@@ -12,6 +12,7 @@ from typing import Any
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch import results
 from airflow_provider_openai_batch.lifecycle.plan import Fail, FailReason, Outcome
+from airflow_provider_openai_batch.statuses import EventStatus
 
 _TERMINAL = {
     Outcome.TIMEOUT: (exc.OpenAIBatchTimeout, "were cancelled after the timeout"),
@@ -74,15 +75,14 @@ def failure_error(action: Fail, current: list[str]) -> exc.OpenAIBatchError:
     )
 
 
-def check_event(event: Any) -> Any:
-    """The status of a trigger event; a missing or malformed event is an error, never a silent success."""
-    from airflow_provider_openai_batch.statuses import EventStatus
-
+def check_event(event: Any) -> tuple[EventStatus, dict[str, Any]]:
+    """The status of a trigger event, and the event; a missing or malformed event is an error, never a silent
+    success."""
     if not isinstance(event, dict) or "status" not in event:
         raise exc.OpenAIBatchPollError(
             f"Expected a trigger event dict with a `status` but received {event!r}"
         )
     try:
-        return EventStatus(event["status"])
+        return EventStatus(event["status"]), event
     except ValueError:
         raise exc.OpenAIBatchPollError(f"Unknown trigger event status {event['status']!r}") from None

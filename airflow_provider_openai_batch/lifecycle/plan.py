@@ -31,7 +31,7 @@ CANCEL_GRACE_SECONDS = 15 * 60
 
 @dataclass(frozen=True)
 class Policy:
-    """The operator's arguments that decide steps."""
+    """The operator's arguments that decide steps; a bad one is refused when the policy is built."""
 
     max_shards_in_flight: int | None = None
     resubmit_failed: int = 0
@@ -39,6 +39,20 @@ class Policy:
     max_failed_ratio: float = 0.0
     cancel_grace: float = CANCEL_GRACE_SECONDS
     queue_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_timeout not in ("cancel", "keep"):
+            raise ValueError(
+                f"Expected `on_timeout` to be 'cancel' or 'keep' but received {self.on_timeout!r}"
+            )
+        if not 0.0 <= self.max_failed_ratio <= 1.0:
+            raise ValueError(
+                f"Expected `max_failed_ratio` between 0 and 1 but received {self.max_failed_ratio!r}"
+            )
+        if self.max_shards_in_flight is not None and self.max_shards_in_flight < 1:
+            raise ValueError(
+                f"Expected `max_shards_in_flight` >= 1 or None but received {self.max_shards_in_flight!r}"
+            )
 
 
 @dataclass(frozen=True)

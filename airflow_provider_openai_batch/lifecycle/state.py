@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from airflow_provider_openai_batch.lifecycle.ledger import SubmissionRecord, label
 from airflow_provider_openai_batch.lifecycle.queue import QueueState
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 
 
 class Phase(str, Enum):
-    """Where a try is. The values are the ones version 0.1 wrote into trigger contexts."""
+    """Where a try is."""
 
-    WAITING = "run"  # waiting for the current round
-    CANCELLING = "timed_out"  # our timeout cancelled the round: waiting out the grace for its partial results
+    WAITING = "WAITING"  # waiting for the current round
+    # Our timeout cancelled the round: waiting out the grace for its partial results.
+    CANCELLING = "CANCELLING"
 
 
 @dataclass
@@ -59,32 +60,17 @@ class RunState:
         }
 
     @classmethod
-    def from_context(cls, context: Any, event_batch_ids: list[str] | None = None) -> RunState | None:
-        """The state a trigger echoed back; reads contexts written by version 0.1 too. None if there is none."""
-        if not isinstance(context, dict):
-            context = {}
-        phase = Phase(context.get("phase") or Phase.WAITING.value)
-        deadline = context.get("deadline")
-        if context.get("version") == 2:
-            record = SubmissionRecord.from_json(context.get("record"))
-            if record is None:
-                return None
-            return cls(
-                record=record,
-                phase=phase,
-                deadline=deadline,
-                model=context.get("model"),
-                queue=QueueState.from_json(context.get("queue")),
-            )
-        # Version 0.1: {"phase", "shards", "deadline", "fingerprint", "rounds": [[ids], ...]}
-        rounds = context.get("rounds") or ([list(event_batch_ids)] if event_batch_ids else None)
-        if not rounds:
+    def from_context(cls, context: Any) -> RunState | None:
+        """The state a trigger echoed back (what :meth:`to_context` wrote); None if there is none."""
+        if not isinstance(context, dict) or context.get("version") != 2:
             return None
-        shards = int(context.get("shards") or len(rounds[0]))
-        batches = {label(0, i, shards): b for i, b in enumerate(rounds[0])}
-        for r, ids in enumerate(rounds[1:], start=1):
-            batches.update({label(r, j, len(ids)): b for j, b in enumerate(ids)})
-        record = SubmissionRecord(
-            fingerprint=str(context.get("fingerprint") or ""), shard_count=shards, batches=batches
+        record = SubmissionRecord.from_json(context.get("record"))
+        if record is None:
+            return None
+        return cls(
+            record=record,
+            phase=Phase(context.get("phase") or Phase.WAITING.value),
+            deadline=context.get("deadline"),
+            model=context.get("model"),
+            queue=QueueState.from_json(context.get("queue")),
         )
-        return cls(record=record, phase=phase, deadline=deadline)

@@ -14,8 +14,9 @@ from typing import Any
 from airflow_provider_openai_batch import cost, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
 from airflow_provider_openai_batch.lifecycle import resubmit
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger, SubmissionRecord
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger
 from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomRequest, configured_limits
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import RunState
 from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, label, parse_label
 from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """What the operator's arguments say about the batches to create (rendered, one try)."""
+    """What the operator's arguments say about the batches to create; exactly one of ``input_path`` and
+    ``requests`` is given."""
 
     task_id: str
     endpoint: str
@@ -39,6 +41,11 @@ class Job:
     requests: Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]] | None = None
     custom_id_prefix: str | None = None
     limits: Limits = Limits()
+
+    def __post_init__(self) -> None:
+        if (self.input_path is None) == (self.requests is None):
+            given = "both" if self.input_path is not None else "neither"
+            raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
 
     @property
     def source_name(self) -> str:
@@ -198,7 +205,7 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
     """Build the next follow-up round (or finish one a crash left half made); False if nothing is worth it."""
     broken = state.record.incomplete_round()
     round_no = broken.round if broken is not None else len(state.rounds)
-    sources = [ledger.seen.get(b) or ledger.read(b) for b in state.rounds[round_no - 1]]
+    sources = [ledger.batch(b) for b in state.rounds[round_no - 1]]
     with tempfile.TemporaryDirectory(prefix="openai-batch-retry-") as workdir:
         spool = resubmit.collect_retryable(
             ledger.hook,
@@ -218,21 +225,3 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
             labels.append(lbl)
         create(job, ledger, state.record, labels)
     return True
-
-
-def check_arguments(
-    input_path: Any, requests: Any, on_timeout: str, on_input_change: str, ratio: float, in_flight: int | None
-) -> None:
-    if (input_path is None) == (requests is None):
-        given = "both" if input_path is not None else "neither"
-        raise ValueError(f"Expected exactly one of `input_path` or `requests` but received {given}")
-    if on_timeout not in ("cancel", "keep"):
-        raise ValueError(f"Expected `on_timeout` to be 'cancel' or 'keep' but received {on_timeout!r}")
-    if on_input_change not in ("resubmit", "fail"):
-        raise ValueError(
-            f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
-        )
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"Expected `max_failed_ratio` between 0 and 1 but received {ratio!r}")
-    if in_flight is not None and in_flight < 1:
-        raise ValueError(f"Expected `max_shards_in_flight` >= 1 or None but received {in_flight!r}")

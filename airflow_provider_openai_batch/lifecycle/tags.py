@@ -79,11 +79,6 @@ class TaskIdentity:
         return _digest([self.dag_id, self.task_id, self.map_index, scope])
 
     @property
-    def legacy_key(self) -> str:
-        """The key version 0.1 tagged batches with (dag, task, run, map index): found after an upgrade."""
-        return _digest([self.dag_id, self.task_id, self.run_id, self.map_index])
-
-    @property
     def readable_task(self) -> str:
         return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
 

@@ -7,6 +7,7 @@ only fetch statuses (their own way) and sleep; so the two waits cannot drift apa
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from typing import Any
 from airflow_provider_openai_batch.lifecycle.queue import Admission, RoomRequest, RoomWatch
 from airflow_provider_openai_batch.progress import RateMeter, progress_line
 from airflow_provider_openai_batch.statuses import KNOWN, PERMANENT_POLL_HTTP_STATUSES, TERMINAL, EventStatus
+
+log = logging.getLogger(__name__)
 
 #: ``(batch_id, status, request_counts)``: what one poll learns about one batch.
 StatusResult = tuple[str, Any, dict[str, Any]]
@@ -155,7 +158,6 @@ def wait_in_place(
     *,
     deadline: float | None,
     poll_interval: float,
-    log: Any,
     max_consecutive_errors: int = 5,
     sleep: Any = time.sleep,
     room: RoomRequest | None = None,
@@ -174,7 +176,7 @@ def wait_in_place(
     rates = RateMeter()
     sleep(min(first_poll_delay(poll_interval, None), max(tracker.remaining() or 5.0, 0.0)))
     while True:
-        if room is not None and _let_in(room, watch, admission, list_top, log):
+        if room is not None and _let_in(room, watch, admission, list_top):
             return tracker.event(EventStatus.ROOM, f"Room in the {room.model} batch queue")
         pending = tracker.pending()
         answers: list[StatusResult | BaseException] = []
@@ -202,7 +204,7 @@ def wait_in_place(
         sleep(poll_interval if remaining is None else max(0.0, min(poll_interval, remaining)))
 
 
-def _let_in(room: RoomRequest, watch: RoomWatch, admission: Admission, list_top: Any, log: Any) -> bool:
+def _let_in(room: RoomRequest, watch: RoomWatch, admission: Admission, list_top: Any) -> bool:
     """One look at the newest batches: is the waiting shard let into its model's queue now?"""
     try:
         items = list_top()

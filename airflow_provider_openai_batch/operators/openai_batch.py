@@ -22,9 +22,11 @@ from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch import results, storage
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger, RecordStore, TaskIdentity
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger
 from airflow_provider_openai_batch.lifecycle.queue import QueueState, describe
+from airflow_provider_openai_batch.lifecycle.record import RecordStore, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
+from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN, TaskIdentity
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
     BATCH_IDS_XCOM_KEY,
@@ -32,7 +34,7 @@ from airflow_provider_openai_batch.links.openai_batch import (
     OpenAIBatchLink,
 )
 from airflow_provider_openai_batch.requests_input.shards import Limits
-from airflow_provider_openai_batch.statuses import EventStatus
+from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -77,6 +79,9 @@ class OpenAIBatchOperator(BaseOperator):
     :param reattach_scan_pages: Most pages (100 batches each) one search of ``batches.list`` reads.
     :param max_cost_usd: Refuse to submit (nothing uploaded) when an upper-bound cost estimate of what this try
         would create exceeds it; see docs/results.md for what the estimate counts.
+    :param overwrite_other_results: Replace results another task (another DAG, task or map index, as
+        ``_manifest.json`` says) landed in ``output_path``. Default ``False``: such a folder fails the task before
+        anything is uploaded or paid (``OpenAIBatchOutputOfAnotherTask``); this task's own folder is always rewritten.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
     """
@@ -112,12 +117,14 @@ class OpenAIBatchOperator(BaseOperator):
         max_cost_usd: float | None = None,
         delete_files: bool = False,
         queue_timeout: timedelta | float | None = None,
+        overwrite_other_results: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        submit.check_arguments(
-            input_path, requests, on_timeout, on_input_change, max_failed_ratio, max_shards_in_flight
-        )
+        if on_input_change not in ("resubmit", "fail"):
+            raise ValueError(
+                f"Expected `on_input_change` to be 'resubmit' or 'fail' but received {on_input_change!r}"
+            )
         self.output_path = output_path
         self.input_path = input_path
         self.requests = requests
@@ -143,7 +150,15 @@ class OpenAIBatchOperator(BaseOperator):
         self.queue_timeout = (
             queue_timeout.total_seconds() if isinstance(queue_timeout, timedelta) else queue_timeout
         )
+        self.overwrite_other_results = overwrite_other_results
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
+        #: The page of the batch the task works on, for the extra link (read when Airflow ends the try).
+        self.batch_page_url: str | None = None
+        self._published: list[str] = []  # the batch ids last pushed to XCom by this try
+        self._finished_before: set[str] = set()  # batches already terminal when this try found them
+        # The policy and the job check their own arguments: built once here, a bad one fails when the DAG is
+        # parsed instead of hours into a try.
+        self.policy, self.job  # noqa: B018
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -152,10 +167,10 @@ class OpenAIBatchOperator(BaseOperator):
     @property
     def policy(self) -> plan.Policy:
         return plan.Policy(
-            self.max_shards_in_flight,
-            self.resubmit_failed,
-            self.on_timeout,
-            self.max_failed_ratio,
+            max_shards_in_flight=self.max_shards_in_flight,
+            resubmit_failed=self.resubmit_failed,
+            on_timeout=self.on_timeout,
+            max_failed_ratio=self.max_failed_ratio,
             queue_timeout=self.queue_timeout,
         )
 
@@ -176,6 +191,7 @@ class OpenAIBatchOperator(BaseOperator):
     # ---------------------------------------------------------------------------------------- submit
     def execute(self, context: Context) -> Any:
         """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
+        storage.check_connections(self.input_path, self.output_path)
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
         return self._start(context, submit.configured_token_limits(), QueueState(), deadline)
 
@@ -187,7 +203,13 @@ class OpenAIBatchOperator(BaseOperator):
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = submit.read_input(job, workdir, token_limits)
             storage.check_writable(self.output_path)
+            storage.check_results_owner(
+                self.output_path,
+                storage.results_writer(ledger.identity),
+                overwrite=self.overwrite_other_results,
+            )
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
+            self._report_reused(ledger, record)
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
             submit.check_budget(job, to_create, spool.model, self.max_cost_usd)
             submit.upload_shards(job, ledger, record, to_create, len(spool.shards))
@@ -197,12 +219,11 @@ class OpenAIBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume the run loop with the trigger's event: decode → decide → act."""
-        status = outcomes.check_event(event)
-        assert event is not None
-        state = RunState.from_context(event.get("context"), event.get("batch_ids"))
+        status, payload = outcomes.check_event(event)
+        state = RunState.from_context(payload.get("context"))
         if state is None:
-            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {event!r}")
-        return self._advance(context, self._ledger(context), state, status, str(event.get("message") or ""))
+            raise exc.OpenAIBatchPollError(f"The trigger event names no batch to finish: {payload!r}")
+        return self._advance(context, self._ledger(context), state, status, str(payload.get("message") or ""))
 
     def _ledger(self, context: Context) -> Ledger:
         return Ledger(
@@ -221,10 +242,11 @@ class OpenAIBatchOperator(BaseOperator):
     ) -> Any:
         """Ask the planner for the next step and carry it out, until the results land or the try fails."""
         while True:
+            self._publish(context, state)
             # The current round as OpenAI says now: what the ledger just saw, unless a wait came in between.
-            fresh = event is not None
+            reread = event is not None
             batches = (
-                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, fresh)
+                {} if event in (EventStatus.ERROR, EventStatus.TIMEOUT) else ledger.current(state, reread)
             )
             action = plan.next_step(
                 state, plan.Observation(event, batches, message, time.time()), self.policy
@@ -268,14 +290,6 @@ class OpenAIBatchOperator(BaseOperator):
         """Defer to the trigger (this try resumes in ``execute_complete``), or poll in place."""
         own = set(state.record.own_batch_ids())
         self._active_batch_ids = [b for b in state.current if b in own]
-        # Pushed before deferring so the extra link works while the task waits.
-        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=[b for r in state.rounds for b in r])
-        if state.current:
-            try:
-                url = self.hook.dashboard_url(state.current[0])
-                context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=url)
-            except Exception as err:  # a link is never worth failing a paid batch's try for
-                self.log.warning("No extra link for batch %s: %s", state.current[0], type(err).__name__)
         request = submit.room_request(state, context, self.poll_interval) if room else None
         deadline = state.queue.deadline(self.queue_timeout, state.deadline) if room else state.deadline
         if self.deferrable:
@@ -296,7 +310,6 @@ class OpenAIBatchOperator(BaseOperator):
             state.current,
             deadline=deadline,
             poll_interval=self.poll_interval,
-            log=self.log,
             room=request,
             list_top=submit.list_top(self.hook),
         )
@@ -311,7 +324,7 @@ class OpenAIBatchOperator(BaseOperator):
 
     def _land(self, context: Context, ledger: Ledger, state: RunState) -> Any:
         """Land the results, then end the task as their outcome says; on success, assets and cleanup."""
-        rounds = [[ledger.seen.get(b) or ledger.read(b) for b in rnd] for rnd in state.rounds]
+        rounds = [[ledger.batch(b) for b in rnd] for rnd in state.rounds]
         ids = [b["id"] for rnd in rounds for b in rnd]
         # With delete_files, a result landed before is all that is left of the files: do not download again.
         result = self.delete_files and landing.already_landed(self.output_path, ids, state.record.fingerprint)
@@ -320,9 +333,12 @@ class OpenAIBatchOperator(BaseOperator):
                 self.hook,
                 self.output_path,
                 rounds,
-                state,
+                [state.round_includes_cancelled(r) for r in range(1, len(rounds))],
+                fingerprint=state.record.fingerprint,
+                model=state.model,
                 custom_id_prefix=self.custom_id_prefix,
-                log=self.log,
+                paid_twice=state.record.paid_twice,
+                written_by=storage.results_writer(ledger.identity),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
@@ -331,13 +347,48 @@ class OpenAIBatchOperator(BaseOperator):
         )
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
+        # A repeat for consumers: this try paid and waited for nothing, every batch had finished before it began.
+        relanded = set(ids) <= self._finished_before
         for outlet in self.outlets or []:
-            context["outlet_events"][outlet].extra = results.summary(result)
+            context["outlet_events"][outlet].extra = {**results.summary(result), "relanded": relanded}
         if self.delete_files:
             used = {b["input_file_id"] for rnd in rounds for b in rnd}
             unused = [f for f in state.record.files.values() if f not in used]
-            landing.delete_openai_files(self.hook, rounds, unused, self.log)
+            landing.delete_openai_files(self.hook, rounds, unused)
         return result
+
+    def _report_reused(self, ledger: Ledger, record: SubmissionRecord) -> None:
+        """Say which batches this try reuses (nothing new is paid for them) and remember the finished ones."""
+        for batch_id in record.batches.values():
+            batch = ledger.seen.get(batch_id) or {}
+            status = batch.get("status")
+            origin = (
+                f"created by DAG run {(batch.get('metadata') or {}).get(TAG_RUN)!r}"
+                if batch_id in record.adopted
+                else "created by an earlier try"
+            )
+            if status in TERMINAL:
+                self._finished_before.add(batch_id)
+                self.log.info("Re-landing batch %s (%s, %s): nothing new paid", batch_id, origin, status)
+            else:
+                self.log.info("Re-attaching to batch %s (%s, %s): nothing new paid", batch_id, origin, status)
+
+    def _publish(self, context: Context, state: RunState) -> None:
+        """Push the batch ids and the link's page whenever the batches the task knows change: before waiting,
+        and also on a re-land after a clear (Airflow cleared the XComs, nothing else pushes them again)."""
+        ids = [b for rnd in state.rounds for b in rnd]
+        if not ids or ids == self._published:
+            return
+        self._published = ids
+        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
+        if not state.current:  # every shard of this round waits for queue room: no batch to show yet
+            return
+        try:
+            self.batch_page_url = self.hook.dashboard_url(state.current[0])
+        except Exception as err:  # a link is never worth failing a paid batch's try for
+            self.log.warning("No extra link for batch %s: %s", state.current[0], type(err).__name__)
+            return
+        context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.batch_page_url)
 
     # ------------------------------------------------------------------------------------------- kill
     def on_kill(self) -> None:

@@ -63,13 +63,7 @@ def _lines(location: Any) -> Iterator[dict[str, Any]]:
         for number, raw in enumerate(iter_jsonl_lines(fh), start=1):
             if not raw.strip():
                 continue
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError as err:
-                raise ValueError(
-                    f"Expected a JSON object on line {number} of {name} but received: {err}"
-                ) from None
-            yield _record(line, number, name)
+            yield _record(files.json_line(raw, number, name), number, name)
 
 
 def _require(module: str, method: str, extra: str) -> Any:

@@ -102,12 +102,7 @@ class RequestIndex:
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
 
     def _custom_id(self, line: bytes, number: int, generated: bool, prefix: str | None) -> str:
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            raise ValueError(
-                f"Expected a JSON object on line {number} of {self.name} but received: {err}"
-            ) from None
+        item = files.json_line(line, number, self.name)
         if generated and _is_bare_body(item):
             if not prefix:
                 raise ValueError(

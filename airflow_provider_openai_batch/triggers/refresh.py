@@ -156,12 +156,12 @@ class Refresher:
         if isinstance(exc, openai.APIStatusError) and exc.status_code in LIST_UNSUPPORTED_HTTP_STATUSES:
             if not self.list_unsupported:
                 log.warning(
-                    "Listing batches is not available here (HTTP %s); polling each batch with retrieve",
+                    "Shared status board: listing batches is not available here (HTTP %s); retrieving each batch",
                     exc.status_code,
                 )
             self.list_unsupported = True
             return True
-        log.debug("Listing batches failed: %s: %s", type(exc).__name__, exc)
+        log.debug("Shared status board: listing batches failed: %s: %s", type(exc).__name__, exc)
         return False
 
     async def _window_job(self, window: Window, record: Record) -> None:
@@ -181,7 +181,7 @@ class Refresher:
             await self._gather([self._retrieve_job(b, record) for b in sorted(missing)])
         elif missing:  # the list is not what the map says: start the map over, and answer these directly
             log.warning(
-                "List page after %s lacked %d expected batch(es); re-reading the list",
+                "Shared status board: the list page after %s lacked %d expected batch(es); re-reading the list",
                 window.anchor,
                 len(missing),
             )

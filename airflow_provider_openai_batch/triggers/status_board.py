@@ -10,11 +10,18 @@ counts that moved (at most every ``progress_log_interval``). The requests of a r
 :class:`~.refresh.Refresher`'s; the board keeps the subscriptions, the schedule, what each batch last
 showed and the summary log. Wake-ups are handed out in chunks so that thousands of triggers finishing on
 one refresh do not hold the event loop. The task stops when nobody subscribes.
+
+Logging follows who a line is for. A batch's status lines are written by the trigger waiting on it, in its own
+task, so Airflow files them in that trigger's log (the triggerer routes a line by the trigger id bound in the
+logging context of the task that writes it). The board's own work (list pages, retrieves, the summary) is done
+for every subscriber at once, so its task runs in an empty context: its lines go to the triggerer's own log,
+once per refresh, labelled "Shared status board", instead of the log of whichever trigger subscribed first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import logging
@@ -186,7 +193,10 @@ class StatusBoard:
         if min(sub.first_due + self._first_slack(), self._next_tick or sub.first_due) < self._sleeping_until:
             self._wake.set()  # only when the schedule moves: thousands registering must not spin the task
         if self._task is None:
-            self._task = self.loop.create_task(self._run(), name=f"openai-batch-status-board-{id(self):x}")
+            # Not the subscribing trigger's logging context: the board works for every trigger (module docstring).
+            self._task = self.loop.create_task(
+                self._run(), name=f"openai-batch-status-board-{id(self):x}", context=contextvars.Context()
+            )
         return sub
 
     def _drop(self, sub: Subscription, batch_ids: set[str]) -> None:
@@ -356,12 +366,21 @@ class StatusBoard:
             self._entries[batch_id] = Entry(self.generation, result, error)
             self._last_fetch[batch_id] = started
 
+        pages, retrieves = self.pages, self.retrieves
         try:
             await self.refresher.fetch(sorted(fetch), record)
         except Exception as exc:  # a bug here must not strand the triggers: each gets the error
-            log.exception("Refreshing batch statuses failed")
+            log.exception("Shared status board: refreshing batch statuses failed")
             for batch_id in fetch:
                 record(batch_id, error=exc)
+        log.info(
+            "Shared status board refresh %d: %d batch(es) due, %d list page(s), %d retrieve(s), %d with news",
+            self.refreshes,
+            len(fetch),
+            self.pages - pages,
+            self.retrieves - retrieves,
+            len(changed),
+        )
         return changed
 
     # -- logging and shutdown ------------------------------------------------------------------------
@@ -377,7 +396,7 @@ class StatusBoard:
         refreshes, pages, retrieves = (t - s for t, s in zip(totals, self._summarized, strict=True))
         self._summarized = totals
         log.info(
-            "Status board: %d trigger(s) watching %d batch(es) (%s); since the last summary %d refresh(es), "
+            "Shared status board: %d trigger(s) watching %d batch(es) (%s); since the last summary %d refresh(es), "
             "%d list page(s), %d retrieve(s); list positions known for %d batch(es)",
             n_subs,
             len(self._subs),

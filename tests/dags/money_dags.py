@@ -5,7 +5,8 @@ Parametrised at parse time by ``MONEY_*`` environment variables, which the tests
 ``run_dag`` parses the DAG folder:
 
 - ``MONEY_INPUT``: the JSONL input (local path or ObjectStoragePath URL);
-- ``MONEY_OUTPUT``: the results folder (the run's ``ds`` is appended);
+- ``MONEY_OUTPUT``: the results folder (the run's ``ds`` is appended, or its ``run_id`` with
+  ``MONEY_OUTPUT_BY_RUN=1``: each DAG run of a date lands elsewhere);
 - ``MONEY_POLL_INTERVAL`` (default 0.2 s), ``MONEY_MAX_FAILED_RATIO`` (default 0);
 - ``MONEY_MAX_COST_USD`` (default none: no budget), ``MONEY_DELETE_FILES`` (``1`` for delete_files),
   ``MONEY_FRESH_RUN`` (``1`` for fresh_run);
@@ -38,7 +39,8 @@ def money_batch():
     OpenAIBatchOperator(
         task_id="run_batch",
         input_path=_env("INPUT", "/nonexistent/money-input.jsonl"),
-        output_path=_env("OUTPUT", "/nonexistent/money-output") + "/{{ ds }}",
+        output_path=_env("OUTPUT", "/nonexistent/money-output")
+        + ("/{{ run_id }}" if _env("OUTPUT_BY_RUN") == "1" else "/{{ ds }}"),
         endpoint="/v1/chat/completions",
         metadata={"suite": "money", "partition": "{{ ds }}"},
         deferrable=True,

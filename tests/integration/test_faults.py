@@ -20,7 +20,7 @@ import pytest
 from airflow_provider_openai_batch import files, storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.lifecycle import ledger as ledger_module
+from airflow_provider_openai_batch.lifecycle import record as record_module
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
@@ -313,7 +313,7 @@ def test_crash_between_create_and_defer(run_dag, emulator, local_job, monkeypatc
 def test_crash_between_create_and_record_write(run_dag, emulator, local_job, monkeypatch, rerun):
     """The batch exists but the state store only says "creating": found again by its metadata tags."""
     ids, folder = local_job
-    original = ledger_module.RecordStore.save
+    original = record_module.RecordStore.save
     crashes: list[dict] = []
 
     def save(self, record):
@@ -322,7 +322,7 @@ def test_crash_between_create_and_record_write(run_dag, emulator, local_job, mon
             raise RuntimeError("worker lost before recording the batch id")
         return original(self, record)
 
-    monkeypatch.setattr(ledger_module.RecordStore, "save", save)
+    monkeypatch.setattr(record_module.RecordStore, "save", save)
 
     if rerun == "retry":
         outcome = run_dag(DAG_ID, DATE, retries=1)

@@ -194,7 +194,7 @@ def test_failed_batch_with_several_errors_via_execute_complete(openai_conn, tmp_
     wait_for(lambda: c.batches.retrieve(batch.id).status == "failed", timeout=10)
 
     op = OpenAIBatchOperator(task_id="t", input_path="unused", output_path=str(tmp_path / "out"))
-    ti = mock.MagicMock()
+    ti = mock.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1)
     with pytest.raises(exc.OpenAIBatchFailed) as info:
         op.execute_complete(
             {"ti": ti}, event={"status": "terminal", "batch_ids": [batch.id], "batches": {}, "message": ""}

@@ -14,12 +14,14 @@ import openai
 import pytest
 
 from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.emulator.testing import wait_for
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_jsonl
 from tests.support.builders import write_input
 from tests.support.environment import connected_emulator, dag_env, has_task_state_store
+from tests.support.journal import api_client
 from tests.support.operator_runs import configure_outcome_dag
 from tests.support.transports import LoseFirstCreateAnswer
 
@@ -226,6 +228,33 @@ def test_6_a_changed_input_without_the_record_is_held_to_on_input_change(
     else:
         assert outcome.state == "success", outcome.ti_states()
         assert len(cancels) == 1
+        assert_paid(emulator, 2)
+        assert_each_custom_id_once(folder, new_ids)
+
+
+@pytest.mark.parametrize("policy", ["resubmit", "fail"])
+@pytest.mark.parametrize("record", [pytest.param("kept", marks=NEEDS_RECORD), "lost"])
+def test_6_a_finished_batch_of_other_input_gets_the_same_answer_with_or_without_the_record(
+    run_dag, emulator, job, monkeypatch, capfd, policy, record
+):
+    ids, source, folder = job
+    _crash_once_before_waiting(monkeypatch)
+    assert run_dag(DAG_ID, DATE).state == "failed"
+    (stale,) = assert_paid(emulator, 1)
+    wait_for(lambda: api_client(emulator).batches.retrieve(stale).status == "completed", timeout=30)
+    new_ids = [f"new-{i}" for i in range(4)]
+    write_input(source, new_ids)
+    monkeypatch.setenv("RELIABILITY_ON_INPUT_CHANGE", policy)
+
+    outcome = run_dag(DAG_ID, DATE, clear=record == "kept")  # a clear keeps the record; a new run has none
+
+    assert emulator.calls("POST", f"/v1/batches/{stale}/cancel") == []  # finished: nothing to cancel
+    if policy == "fail":
+        out, err = capfd.readouterr()
+        assert outcome.state == "failed" and "OpenAIBatchInputChanged" in out + err and stale in out + err
+        assert_paid(emulator, 1)
+    else:
+        assert outcome.state == "success", outcome.ti_states()
         assert_paid(emulator, 2)
         assert_each_custom_id_once(folder, new_ids)
 

@@ -93,4 +93,4 @@ class FakeBatchHook:
         self.downloads.append(file_id)
         data = self.files[file_id]
         Path(local_path).write_bytes(data)
-        return len(data), data.count(b"\n")
+        return len(data), data.count(b"\n") + (not data.endswith(b"\n") if data else 0)

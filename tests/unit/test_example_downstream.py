@@ -19,11 +19,14 @@ def load_example():
     return module
 
 
-def landed(folder: Path, answers: int, expired: int) -> dict:
+def landed(
+    folder: Path, answers: int, expired: int, batch_id: str = "batch_1", relanded: bool = False
+) -> dict:
     write_jsonl(folder / "output.jsonl", [ok_line(f"a{i}", chat_body(f"text {i}")) for i in range(answers)])
     write_jsonl(folder / "errors.jsonl", [expired_line(f"e{i}") for i in range(expired)])
     summary = {
-        "batch_ids": ["batch_1"],
+        "batch_ids": [batch_id],
+        "relanded": relanded,
         "status": "expired",
         "request_counts": {"total": answers + expired, "completed": answers, "failed": expired},
         "output_path": str(folder / "output.jsonl"),
@@ -45,12 +48,16 @@ def test_count_results_reads_every_event_from_its_extra(tmp_path):
     module = load_example()
     task = module.openai_batch_downstream().get_task("count_results")
     events = [
-        SimpleNamespace(extra=landed(tmp_path / "d1", answers=3, expired=1)),
-        SimpleNamespace(extra=landed(tmp_path / "d2", answers=2, expired=0)),
+        SimpleNamespace(extra=landed(tmp_path / "d1", answers=3, expired=1, batch_id="batch_1")),
+        SimpleNamespace(extra=landed(tmp_path / "d2", answers=2, expired=0, batch_id="batch_2")),
+        # A clear of the first date's task landed batch_1 again: the same results, counted once.
+        SimpleNamespace(
+            extra=landed(tmp_path / "d1", answers=3, expired=1, batch_id="batch_1", relanded=True)
+        ),
     ]
     # As Airflow's accessor, looked up by asset (an Asset is not hashable on Airflow 3.1, so no dict here).
     accessor = type(
         "Events", (), {"__getitem__": lambda self, asset: events if asset == module.RESULTS else []}
     )()
     counts = task.python_callable(triggering_asset_events=accessor)
-    assert counts == {"events": 2, "answered": 5, "empty": 0, "failed": 1, "estimated_usd": 0.5}
+    assert counts == {"events": 2, "repeats": 1, "answered": 5, "empty": 0, "failed": 1, "estimated_usd": 0.5}

@@ -88,6 +88,7 @@ def test_build_result_single_batch():
         fingerprint="fp-1",
         custom_id_prefix="daily",
         cost={"total_usd": 0.25},
+        written_by={"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r"},
     )
     assert result == {
         "batch_id": "batch_1",
@@ -125,6 +126,8 @@ def test_build_result_single_batch():
         "model": "gpt-4o-mini",
         "input_fingerprint": "fp-1",
         "custom_id_prefix": "daily",
+        "paid_twice": [],
+        "written_by": {"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r"},
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from airflow_provider_openai_batch.cost import cost_of_usage, load_prices
+from airflow_provider_openai_batch.cost import cost_of_usage, load_prices, price_age
 from airflow_provider_openai_batch.cost.prices import DEFAULT_TABLE
 
 PRICES = {
@@ -141,3 +141,13 @@ def test_the_option_read_is_the_one_the_provider_declares():
     option = get_provider_info()["config"][CONFIG_SECTION]["options"][CONFIG_OPTION]
     assert option["type"] == "string" and option["default"] == ""
     load_prices(option["example"], use_config=False)  # the documented example is a valid table
+
+
+def test_price_age_warns_only_about_old_prices():
+    old = cost_of_usage(
+        "m", {}, {**PRICES, "models": {"m": {**PRICES["models"]["m"], "as_of": "2020-01-01"}}}
+    )
+    assert price_age(old).startswith("Cost estimates use prices as of 2020-01-01, ")
+    assert "[openai_batch] price_table" in price_age(old)
+    fresh = {**PRICES["models"]["m"], "as_of": dt.date.today().isoformat()}
+    assert price_age(cost_of_usage("m", {}, {**PRICES, "models": {"m": fresh}})) is None

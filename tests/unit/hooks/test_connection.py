@@ -14,7 +14,11 @@ import pytest
 from airflow.sdk import Connection
 
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
-from airflow_provider_openai_batch.hooks.connection import base_url_from_host, client_kwargs_from_connection
+from airflow_provider_openai_batch.hooks.connection import (
+    base_url_from_host,
+    batch_dashboard_url,
+    client_kwargs_from_connection,
+)
 from airflow_provider_openai_batch.hooks.connection_test import MISSING_BATCH_ID
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 
@@ -337,3 +341,38 @@ def test_a_dashboard_url_template_with_other_placeholders_is_refused(monkeypatch
     set_conn(monkeypatch, extra={"dashboard_url": "https://ops.example.com/{project}/{batch_id}"})
     with pytest.raises(ValueError, match=r"`\{batch_id\}` as its only placeholder"):
         OpenAIBatchHook(CONN_ID).dashboard_url("batch_1")
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "url"),
+    [
+        ("openai", {}, "https://platform.openai.com/batches/batch_1"),
+        ("openai", {"host": "https://api.openai.com/v1"}, "https://platform.openai.com/batches/batch_1"),
+        ("openai", {"host": "https://us.api.openai.com/v1/"}, "https://platform.openai.com/batches/batch_1"),
+        ("openai", {"host": "http://127.0.0.1:8000/v1"}, "http://127.0.0.1:8000/batches/batch_1"),
+        ("openai", {"host": "https://gw.example.com/openai/v1"}, "https://gw.example.com/batches/batch_1"),
+        ("openai", {"host": "https://u:secret@gw.example.com/v1"}, "https://gw.example.com/batches/batch_1"),
+        ("openai", {"host": "http://notopenai.com/v1"}, "http://notopenai.com/batches/batch_1"),
+        (
+            "openai",
+            {"extra": json.dumps({"openai_client_kwargs": {"base_url": "gw.example.com/v1"}})},
+            "https://gw.example.com/batches/batch_1",
+        ),
+        (
+            "azure",
+            {"extra": json.dumps({"azure_endpoint": "https://r.openai.azure.com", "api_version": "v"})},
+            "https://oai.azure.com/resource/batch",
+        ),
+    ],
+)
+def test_batch_dashboard_url_from_the_connection_alone(kind, kwargs, url):
+    conn = Connection(conn_id="c", conn_type="openai_batch", password=API_KEY, **kwargs)
+    assert client_kwargs_from_connection(conn)[0] == kind
+    assert batch_dashboard_url(conn, "batch_1") == url
+
+
+def test_batch_id_is_quoted_into_the_path_and_an_empty_one_refused():
+    conn = Connection(conn_id="c", conn_type="openai_batch", host="http://127.0.0.1:8000/v1")
+    assert batch_dashboard_url(conn, "a/b?c") == "http://127.0.0.1:8000/batches/a%2Fb%3Fc"
+    with pytest.raises(ValueError, match="Expected a non-empty value for `batch_id` but received ''"):
+        batch_dashboard_url(conn, "")

@@ -480,19 +480,3 @@ def test_api_key_never_in_logs_reprs_or_errors(monkeypatch, caplog, tmp_path):
         asyncio.run(hook.aget_batch("batch_1"))
     for text in (repr(hook), str(hook), str(err.value), str(aerr.value), caplog.text):
         assert API_KEY not in text
-
-
-@pytest.mark.parametrize(
-    ("metadata", "match"),
-    [
-        ({f"k{i}": "v" for i in range(17)}, "at most 16"),
-        ({"k": 1}, "strings"),
-        ({"k" * 65: "v"}, "at most 64"),
-        ({"k": "v" * 513}, "512"),
-    ],
-)
-def test_metadata_limits_are_checked_before_any_request(metadata, match):
-    with pytest.raises(ValueError, match=match):
-        OpenAIBatchHook("no_such_connection").create_batch(
-            input_file_id="file-1", endpoint="/v1/chat/completions", metadata=metadata
-        )

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
-from airflow_provider_openai_batch.lifecycle.ledger import (
-    STATE_KEY,
-    Ledger,
-    RecordStore,
-    SubmissionRecord,
-    search,
-)
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger, search
+from airflow_provider_openai_batch.lifecycle.record import STATE_KEY, RecordStore, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.tags import (
     TAG_DAG,
     TAG_INPUT,
@@ -54,7 +49,6 @@ def test_labels_round_trip():
 
 def test_partition_key_is_shared_across_runs_of_a_date_and_differs_across_dates():
     assert ME.partition_key == OTHER_RUN.partition_key
-    assert ME.legacy_key != OTHER_RUN.legacy_key
     other_date = TaskIdentity("daily", "run_batch", "scheduled__2026-11-02", -1, "2026-11-02T00:00:00+00:00")
     assert other_date.partition_key != ME.partition_key
     no_date = TaskIdentity("daily", "run_batch", "manual__x", -1, None)
@@ -72,13 +66,10 @@ def test_metadata_readable_tags_yield_to_user_metadata():
         check_user_metadata({TAG_INPUT: "x"})
 
 
-def test_record_json_round_trip_and_version_01_shape():
+def test_record_json_round_trip():
     record = SubmissionRecord("fp", 2, batches={"0/2": "a", "1/2": "b", "r1.0/1": "c"}, files={"0/2": "f"})
     assert SubmissionRecord.from_json(record.to_json()) == record
     assert record.rounds() == [["a", "b"], ["c"]]
-    old = {"fingerprint": "fp", "count": 2, "shards": {"0": "a"}, "rounds": [["a"], ["c"]], "creating": 1}
-    migrated = SubmissionRecord.from_json(old)
-    assert migrated.batches == {"0/2": "a", "r1.0/1": "c"} and migrated.intent["label"] == "1/2"
 
 
 def test_search_reaches_back_by_time_past_busy_pages():
@@ -86,7 +77,7 @@ def test_search_reaches_back_by_time_past_busy_pages():
     hook.add(tagged("ours", created_at=NOW - 3600))
     for i in range(450):  # other users' batches created after ours: four and a half pages of them
         hook.add(batch(f"other{i}", created_at=int(NOW - 10)))
-    found = search(hook, keys={ME.partition_key}, since=NOW - 7200)
+    found = search(hook, key=ME.partition_key, since=NOW - 7200)
     assert [b["id"] for b in found] == ["ours"]
     assert hook.list_calls == 5
 
@@ -96,7 +87,7 @@ def test_search_stops_at_batches_older_than_since():
     for i in range(300):
         hook.add(batch(f"old{i}", created_at=int(NOW - 10_000)))
     hook.add(tagged("new", created_at=NOW))
-    assert [b["id"] for b in search(hook, keys={ME.partition_key}, since=NOW - 100)] == ["new"]
+    assert [b["id"] for b in search(hook, key=ME.partition_key, since=NOW - 100)] == ["new"]
     assert hook.list_calls == 1
 
 
@@ -196,6 +187,29 @@ def test_changed_input_in_the_same_run_without_a_record_follows_on_input_change(
             led.attach("new", 1)
     else:
         assert led.attach("new", 1).batches == {} and cancelled == ["stale"]
+
+
+@pytest.mark.parametrize("policy", ["resubmit", "fail"])
+@pytest.mark.parametrize("with_record", [True, False], ids=["record", "no-record"])
+def test_a_finished_batch_of_other_input_gets_the_same_answer_with_or_without_the_record(policy, with_record):
+    hook, store = FakeBatchHook(), FakeStore()
+    hook.add(tagged("done", fp="old", status="completed"))
+    if with_record:
+        store.set(STATE_KEY, SubmissionRecord("old", 1, batches={"0/1": "done"}).to_json())
+    led, cancelled = ledger(hook, store, on_input_change=policy)
+    if policy == "fail":
+        with pytest.raises(OpenAIBatchInputChanged, match="done"):
+            led.attach("new", 1)
+    else:  # nothing to cancel: the new input is submitted
+        record = led.attach("new", 1)
+        assert record.batches == {} and record.missing_shards() == [0] and cancelled == []
+
+
+def test_a_rejected_batch_of_other_input_is_no_input_change():
+    hook = FakeBatchHook()
+    hook.add(tagged("rejected", fp="old", status="failed"))
+    led, cancelled = ledger(hook, None, on_input_change="fail")
+    assert led.attach("new", 1).batches == {} and cancelled == []
 
 
 def test_changed_input_with_a_record_cancels_only_batches_this_task_created():

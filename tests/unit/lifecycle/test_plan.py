@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_openai_batch.lifecycle import plan
-from airflow_provider_openai_batch.lifecycle.ledger import SubmissionRecord, label
 from airflow_provider_openai_batch.lifecycle.queue import QueueState
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
+from airflow_provider_openai_batch.lifecycle.tags import label
 from airflow_provider_openai_batch.statuses import EventStatus
 from tests.support.builders import batch
 

@@ -1,10 +1,10 @@
-"""RunState's round trip through the trigger's context, including contexts written by version 0.1."""
+"""RunState's round trip through the trigger's context."""
 
 from __future__ import annotations
 
 import json
 
-from airflow_provider_openai_batch.lifecycle.ledger import SubmissionRecord
+from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
 
 
@@ -19,19 +19,6 @@ def test_round_trip_through_json():
     assert back.round_includes_cancelled(1) and not back.round_includes_cancelled(0)
 
 
-def test_a_context_written_by_version_01_still_resumes():
-    old = {
-        "phase": "timed_out",
-        "shards": 3,
-        "deadline": 99.0,
-        "fingerprint": "f" * 32,
-        "rounds": [["a", "b"], ["c"]],
-    }
-    state = RunState.from_context(old)
-    assert state.phase is Phase.CANCELLING and state.deadline == 99.0
-    assert state.rounds == [["a", "b"], ["c"]] and state.record.missing_shards() == [2]
-
-
-def test_an_event_without_context_falls_back_to_its_batch_ids_and_none_without_either():
-    assert RunState.from_context(None, ["x"]).current == ["x"]
-    assert RunState.from_context({}, None) is None
+def test_a_context_this_version_did_not_write_is_none():
+    assert RunState.from_context(None) is None and RunState.from_context({}) is None
+    assert RunState.from_context({"version": 2, "record": {"fingerprint": "fp"}}) is None

@@ -1,9 +1,10 @@
 """The operator's argument checks: a bad argument fails when the DAG is parsed, with a message that says what was
 expected and what was received, instead of failing a task hours later (or, worse, paying for a batch first).
 
-``submit.check_arguments`` is what ``OpenAIBatchOperator.__init__`` calls; both are exercised, since a check
-the constructor stopped calling would leave the first group passing. The metadata limits apply after templates
-render (``metadata`` is a templated field), so they are checked by ``tags.check_user_metadata`` at create time.
+``plan.Policy`` and ``submit.Job`` check their own fields when built, and ``OpenAIBatchOperator.__init__`` builds
+both; each check is exercised on its own object and through the constructor, since a check the constructor
+stopped reaching would leave the first group passing. The metadata limits apply after templates render
+(``metadata`` is a templated field), so they are checked by ``tags.check_user_metadata`` at create time.
 """
 
 from __future__ import annotations
@@ -11,62 +12,42 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_openai_batch.batch_input import Limits
-from airflow_provider_openai_batch.lifecycle import submit
+from airflow_provider_openai_batch.lifecycle import plan, submit
 from airflow_provider_openai_batch.lifecycle.tags import MAX_KEY_CHARS, MAX_VALUE_CHARS, check_user_metadata
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 
-GOOD = {
-    "input_path": "in.jsonl",
-    "requests": None,
-    "on_timeout": "cancel",
-    "on_input_change": "resubmit",
-    "ratio": 0.0,
-    "in_flight": None,
-}
-
-# (the bad argument, as check_arguments names it → as the operator names it, its value, what the message says)
+# (the operator's argument, its value, what the message says): the policy's own checks
+BAD_POLICY = [
+    ("on_timeout", "never", ["Expected `on_timeout` to be 'cancel' or 'keep'", "received 'never'"]),
+    ("on_timeout", "CANCEL", ["Expected `on_timeout`", "received 'CANCEL'"]),
+    ("max_failed_ratio", 1.5, ["Expected `max_failed_ratio` between 0 and 1", "received 1.5"]),
+    ("max_failed_ratio", -0.1, ["Expected `max_failed_ratio` between 0 and 1", "received -0.1"]),
+    ("max_shards_in_flight", 0, ["Expected `max_shards_in_flight` >= 1 or None", "received 0"]),
+    ("max_shards_in_flight", -3, ["Expected `max_shards_in_flight` >= 1 or None", "received -3"]),
+]
+# ... and the operator's own (the ledger's policy for a changed input)
 BAD = [
+    *BAD_POLICY,
     (
-        "on_timeout",
-        "on_timeout",
-        "never",
-        ["Expected `on_timeout` to be 'cancel' or 'keep'", "received 'never'"],
-    ),
-    ("on_timeout", "on_timeout", "CANCEL", ["Expected `on_timeout`", "received 'CANCEL'"]),
-    (
-        "on_input_change",
         "on_input_change",
         "ignore",
         ["Expected `on_input_change` to be 'resubmit' or 'fail'", "received 'ignore'"],
     ),
-    ("ratio", "max_failed_ratio", 1.5, ["Expected `max_failed_ratio` between 0 and 1", "received 1.5"]),
-    ("ratio", "max_failed_ratio", -0.1, ["Expected `max_failed_ratio` between 0 and 1", "received -0.1"]),
-    ("in_flight", "max_shards_in_flight", 0, ["Expected `max_shards_in_flight` >= 1 or None", "received 0"]),
-    (
-        "in_flight",
-        "max_shards_in_flight",
-        -3,
-        ["Expected `max_shards_in_flight` >= 1 or None", "received -3"],
-    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "operator_name", "value", "says"), BAD, ids=[f"{b[1]}={b[2]!r}" for b in BAD]
-)
-def test_check_arguments_names_what_was_expected_and_received(name, operator_name, value, says):
+@pytest.mark.parametrize(("name", "value", "says"), BAD_POLICY, ids=[f"{b[0]}={b[1]!r}" for b in BAD_POLICY])
+def test_the_policy_names_what_was_expected_and_received(name, value, says):
     with pytest.raises(ValueError) as info:
-        submit.check_arguments(**{**GOOD, name: value})
+        plan.Policy(**{name: value})
     for fragment in says:
         assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize(
-    ("name", "operator_name", "value", "says"), BAD, ids=[f"{b[1]}={b[2]!r}" for b in BAD]
-)
-def test_the_operator_refuses_the_same_arguments_when_constructed(name, operator_name, value, says):
+@pytest.mark.parametrize(("name", "value", "says"), BAD, ids=[f"{b[0]}={b[1]!r}" for b in BAD])
+def test_the_operator_refuses_the_same_arguments_when_constructed(name, value, says):
     with pytest.raises(ValueError) as info:
-        OpenAIBatchOperator(task_id="t", output_path="out", input_path="in.jsonl", **{operator_name: value})
+        OpenAIBatchOperator(task_id="t", output_path="out", input_path="in.jsonl", **{name: value})
     for fragment in says:
         assert fragment in str(info.value)
 
@@ -76,7 +57,7 @@ def test_the_operator_refuses_the_same_arguments_when_constructed(name, operator
 )
 def test_exactly_one_source_of_requests(input_path, requests):
     with pytest.raises(ValueError, match="exactly one of `input_path` or `requests`"):
-        submit.check_arguments(**{**GOOD, "input_path": input_path, "requests": requests})
+        submit.Job(task_id="t", endpoint="/v1/chat/completions", input_path=input_path, requests=requests)
     with pytest.raises(ValueError, match="exactly one of `input_path` or `requests`"):
         OpenAIBatchOperator(task_id="t", output_path="out", input_path=input_path, requests=requests)
 

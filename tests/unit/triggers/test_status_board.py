@@ -139,7 +139,7 @@ def test_a_service_that_cannot_list_is_polled_with_retrieves(monkeypatch, caplog
 
     run(main())
     assert fake.lists == 1 and all(n == 2 for n in fake.gets.values()) and len(fake.gets) == 5
-    assert caplog.text.count("Listing batches is not available here (HTTP 404)") == 1
+    assert caplog.text.count("listing batches is not available here (HTTP 404)") == 1
 
 
 def test_coalescing_switched_off_in_the_configuration_retrieves_each_batch(monkeypatch):
@@ -258,6 +258,40 @@ def test_boards_on_different_event_loops_are_independent(monkeypatch):
         thread.join(20)
     assert len({id(b) for b in boards}) == 2 and boards[0].loop is not boards[1].loop
     assert all(b.closed for b in boards) and status_board.live_boards() == []
+
+
+def test_the_board_logs_in_no_trigger_s_context_while_each_trigger_keeps_its_own(monkeypatch, caplog):
+    # The triggerer files a line in the log of the trigger id bound in the writing task's context (structlog
+    # contextvars, as airflow.jobs.triggerer_job_runner binds them per trigger). The board, started by the
+    # first subscriber, must not write its shared lines into that trigger's log.
+    import structlog
+
+    FakeBatches(monkeypatch, ours(2))
+    seen_by_board: list[dict] = []
+
+    async def trigger(batch_id: str, trigger_id: int) -> dict:
+        structlog.contextvars.bind_contextvars(trigger_id=trigger_id)
+        board = await new_board()
+        if not seen_by_board:
+            real = board.refresher.fetch
+
+            async def fetch(*args):
+                seen_by_board.append(structlog.contextvars.get_contextvars())
+                return await real(*args)
+
+            board.refresher.fetch = fetch
+        sub = board.subscribe([batch_id], 0.02)
+        await settle([sub], {})
+        sub.close()
+        return structlog.contextvars.get_contextvars()
+
+    async def main():
+        return await asyncio.gather(trigger("b0000", 1), trigger("b0001", 2))
+
+    with caplog.at_level("INFO", logger=status_board.__name__):
+        assert run(main()) == [{"trigger_id": 1}, {"trigger_id": 2}]
+    assert seen_by_board and all(ctx == {} for ctx in seen_by_board), seen_by_board
+    assert "Shared status board refresh 1: 2 batch(es) due" in caplog.text
 
 
 def test_waiting_shards_are_let_in_in_order_as_a_batch_leaves_the_queue(monkeypatch):
