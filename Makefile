@@ -28,10 +28,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# The layout's rules (docs/architecture.md) are checked with lint: tests/unit/test_layout.py reads the imports.
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/ruff format --check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layout.py
 
 # Results and the machine they ran on: docs/benchmarks.md.
 bench: setup

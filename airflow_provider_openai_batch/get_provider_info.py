@@ -104,6 +104,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "60",
                         "default": "300",
                     },
+                    "page_refresh_seconds": {
+                        "description": (
+                            "How old (seconds) the API's answers on the batch pages may be: the API server lists "
+                            "each connection's batches at most once per this interval, whatever the number of "
+                            "views, and the pages reload themselves as often."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "30",
+                    },
                     "assumed_output_tokens": {
                         "description": (
                             "Typical output tokens per request, by model, for cost estimates and max_cost_usd "

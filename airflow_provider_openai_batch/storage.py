@@ -232,3 +232,16 @@ def check_results_owner(
         f"written by {who}; nothing was uploaded or paid. Write to another folder, or pass "
         "overwrite_other_results=True to replace them."
     )
+
+
+def landed_bytes(*paths: str | None) -> int | None:
+    """The total size of the landed files (one ``stat`` each, for the landing metric); None if one cannot be read."""
+    total = 0
+    for path in paths:
+        if not path:
+            continue
+        try:
+            total += int(to_path(path).stat().st_size)
+        except Exception:  # a metric is never worth failing a landed task
+            return None
+    return total

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
     from airflow.sdk.log import amask_secret, mask_secret
+    from airflow.sdk.observability.stats import Stats
 else:
     try:  # Airflow 3.2+
         from airflow.sdk.configuration import conf
@@ -45,6 +46,11 @@ else:
     except ImportError:
         from airflow.utils.operator_helpers import determine_kwargs
 
+    try:  # Airflow 3.2+: the Task SDK's Stats, initialised by the task runner and the triggerer
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # Airflow 3.1
+        from airflow.stats import Stats
+
 __all__ = [
     "AirflowException",
     "AirflowFailException",
@@ -53,4 +59,5 @@ __all__ = [
     "conf",
     "determine_kwargs",
     "mask_secret",
+    "Stats",
 ]

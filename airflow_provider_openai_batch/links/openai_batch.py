@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 BATCH_IDS_XCOM_KEY = "openai_batch_ids"
 #: ... and the current batch's page, which the link shows, under this one.
 BATCH_URL_XCOM_KEY = "openai_batch_url"
+#: ... and the connection the batches run on, so the batch pages know which API to ask.
+BATCH_CONN_XCOM_KEY = "openai_batch_conn_id"
+#: While the task waits for room in the organisation's queue, ``{"since": unix time, "reason": str}`` under
+#: this key (``None`` once it no longer waits); the batch pages show "waiting for queue" from it.
+QUEUE_WAIT_XCOM_KEY = "openai_batch_queue_wait"
 
 
 class OpenAIBatchLink(BaseOperatorLink):

@@ -9,9 +9,10 @@ the trigger echoes back. Money-critical calls go through the ledger (:mod:`..lif
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_openai_batch import exceptions as exc
-from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch import metrics, results, storage
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger
@@ -29,12 +30,15 @@ from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN, TaskIdentity
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
 from airflow_provider_openai_batch.links.openai_batch import (
+    BATCH_CONN_XCOM_KEY,
     BATCH_IDS_XCOM_KEY,
     BATCH_URL_XCOM_KEY,
+    QUEUE_WAIT_XCOM_KEY,
     OpenAIBatchLink,
 )
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
+from airflow_provider_openai_batch.structured.validate import OutputSchema
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -84,6 +88,11 @@ class OpenAIBatchOperator(BaseOperator):
         anything is uploaded or paid (``OpenAIBatchOutputOfAnotherTask``); this task's own folder is always rewritten.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
+    :param output_schema: Validate every answer while landing: a Pydantic model, a JSON schema dict, or ``"auto"``
+        (the schema each request asked for). Invalid answers are counted in the result's ``invalid_output``
+        and count as failed requests for ``max_failed_ratio``.
+    :param resubmit_invalid: With ``output_schema``, send the requests whose answers are invalid again, once, in
+        a follow-up round before landing; each ``custom_id`` lands once, with its last answer.
     """
 
     template_fields: Sequence[str] = ("input_path", "output_path", "endpoint", "metadata", "custom_id_prefix")
@@ -116,6 +125,8 @@ class OpenAIBatchOperator(BaseOperator):
         reattach_scan_pages: int = 100,
         max_cost_usd: float | None = None,
         delete_files: bool = False,
+        output_schema: Any = None,
+        resubmit_invalid: bool = False,
         queue_timeout: timedelta | float | None = None,
         overwrite_other_results: bool = False,
         **kwargs: Any,
@@ -147,6 +158,12 @@ class OpenAIBatchOperator(BaseOperator):
         self.reattach_scan_pages = reattach_scan_pages
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
+        if output_schema is not None:
+            OutputSchema(output_schema)  # a bad schema fails when the DAG is parsed, not after paying
+        elif resubmit_invalid:
+            raise ValueError("Expected `output_schema` with resubmit_invalid=True but received none")
+        self.output_schema = output_schema
+        self.resubmit_invalid = resubmit_invalid
         self.queue_timeout = (
             queue_timeout.total_seconds() if isinstance(queue_timeout, timedelta) else queue_timeout
         )
@@ -155,6 +172,7 @@ class OpenAIBatchOperator(BaseOperator):
         #: The page of the batch the task works on, for the extra link (read when Airflow ends the try).
         self.batch_page_url: str | None = None
         self._published: list[str] = []  # the batch ids last pushed to XCom by this try
+        self._queue_shown = False  # whether this try pushed a queue wait the batch pages show
         self._finished_before: set[str] = set()  # batches already terminal when this try found them
         # The policy and the job check their own arguments: built once here, a bad one fails when the DAG is
         # parsed instead of hours into a try.
@@ -172,6 +190,7 @@ class OpenAIBatchOperator(BaseOperator):
             on_timeout=self.on_timeout,
             max_failed_ratio=self.max_failed_ratio,
             queue_timeout=self.queue_timeout,
+            resubmit_invalid=self.resubmit_invalid,
         )
 
     @property
@@ -256,9 +275,11 @@ class OpenAIBatchOperator(BaseOperator):
             if isinstance(action, plan.Wait):
                 event, message = self._wait(context, state)
             elif isinstance(action, plan.SubmitWave):
-                submit.create_wave(self.job, ledger, state, action)
+                with self._counting_creates(context, state):
+                    submit.create_wave(self.job, ledger, state, action)
             elif isinstance(action, plan.Requeue):
-                submit.requeue(ledger, state, action)
+                with self._counting_creates(context, state):
+                    submit.requeue(ledger, state, action)
             elif isinstance(action, plan.WaitForRoom):
                 self._say_waiting(state)
                 event, message = self._wait(context, state, room=True)
@@ -273,7 +294,14 @@ class OpenAIBatchOperator(BaseOperator):
                 queue.limit, queue.learned = action.limit, True
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
-                if not submit.resubmit_round(self.job, ledger, state, action.include_cancelled):
+                with self._counting_creates(context, state):
+                    more = submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled)
+                if not more:
+                    return self._land(context, ledger, state)
+            elif isinstance(action, plan.ResendInvalid):
+                with self._counting_creates(context, state):
+                    more = submit.resend_invalid_round(self.job, self.hook, ledger, state, self.output_schema)
+                if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
                 self.log.warning(
@@ -292,6 +320,7 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = [b for b in state.current if b in own]
         request = submit.room_request(state, context, self.poll_interval) if room else None
         deadline = state.queue.deadline(self.queue_timeout, state.deadline) if room else state.deadline
+        self._show_waiting(context, state, room)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -315,6 +344,31 @@ class OpenAIBatchOperator(BaseOperator):
         )
         return EventStatus(event["status"]), event["message"]
 
+    @contextlib.contextmanager
+    def _counting_creates(self, context: Context, state: RunState) -> Iterator[None]:
+        """Count the batches this task instance creates in the block (``openai_batch.batches_created``)."""
+        before = len(state.record.own_batch_ids())
+        try:
+            yield
+        finally:
+            metrics.batches_created(len(state.record.own_batch_ids()) - before, metrics.tags_of(context))
+
+    def _show_waiting(self, context: Context, state: RunState, room: bool) -> None:
+        """The gauges, and the queue wait the batch pages show (pushed while waiting for room, cleared after)."""
+        tags = metrics.tags_of(context)
+        waiting = len(state.queue.waiting) if room else 0
+        metrics.in_flight(len(state.current), tags)
+        metrics.waiting_for_queue(waiting, tags)
+        if room:
+            line = state.queue.said or f"{waiting} shard(s) wait for room in the {state.model} batch queue"
+            context["ti"].xcom_push(
+                key=QUEUE_WAIT_XCOM_KEY, value={"since": state.queue.since or time.time(), "reason": line}
+            )
+            self._queue_shown = True
+        elif self._queue_shown:
+            context["ti"].xcom_push(key=QUEUE_WAIT_XCOM_KEY, value=None)
+            self._queue_shown = False
+
     def _say_waiting(self, state: RunState) -> None:
         """Log what waits for room, once per change."""
         line = describe(state.model, state.queue, state.queue.waiting, submit.positions(state))
@@ -329,6 +383,7 @@ class OpenAIBatchOperator(BaseOperator):
         # With delete_files, a result landed before is all that is left of the files: do not download again.
         result = self.delete_files and landing.already_landed(self.output_path, ids, state.record.fingerprint)
         if not result:
+            started = time.monotonic()
             result = landing.land_result(
                 self.hook,
                 self.output_path,
@@ -338,12 +393,22 @@ class OpenAIBatchOperator(BaseOperator):
                 model=state.model,
                 custom_id_prefix=self.custom_id_prefix,
                 paid_twice=state.record.paid_twice,
+                output_schema=self.output_schema,
+                invalid_round=state.invalid_round(),
                 written_by=storage.results_writer(ledger.identity),
+            )
+            metrics.landed(
+                [b for rnd in rounds for b in rnd],
+                result,
+                seconds=time.monotonic() - started,
+                landed_bytes=storage.landed_bytes(result["output_path"], result["error_path"]),
+                tags=metrics.tags_of(context),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
+        invalid = (result.get("invalid_output") or {}).get("total", 0)
         outcome = plan.outcome(
-            state, rounds[-1], result["request_counts"], result["error_lines"], self.policy
+            state, rounds[-1], result["request_counts"], result["error_lines"] + invalid, self.policy
         )
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
@@ -381,6 +446,7 @@ class OpenAIBatchOperator(BaseOperator):
             return
         self._published = ids
         context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
+        context["ti"].xcom_push(key=BATCH_CONN_XCOM_KEY, value=self.openai_conn_id)
         if not state.current:  # every shard of this round waits for queue room: no batch to show yet
             return
         try:
