@@ -80,14 +80,6 @@ class BatchResult(TypedDict):
     written_by: dict[str, Any] | None
 
 
-def as_dict(batch: Any) -> dict[str, Any]:
-    """A plain dict of an ``openai.types.Batch`` (or a dict already)."""
-    if isinstance(batch, Mapping):
-        return dict(batch)
-    dumped: dict[str, Any] = batch.model_dump(mode="json", exclude_none=False)
-    return dumped
-
-
 def sum_counts(batches: Iterable[Mapping[str, Any]]) -> RequestCounts:
     total: RequestCounts = {"total": 0, "completed": 0, "failed": 0}
     for batch in batches:

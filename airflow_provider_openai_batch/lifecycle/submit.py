@@ -24,7 +24,6 @@ from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, la
 from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
 from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
 from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
-from airflow_provider_openai_batch.results import as_dict
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +140,8 @@ def note_sizes(state: RunState, spool: SpoolResult) -> None:
     state.queue.tokens = {
         label(0, s.index, total): s.prompt_tokens for s in spool.shards if s.prompt_tokens is not None
     }
+    # Cut again the same way, the shards that waited still wait; cut otherwise, every shard is new.
+    state.queue.admitted([lbl for lbl in state.queue.waiting if lbl not in state.record.files])
 
 
 def positions(state: RunState) -> dict[str, tuple[int, int]]:
@@ -198,17 +199,17 @@ def room_request(state: RunState, context: Any, poll_interval: float) -> RoomReq
 
 def list_top(hook: Any) -> Callable[[], list[dict[str, Any]]]:
     """The newest page of ``GET /batches``, as dicts: where batches leaving a queue show."""
-    return lambda: [as_dict(b) for b in hook.list_batches(limit=100).data]
+    return lambda: hook.list_batches(limit=100).data
 
 
-def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
+def resubmit_round(job: Job, hook: Any, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
     """Build the next follow-up round (or finish one a crash left half made); False if nothing is worth it."""
     broken = state.record.incomplete_round()
     round_no = broken.round if broken is not None else len(state.rounds)
     sources = [ledger.batch(b) for b in state.rounds[round_no - 1]]
     with tempfile.TemporaryDirectory(prefix="openai-batch-retry-") as workdir:
         spool = resubmit.collect_retryable(
-            ledger.hook,
+            hook,
             sources,
             workdir,
             endpoint=job.endpoint,
@@ -221,7 +222,7 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
     return True
 
 
-def resend_invalid_round(job: Job, ledger: Ledger, state: RunState, output_schema: Any) -> bool:
+def resend_invalid_round(job: Job, hook: Any, ledger: Ledger, state: RunState, output_schema: Any) -> bool:
     """Build the follow-up round of the requests whose structured answers are invalid (or finish one a crash
     left half made); False when every answer is valid."""
     broken = state.record.incomplete_round()
@@ -229,7 +230,7 @@ def resend_invalid_round(job: Job, ledger: Ledger, state: RunState, output_schem
     rounds = [[ledger.batch(b) for b in rnd] for rnd in state.rounds[:round_no]]
     with tempfile.TemporaryDirectory(prefix="openai-batch-invalid-") as workdir:
         spool = answers.collect_invalid(
-            ledger.hook, rounds, workdir, output_schema, endpoint=job.endpoint, source_name=job.source_name
+            hook, rounds, workdir, output_schema, endpoint=job.endpoint, source_name=job.source_name
         )
         if spool is None:
             return False

@@ -290,16 +290,17 @@ class OpenAIBatchOperator(BaseOperator):
                     f"{action.limit:,}",
                 )
                 learned = {**submit.configured_token_limits(), state.model or "*": action.limit}
-                queue = QueueState(limit=action.limit, learned=True, free_failures=state.queue.free_failures)
+                queue = state.queue
+                queue.limit, queue.learned = action.limit, True
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
                 with self._counting_creates(context, state):
-                    more = submit.resubmit_round(self.job, ledger, state, action.include_cancelled)
+                    more = submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled)
                 if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.ResendInvalid):
                 with self._counting_creates(context, state):
-                    more = submit.resend_invalid_round(self.job, ledger, state, self.output_schema)
+                    more = submit.resend_invalid_round(self.job, self.hook, ledger, state, self.output_schema)
                 if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):

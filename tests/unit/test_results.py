@@ -174,28 +174,3 @@ def test_build_result_with_no_batches():
         [], output_path=None, error_path=None, manifest_path=None, output_lines=0, error_lines=0
     )
     assert result["batch_id"] is None and result["batch_ids"] == [] and result["status"] == "unknown"
-
-
-def test_as_dict_of_an_openai_batch_model_and_of_a_dict():
-    from openai.types import Batch
-
-    model = Batch(
-        id="batch_x",
-        object="batch",
-        endpoint="/v1/chat/completions",
-        input_file_id="file-1",
-        completion_window="24h",
-        status="completed",
-        created_at=1,
-        request_counts={"total": 1, "completed": 1, "failed": 0},
-    )
-    as_dict = results.as_dict(model)
-    assert as_dict["id"] == "batch_x" and as_dict["request_counts"] == {
-        "total": 1,
-        "completed": 1,
-        "failed": 0,
-    }
-    assert as_dict["output_file_id"] is None  # unset fields present, so .get() and [] both work
-    original = {"id": "b"}
-    copy = results.as_dict(original)
-    assert copy == original and copy is not original

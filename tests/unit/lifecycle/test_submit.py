@@ -165,7 +165,7 @@ def test_resubmit_round(tmp_path, errors, cancelled, resent):
     ledger = new_ledger(hook)
     state = RunState(record=SubmissionRecord("fp", 1, batches={"0/1": "b0"}), deadline=None)
 
-    made = submit.resubmit_round(job(), ledger, state, cancelled)
+    made = submit.resubmit_round(job(), hook, ledger, state, cancelled)
 
     assert made is (resent is not None)
     if resent is None:
