@@ -140,6 +140,8 @@ def note_sizes(state: RunState, spool: SpoolResult) -> None:
     state.queue.tokens = {
         label(0, s.index, total): s.prompt_tokens for s in spool.shards if s.prompt_tokens is not None
     }
+    # Cut again the same way, the shards that waited still wait; cut otherwise, every shard is new.
+    state.queue.admitted([lbl for lbl in state.queue.waiting if lbl not in state.record.files])
 
 
 def positions(state: RunState) -> dict[str, tuple[int, int]]:

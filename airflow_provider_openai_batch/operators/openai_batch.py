@@ -290,7 +290,8 @@ class OpenAIBatchOperator(BaseOperator):
                     f"{action.limit:,}",
                 )
                 learned = {**submit.configured_token_limits(), state.model or "*": action.limit}
-                queue = QueueState(limit=action.limit, learned=True, free_failures=state.queue.free_failures)
+                queue = state.queue
+                queue.limit, queue.learned = action.limit, True
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
                 with self._counting_creates(context, state):
