@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix test-browser chromium
+.PHONY: setup demo test lint bench lock clean test-matrix lock-matrix dist test-deploy test-browser chromium
 
 setup: $(STAMP)
 
@@ -36,10 +36,25 @@ test-browser: setup chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium chromium-driver; }
 
+# The provider where users run it (docs/deployment.md): PostgreSQL 15 (on the machine image), Redis (installed here
+# when missing), the CeleryExecutor on two workers and two triggerers, with faults in every process.
+test-deploy: setup
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	$(PY) -m pytest tests/deployment -v --timeout 900
+
+# The wheel and sdist in dist/, to install elsewhere until a release is on PyPI (uv builds them in seconds).
+DIST ?= dist
+dist:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv; \
+	UV="$$(command -v uv || echo python3 -m uv)"; $$UV build -q -o $(DIST) .
+	@ls $(DIST)/*.whl
+
+# The layout's rules (docs/architecture.md) are checked with lint: tests/unit/test_layout.py reads the imports.
 lint: setup
 	$(VENV)/bin/ruff check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/ruff format --check airflow_provider_openai_batch tests bench example_dags
 	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layout.py
 
 # Results and the machine they ran on: docs/benchmarks.md.
 bench: setup
@@ -90,4 +105,4 @@ lock-matrix:
 	done
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo dist

@@ -44,6 +44,11 @@ class BatchResult(TypedDict):
     every round; ``rounds`` the batch ids per round (round 0: the input's shards). ``output_file_id`` and
     ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``request_counts`` count each
     request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
+    ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model).
+    ``invalid_output`` (with ``output_schema``; else None) counts the output lines whose structured answer did
+    not validate: ``{"total", "reasons": {"truncated", "refusal", "no_answer", "invalid_json",
+    "schema_mismatch", "no_schema"}}``; they are among ``completed``, and count as failed for
+    ``max_failed_ratio``.
     ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model). ``paid_twice`` lists
     twins of a counted batch that already ran (a create repeated by a gateway, or two runs racing): billed, unused.
     ``written_by`` names the task that landed the folder (``dag_id``, ``task_id``, ``map_index``, ``run_id``):
@@ -70,16 +75,9 @@ class BatchResult(TypedDict):
     rounds: list[list[str]]
     input_fingerprint: str
     custom_id_prefix: str | None
+    invalid_output: dict[str, Any] | None
     paid_twice: list[dict[str, Any]]
     written_by: dict[str, Any] | None
-
-
-def as_dict(batch: Any) -> dict[str, Any]:
-    """A plain dict of an ``openai.types.Batch`` (or a dict already)."""
-    if isinstance(batch, Mapping):
-        return dict(batch)
-    dumped: dict[str, Any] = batch.model_dump(mode="json", exclude_none=False)
-    return dumped
 
 
 def sum_counts(batches: Iterable[Mapping[str, Any]]) -> RequestCounts:
@@ -144,6 +142,7 @@ def build_result(
     fingerprint: str = "",
     custom_id_prefix: str | None = None,
     cost: dict[str, Any] | None = None,
+    invalid_output: dict[str, Any] | None = None,
     paid_twice: Sequence[Mapping[str, Any]] = (),
     written_by: dict[str, Any] | None = None,
 ) -> BatchResult:
@@ -156,9 +155,10 @@ def build_result(
     batches = [b for rnd in rounds for b in rnd]
     counts = sum_counts(batches)
     if len(rounds) > 1:
+        # Each request once: a resent one's earlier lines were dropped at landing.
         counts = {
             "total": sum_counts(rounds[0])["total"],
-            "completed": counts["completed"],
+            "completed": output_lines,
             "failed": int(failed_lines or 0),
         }
     single = batches[0] if len(batches) == 1 else {}
@@ -183,6 +183,7 @@ def build_result(
         "rounds": [[b["id"] for b in rnd] for rnd in rounds],
         "input_fingerprint": fingerprint,
         "custom_id_prefix": custom_id_prefix,
+        "invalid_output": invalid_output,
         "paid_twice": [dict(e) for e in paid_twice],
         "written_by": written_by,
     }
@@ -201,4 +202,5 @@ def summary(result: BatchResult) -> dict[str, Any]:
         "manifest_path": result["manifest_path"],
         "custom_id_prefix": result["custom_id_prefix"],
         "cost": result.get("cost"),
+        "invalid_output": result.get("invalid_output"),
     }

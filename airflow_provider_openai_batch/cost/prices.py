@@ -22,7 +22,8 @@ CONFIG_OPTION = "price_table"
 DEFAULT_TABLE = Path(__file__).with_name("prices.json")
 PRICE_KEYS = ("input", "cached_input", "output")
 STALE_AFTER_DAYS = 180
-_DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+# A snapshot's date: "-2024-07-18" (current names) or "-0125" (gpt-3.5 / gpt-4 era names).
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 def _check(table: Any, where: str) -> dict[str, Any]:
@@ -111,7 +112,9 @@ def load_prices(
 
 
 def lookup(model: str | None, prices: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
-    """The table entry for ``model``: by exact name, else without a ``-YYYY-MM-DD`` snapshot suffix."""
+    """The table entry for ``model`` and its name: by exact name, else its family's (the name without a
+    ``-YYYY-MM-DD`` or ``-MMDD`` snapshot date). Other suffixes (``-search-preview``, ``-audio``) are other
+    models with other prices: never matched to a family."""
     if not model:
         return None, None
     models = prices["models"]

@@ -6,6 +6,8 @@ as ``after`` for a cursor) and affects the next ``times`` matching calls:
 - ``status``: answer with an OpenAI error of ``status`` (and ``Retry-After: retry_after`` when given), whose
   message is ``message`` when given (a gateway's own words, or one that echoes what it was sent);
 - ``latency``: wait ``delay`` seconds, then answer normally;
+- ``hold``: answer normally, but hold the finished answer ``delay`` seconds before sending it: the call has
+  taken effect (a batch is created) while the client still waits, so a client killed meanwhile never hears it;
 - ``drop``: abort the TCP connection before any byte of the response is sent;
 - ``drop_mid_body``: answer normally but abort the connection after ``after_bytes`` bytes of the body
   (default: half of it), so the client sees an incomplete read.
@@ -26,7 +28,7 @@ from typing import Any
 
 from .errors import error_body
 
-KINDS = ("status", "latency", "drop", "drop_mid_body")
+KINDS = ("status", "latency", "hold", "drop", "drop_mid_body")
 
 
 @dataclasses.dataclass
@@ -191,12 +193,29 @@ class FaultMiddleware:
             if fault is not None:
                 await asyncio.sleep(fault.delay)
             await self.app(scope, receive, recording_send)
+        elif fault.kind == "hold":
+            await self._hold(fault, scope, receive, entry, send)
         elif fault.kind == "status":
             await self._send_status(fault, recording_send)
         elif fault.kind == "drop":
             await self._drop(receive)
         else:
             await self._drop_mid_body(fault, scope, receive, recording_send)
+
+    async def _hold(
+        self, fault: Fault, scope: dict[str, Any], receive: Any, entry: dict[str, Any], send: Any
+    ) -> None:
+        held: list[dict[str, Any]] = []
+
+        async def holding_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]  # the call took effect now, whether or not it is heard
+            held.append(message)
+
+        await self.app(scope, receive, holding_send)
+        await asyncio.sleep(fault.delay)
+        for message in held:
+            await send(message)  # uvicorn drops what is sent to a client that has gone
 
     async def _send_status(self, fault: Fault, send: Any) -> None:
         message = fault.message if fault.message is not None else f"Emulated fault: HTTP {fault.status}."

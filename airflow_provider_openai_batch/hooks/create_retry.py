@@ -13,14 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import httpx2
 import openai
 from openai._models import FinalRequestOptions
-
-if TYPE_CHECKING:
-    from openai.types import Batch
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +74,11 @@ def made_nothing(err: BaseException) -> bool:
 
 
 def create_with_recovery(
-    create: Callable[[], Batch],
-    find_existing: Callable[[], Batch | None],
+    create: Callable[[], dict[str, Any]],
+    find_existing: Callable[[], dict[str, Any] | None],
     *,
     client: openai.OpenAI,
-) -> Batch:
+) -> dict[str, Any]:
     """
     Call ``create`` (a create with the client's retries off) up to ``client.max_retries + 1`` times.
 
@@ -125,7 +122,7 @@ def create_with_recovery(
                 )
                 raise err from search_err
             if found is not None:
-                log.info("batches.create did make batch %s although its answer was lost", found.id)
+                log.info("batches.create did make batch %s although its answer was lost", found["id"])
                 return found
             if last:
                 raise

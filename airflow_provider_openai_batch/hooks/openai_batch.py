@@ -1,6 +1,7 @@
 """OpenAIBatchHook: the openai client built from an Airflow connection, one thin method per API verb.
 
-Verbs mirror openai-python's resources (keyword-only arguments, sync and async side by side). The async client
+Verbs mirror openai-python's resources (keyword-only arguments, sync and async side by side); a batch leaves the
+hook as the plain JSON dict the API sent, the one shape the rest of the provider reads. The async client
 is shared per process, event loop and connection settings, so thousands of triggers polling in one triggerer use
 one client and one connection pool; a connection whose settings change gets a new client. How a connection maps
 to client arguments lives in :mod:`.connection`, the create's retry policy in :mod:`.create_retry`. The API key
@@ -18,7 +19,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import httpx2
 import openai
@@ -36,17 +37,10 @@ from airflow_provider_openai_batch.version_compat import amask_secret, mask_secr
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
-    from openai.pagination import AsyncCursorPage, SyncCursorPage
     from openai.types import Batch, FileDeleted, FileObject
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ASYNC_MAX_CONNECTIONS",
-    "OpenAIBatchHook",
-    "clear_async_client_cache",
-    "client_kwargs_from_connection",
-]
 
 #: Pool size of the shared async client. Polls are short GETs: 1,000 triggers polling every minute need about
 #: 5 connections at 300 ms latency; 50 absorbs the burst after a triggerer restart, and a request waiting for a
@@ -65,6 +59,18 @@ def _non_empty(name: str, value: Any) -> None:
 def _check_limit(limit: Any) -> None:
     if not isinstance(limit, int) or not 1 <= limit <= 100:
         raise ValueError(f"Expected `limit` between 1 and 100 but received {limit!r}")
+
+
+class BatchPage(NamedTuple):
+    """One page of ``GET /batches``, newest first, each batch a plain dict."""
+
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+def batch_dict(batch: Batch) -> dict[str, Any]:
+    """A batch as the plain JSON dict the API sent: the one shape the provider passes around."""
+    return batch.model_dump(mode="json", exclude_none=False)
 
 
 def _settings_key(kind: str, kwargs: dict[str, Any]) -> str:
@@ -257,10 +263,10 @@ class OpenAIBatchHook(BaseHook):
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
         output_expires_after: dict[str, Any] | None = None,
-        find_existing: Callable[[], Batch | None] | None = None,
-    ) -> Batch:
+        find_existing: Callable[[], str | None] | None = None,
+    ) -> dict[str, Any]:
         """
-        Create a batch from an uploaded input file.
+        Create a batch from an uploaded input file; the batch as a dict.
 
         :param input_file_id: id of a file uploaded with purpose ``batch``.
         :param endpoint: the endpoint every request targets, e.g. ``/v1/chat/completions``.
@@ -268,7 +274,7 @@ class OpenAIBatchHook(BaseHook):
         :param metadata: at most 16 string pairs (keys up to 64, values up to 512 characters); the operator
             builds them within these limits (:mod:`..lifecycle.tags`), the API refuses others with a 400.
         :param output_expires_after: e.g. ``{"anchor": "created_at", "seconds": 86400}``.
-        :param find_existing: returns the batch this call made, or ``None``. When given, a failure the client
+        :param find_existing: returns the id of the batch this call made, or ``None``. When given, a failure the client
             would retry is not blindly posted again (which could bill a second batch): after openai's delay,
             the batch is looked for and returned when found (see :func:`.create_retry.create_with_recovery`).
             Without it, the client's own retries apply.
@@ -282,30 +288,37 @@ class OpenAIBatchHook(BaseHook):
         if output_expires_after is not None:
             extra["output_expires_after"] = output_expires_after
 
-        def create(client: openai.OpenAI) -> Batch:
-            return client.batches.create(
-                input_file_id=input_file_id,
-                endpoint=endpoint,  # type: ignore[arg-type]
-                completion_window=completion_window,  # type: ignore[arg-type]
-                **extra,
+        def create(client: openai.OpenAI) -> dict[str, Any]:
+            return batch_dict(
+                client.batches.create(
+                    input_file_id=input_file_id,
+                    endpoint=endpoint,  # type: ignore[arg-type]
+                    completion_window=completion_window,  # type: ignore[arg-type]
+                    **extra,
+                )
             )
 
         if find_existing is None:
             return create(self.client)
         once = self.client.with_options(max_retries=0)
-        return create_retry.create_with_recovery(lambda: create(once), find_existing, client=self.client)
 
-    def get_batch(self, batch_id: str) -> Batch:
-        """Retrieve a batch."""
+        def found() -> dict[str, Any] | None:
+            batch_id = find_existing()
+            return None if batch_id is None else self.get_batch(batch_id)
+
+        return create_retry.create_with_recovery(lambda: create(once), found, client=self.client)
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """Retrieve a batch, as a dict."""
         _non_empty("batch_id", batch_id)
-        return self.client.batches.retrieve(batch_id)
+        return batch_dict(self.client.batches.retrieve(batch_id))
 
-    def cancel_batch(self, batch_id: str) -> Batch:
-        """Ask OpenAI to cancel a batch (it goes ``cancelling`` and then ``cancelled``)."""
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Ask OpenAI to cancel a batch (it goes ``cancelling`` and then ``cancelled``); the batch, as a dict."""
         _non_empty("batch_id", batch_id)
-        return self.client.batches.cancel(batch_id)
+        return batch_dict(self.client.batches.cancel(batch_id))
 
-    def list_batches(self, *, after: str | None = None, limit: int = 100) -> SyncCursorPage[Batch]:
+    def list_batches(self, *, after: str | None = None, limit: int = 100) -> BatchPage:
         """
         One page of batches, newest first.
 
@@ -315,10 +328,12 @@ class OpenAIBatchHook(BaseHook):
         _check_limit(limit)
         if after is not None:
             _non_empty("after", after)
-            return self.client.batches.list(after=after, limit=limit)
-        return self.client.batches.list(limit=limit)
+            page = self.client.batches.list(after=after, limit=limit)
+        else:
+            page = self.client.batches.list(limit=limit)
+        return BatchPage([batch_dict(b) for b in page.data], bool(page.has_more))
 
-    def iter_batches(self, *, max_pages: int = 5, limit: int = 100) -> Iterator[Batch]:
+    def iter_batches(self, *, max_pages: int = 5, limit: int = 100) -> Iterator[dict[str, Any]]:
         """
         Iterate over the most recent batches, newest first, fetching at most ``max_pages`` pages.
 
@@ -335,7 +350,7 @@ class OpenAIBatchHook(BaseHook):
             yield from page.data
             if not page.has_more or not page.data:
                 return
-            after = page.data[-1].id
+            after = page.data[-1]["id"]
 
     def delete_file(self, file_id: str) -> FileDeleted:
         """Delete a file."""
@@ -372,19 +387,19 @@ class OpenAIBatchHook(BaseHook):
 
     # -- async verbs -----------------------------------------------------------------------------------
 
-    async def aget_batch(self, batch_id: str) -> Batch:
-        """Retrieve a batch with the shared async client."""
+    async def aget_batch(self, batch_id: str) -> dict[str, Any]:
+        """Retrieve a batch with the shared async client, as a dict."""
         _non_empty("batch_id", batch_id)
         client = await self.get_async_client()
-        return await client.batches.retrieve(batch_id)
+        return batch_dict(await client.batches.retrieve(batch_id))
 
-    async def acancel_batch(self, batch_id: str) -> Batch:
-        """Cancel a batch with the shared async client."""
+    async def acancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Cancel a batch with the shared async client; the batch, as a dict."""
         _non_empty("batch_id", batch_id)
         client = await self.get_async_client()
-        return await client.batches.cancel(batch_id)
+        return batch_dict(await client.batches.cancel(batch_id))
 
-    async def alist_batches(self, *, after: str | None = None, limit: int = 100) -> AsyncCursorPage[Batch]:
+    async def alist_batches(self, *, after: str | None = None, limit: int = 100) -> BatchPage:
         """
         One page of batches, newest first, with the shared async client.
 
@@ -395,5 +410,7 @@ class OpenAIBatchHook(BaseHook):
         client = await self.get_async_client()
         if after is not None:
             _non_empty("after", after)
-            return await client.batches.list(after=after, limit=limit)
-        return await client.batches.list(limit=limit)
+            page = await client.batches.list(after=after, limit=limit)
+        else:
+            page = await client.batches.list(limit=limit)
+        return BatchPage([batch_dict(b) for b in page.data], bool(page.has_more))

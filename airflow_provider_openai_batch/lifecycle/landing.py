@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from airflow_provider_openai_batch import cost, results, storage
+from airflow_provider_openai_batch import results, storage
+from airflow_provider_openai_batch.cost.estimate import describe
+from airflow_provider_openai_batch.cost.prices import cost_of_usage, price_age
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
 from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
+from airflow_provider_openai_batch.lifecycle import answers
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
 
@@ -33,6 +36,7 @@ class Landed:
     output_lines: int
     error_lines: int
     failed_lines: int  # error lines of requests that ran and failed (not ones a stop left unrun)
+    invalid_output: dict[str, Any] | None = None  # with an output schema: invalid answers among output lines
 
 
 def land(
@@ -41,25 +45,43 @@ def land(
     rounds: Sequence[Sequence[Mapping[str, Any]]],
     resubmitted_cancelled: list[bool],
     workdir: str,
+    *,
+    output_schema: Any = None,
+    invalid_round: int | None = None,
 ) -> Landed:
     """Download and land every round's files on ``output_path``; the caller writes the manifest with :func:`finish`.
 
     :param rounds: each round's batches (dicts, as re-read on the worker), round 0 first.
     :param resubmitted_cancelled: per round but the last, whether the next round also resent the requests a
         cancel stopped (so their ``batch_cancelled`` lines are superseded too).
+    :param output_schema: count the output lines whose structured answer is invalid (see
+        :class:`~airflow_provider_openai_batch.structured.validate.OutputSchema`).
+    :param invalid_round: the follow-up round that resent invalid answers: earlier rounds' output lines of
+        the requests it resent are dropped, and it supersedes no error line.
     """
     folder = storage.to_path(output_path)
     storage.remove_if_exists(folder / MANIFEST)
     outputs: list[Path] = []
     errors: list[Path] = []
     expected_out = expected_err = failed = 0
+    work = Path(workdir)
+    tally = answers.empty_tally() if output_schema is not None else None
+    needs_input = output_schema == "auto"
+    resent = answers.input_ids(hook, rounds[invalid_round], work) if invalid_round else set()
     for r, batches in enumerate(rounds):
-        superseded = r + 1 < len(rounds)
+        superseded = r + 1 < len(rounds) and r + 1 != invalid_round
         for batch in batches:
             if batch.get("output_file_id"):
-                path = Path(workdir, f"{batch['id']}.output.jsonl")
+                path = work / f"{batch['id']}.output.jsonl"
                 lines = _download(hook, batch, "output_file_id", path, output_path)
                 _check_complete(batch, lines)
+                if invalid_round and r < invalid_round:
+                    path, lines = answers.drop_lines(path, resent)
+                if tally is not None:
+                    inp = work / f"{batch['id']}.input.jsonl"
+                    if needs_input and not inp.exists():
+                        hook.download_file(batch["input_file_id"], local_path=inp)
+                    answers.tally(path, output_schema, inp, tally)
                 outputs.append(path)
                 expected_out += lines
             if batch.get("error_file_id"):
@@ -84,6 +106,7 @@ def land(
         output_lines=expected_out,
         error_lines=expected_err,
         failed_lines=failed,
+        invalid_output=tally,
     )
 
 
@@ -188,17 +211,27 @@ def land_result(
     model: str | None,
     custom_id_prefix: str | None,
     paid_twice: Sequence[Mapping[str, Any]] = (),
+    output_schema: Any = None,
+    invalid_round: int | None = None,
     written_by: dict[str, Any] | None = None,
 ) -> results.BatchResult:
     """Land every round, build the BatchResult with its cost estimate, and write it as the manifest, last.
 
-    :param resubmitted_cancelled: as :func:`land` takes it.
+    :param resubmitted_cancelled, output_schema, invalid_round: as :func:`land` takes them.
     :param model: the model the input names, for the cost when the batches do not say.
     :param paid_twice: the twins that already ran, as the record lists them.
     :param written_by: the task landing the folder (:func:`..storage.results_writer`), named in the manifest.
     """
     with tempfile.TemporaryDirectory(prefix="openai-batch-land-") as workdir:
-        landed = land(hook, output_path, rounds, resubmitted_cancelled, workdir)
+        landed = land(
+            hook,
+            output_path,
+            rounds,
+            resubmitted_cancelled,
+            workdir,
+            output_schema=output_schema,
+            invalid_round=invalid_round,
+        )
     result = results.build_result(
         rounds,
         output_path=landed.output_path,
@@ -209,20 +242,24 @@ def land_result(
         failed_lines=landed.failed_lines,
         fingerprint=fingerprint,
         custom_id_prefix=custom_id_prefix,
+        invalid_output=landed.invalid_output,
         paid_twice=paid_twice,
         written_by=written_by,
     )
-    estimate = cost.cost_of_usage(result["model"] or model, result["usage"])
+    estimate = cost_of_usage(result["model"] or model, result["usage"])
     result["cost"] = estimate
     finish(landed, result)
     log.info(
-        "Landed %d output line(s) at %s and %d error line(s)%s. Cost: %s",
+        "Landed %d output line(s) at %s and %d error line(s)%s%s. Cost: %s",
         landed.output_lines,
         landed.output_path,
         landed.error_lines,
         f" at {landed.error_path}" if landed.error_path else "",
-        cost.describe(estimate),
+        f"; {landed.invalid_output['total']} invalid answer(s) {landed.invalid_output['reasons']}"
+        if landed.invalid_output
+        else "",
+        describe(estimate),
     )
-    if (stale := cost.price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
+    if (stale := price_age(estimate)) is not None:  # once per task: the budget line does not repeat it
         log.warning(stale)
     return result

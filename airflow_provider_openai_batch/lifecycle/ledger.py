@@ -32,7 +32,6 @@ from airflow_provider_openai_batch.lifecycle.tags import (
     build_metadata,
     parse_label,
 )
-from airflow_provider_openai_batch.results import as_dict
 from airflow_provider_openai_batch.statuses import REJECTED, TERMINAL
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ def search(hook: Any, *, key: str, since: float, max_pages: int = SEARCH_MAX_PAG
     after: str | None = None
     for _ in range(max_pages):
         page = hook.list_batches(after=after, limit=100)
-        items = [as_dict(b) for b in page.data]
+        items = page.data
         found += [b for b in items if (b.get("metadata") or {}).get(TAG_KEY) == key]
         if not page.has_more or not items or min(int(b.get("created_at") or 0) for b in items) < since:
             return found
@@ -136,7 +135,7 @@ class Ledger:
     def read(self, batch_id: str) -> dict[str, Any]:
         """Retrieve one batch (the client retries transient errors); a lasting failure fails the try."""
         try:
-            batch = as_dict(self.hook.get_batch(batch_id))
+            batch: dict[str, Any] = self.hook.get_batch(batch_id)
         except openai.NotFoundError:
             raise
         except (openai.APIConnectionError, openai.APIStatusError) as err:
@@ -245,29 +244,23 @@ class Ledger:
                 and (b.get("metadata") or {}).get(TAG_INPUT) == record.fingerprint
             ]
 
-        def find_existing() -> Any:
+        def find_existing() -> str | None:
             for batch in twins_of_this_create():
                 if self._is_ours(batch) and batch["status"] not in REJECTED:
-                    log.info("batches.create did make batch %s although its answer was lost", batch["id"])
-                    return openai.types.Batch.model_construct(**batch)
+                    return str(batch["id"])
             return None
 
-        batch = as_dict(
-            self.hook.create_batch(
-                input_file_id=record.files[lbl],
-                metadata=metadata,
-                find_existing=find_existing,
-                **create_kwargs,
-            )
+        batch: dict[str, Any] = self.hook.create_batch(
+            input_file_id=record.files[lbl], metadata=metadata, find_existing=find_existing, **create_kwargs
         )
         record.batches[lbl] = batch["id"]
         record.intent = None
         self.store.save(record)
         self.seen[batch["id"]] = batch
         log.info("Created batch %s (%s)", batch["id"], lbl)
-        if self.fresh:
-            return batch
         found = twins_of_this_create()  # read after the answer: fresher than it, ours included
+        if self.fresh:  # earlier batches are ignored, a gateway's repeats of this very create are not
+            found = [b for b in found if self._is_ours(b) and int(b.get("created_at") or 0) >= started - 2]
         if all(b["id"] != batch["id"] for b in found):
             found.append(batch)
         return self._settle(record, lbl, found, answered=batch["id"]) or batch

@@ -43,9 +43,11 @@ def terminal_error(
         )
     elif outcome is Outcome.REQUESTS_FAILED:
         total = result["request_counts"]["total"]
+        invalid = (result.get("invalid_output") or {}).get("total", 0)
         message = (
-            f"{result['error_lines']} of {total} request(s) failed, more than "
-            f"max_failed_ratio={max_failed_ratio} allows"
+            f"{result['error_lines'] + invalid} of {total} request(s) failed"
+            + (f" ({invalid} with an invalid answer: {result['invalid_output']})" if invalid else "")
+            + f", more than max_failed_ratio={max_failed_ratio} allows"
         )
     elif outcome is Outcome.CANCELLED:
         message += ". A clear of this task lands them again and submits only the requests that did not run"

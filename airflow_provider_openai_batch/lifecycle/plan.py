@@ -38,6 +38,7 @@ class Policy:
     on_timeout: str = "cancel"
     max_failed_ratio: float = 0.0
     cancel_grace: float = CANCEL_GRACE_SECONDS
+    resubmit_invalid: bool = False
     queue_timeout: float | None = None
 
     def __post_init__(self) -> None:
@@ -112,6 +113,11 @@ class Resubmit:
 
 
 @dataclass(frozen=True)
+class ResendInvalid:
+    """Before landing, once: send the requests whose structured answers are invalid again (none: land)."""
+
+
+@dataclass(frozen=True)
 class CancelThenWait:
     """Our timeout passed: cancel the round, then wait until ``deadline`` for its partial results."""
 
@@ -140,7 +146,18 @@ class Fail:
     message: str
 
 
-Action = Wait | SubmitWave | Requeue | WaitForRoom | Recut | Resubmit | CancelThenWait | Land | Fail
+Action = (
+    Wait
+    | SubmitWave
+    | Requeue
+    | WaitForRoom
+    | Recut
+    | Resubmit
+    | ResendInvalid
+    | CancelThenWait
+    | Land
+    | Fail
+)
 
 
 def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
@@ -159,6 +176,8 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
         return Fail(reason, obs.message)
 
     if (broken := state.record.incomplete_round()) is not None:
+        if broken.invalid_output:
+            return ResendInvalid()
         return Resubmit(
             include_cancelled=broken.include_cancelled
         )  # builds the same round; makes what is missing
@@ -203,6 +222,8 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
     )
     if unfinished and not stopped and state.follow_ups < policy.resubmit_failed:
         return Resubmit(include_cancelled=False)
+    if policy.resubmit_invalid and not stopped and state.invalid_round() is None:
+        return ResendInvalid()
     return Land()
 
 

@@ -189,12 +189,14 @@ class RoomRequest:
 class RoomWatch:
     """Who holds each model's queue, as list pages show it, and who just left it (pure).
 
-    A batch seen validating, in progress or finalizing holds room; seen later in any other status, it left,
-    freeing its ``usage.input_tokens`` (None when the API does not say). A batch whose model is not shown
-    counts for every model, both ways.
+    A batch seen validating, in progress or finalizing holds room; one seen running (in progress or
+    finalizing) and later in any other status left, freeing its ``usage.input_tokens`` (None when the API does
+    not say). A batch that never ran (refused by a full queue, or rejected while validating) frees nothing.
+    A batch whose model is not shown counts for every model, both ways.
     """
 
     live: dict[str, str | None] = field(default_factory=dict)
+    ran: set[str] = field(default_factory=set)
 
     def observe(self, items: Sequence[Mapping[str, Any]]) -> dict[str | None, list[int | None]]:
         """Take one list page (newest first); model to the tokens each departed batch freed."""
@@ -205,11 +207,15 @@ class RoomWatch:
                 continue
             if status in QUEUED:
                 self.live[batch_id] = item.get("model") or self.live.get(batch_id)
+                if status != BatchStatus.VALIDATING.value:
+                    self.ran.add(batch_id)
             elif batch_id in self.live:
-                model = item.get("model") or self.live.pop(batch_id)
-                self.live.pop(batch_id, None)
-                freed = (item.get("usage") or {}).get("input_tokens")
-                departed.setdefault(model, []).append(int(freed) if freed else None)
+                model = item.get("model") or self.live.get(batch_id)
+                del self.live[batch_id]
+                if batch_id in self.ran:
+                    self.ran.discard(batch_id)
+                    freed = (item.get("usage") or {}).get("input_tokens")
+                    departed.setdefault(model, []).append(int(freed) if freed else None)
         return departed
 
     def holds(self, model: str | None) -> int:
@@ -222,6 +228,9 @@ class Admission:
     """Admits waiting shards of one model in order, up to the room that departures are known to free."""
 
     credit: float = 0.0
+    #: Seconds a shard let in is counted as holding room before its batch can show on the list.
+    grace: float = 10.0
+    pending: list[tuple[float, int]] = field(default_factory=list)  # (until, tokens) of shards let in
 
     def admit(
         self,
@@ -230,16 +239,20 @@ class Admission:
         holders: int,
         now: float,
     ) -> list[RoomRequest]:
-        """The requests to wake now, in order: all that fit when nobody holds the queue, else those that fit
-        in what left it (a departure of unknown size lets the first waiter in)."""
+        """The requests to wake now, in order: all that fit when nobody holds the queue (but the shards just
+        let in), else those that fit in what left it (each departure lets at least the first waiter in)."""
+        self.pending = [(until, tokens) for until, tokens in self.pending if until > now]
         queue = sorted((r for r in waiting if r.not_before <= now), key=lambda r: r.order)
         if not queue:
             return []
         limit = queue[0].limit
         if holders == 0:
-            self.credit = float(limit) if limit is not None else float("inf")
+            room = float(limit) if limit is not None else float("inf")
+            self.credit = room - sum(tokens for _, tokens in self.pending)
         for tokens in freed:
-            self.credit += tokens if tokens is not None else max(queue[0].tokens, 1)
+            # A batch's usage counts the tokens the model saw, which may differ from our count of what it
+            # held: a departure lets at least the first waiter in.
+            self.credit += max(tokens or 0, queue[0].tokens, 1)
         if limit is not None:
             self.credit = min(self.credit, float(limit))
         admitted = []
@@ -247,5 +260,6 @@ class Admission:
             if request.tokens > self.credit:
                 break  # order is kept: nobody overtakes the head of the line
             self.credit -= request.tokens
+            self.pending.append((now + self.grace, request.tokens))
             admitted.append(request)
         return admitted

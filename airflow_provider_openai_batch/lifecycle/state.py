@@ -48,6 +48,14 @@ class RunState:
         labels = self.record.round_labels(round_no)
         return bool(labels) and labels[0].include_cancelled
 
+    def invalid_round(self) -> int | None:
+        """The follow-up round that resent the requests whose structured answers were invalid, if one did."""
+        return next((r for r in range(1, len(self.rounds)) if self._resends_invalid(r)), None)
+
+    def _resends_invalid(self, round_no: int) -> bool:
+        labels = self.record.round_labels(round_no)
+        return bool(labels) and labels[0].invalid_output
+
     def to_context(self) -> dict[str, Any]:
         """JSON-safe, for the trigger's ``context``."""
         return {

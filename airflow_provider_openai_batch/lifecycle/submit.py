@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openai_batch import cost, storage
+from airflow_provider_openai_batch import storage
+from airflow_provider_openai_batch.cost.estimate import check_budget as refuse_over_budget
+from airflow_provider_openai_batch.cost.estimate import describe, estimate_upper_bound
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
-from airflow_provider_openai_batch.lifecycle import resubmit
+from airflow_provider_openai_batch.lifecycle import answers, resubmit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger
 from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomRequest, configured_limits
 from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
@@ -22,7 +24,6 @@ from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, la
 from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
 from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
 from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
-from airflow_provider_openai_batch.results import as_dict
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,9 @@ def check_budget(job: Job, shards: list[Shard], model: str | None, max_cost_usd:
     """``max_cost_usd``: bound what this try would create, before anything is uploaded."""
     if max_cost_usd is None or not shards:
         return
-    estimate = cost.estimate_upper_bound(shards, endpoint=job.endpoint, model=model)
-    log.info("Cost of the %d batch(es) to create: %s", len(shards), cost.describe(estimate))
-    cost.check_budget(estimate, max_cost_usd)
+    estimate = estimate_upper_bound(shards, endpoint=job.endpoint, model=model)
+    log.info("Cost of the %d batch(es) to create: %s", len(shards), describe(estimate))
+    refuse_over_budget(estimate, max_cost_usd)
 
 
 def upload_shards(
@@ -139,6 +140,8 @@ def note_sizes(state: RunState, spool: SpoolResult) -> None:
     state.queue.tokens = {
         label(0, s.index, total): s.prompt_tokens for s in spool.shards if s.prompt_tokens is not None
     }
+    # Cut again the same way, the shards that waited still wait; cut otherwise, every shard is new.
+    state.queue.admitted([lbl for lbl in state.queue.waiting if lbl not in state.record.files])
 
 
 def positions(state: RunState) -> dict[str, tuple[int, int]]:
@@ -196,17 +199,17 @@ def room_request(state: RunState, context: Any, poll_interval: float) -> RoomReq
 
 def list_top(hook: Any) -> Callable[[], list[dict[str, Any]]]:
     """The newest page of ``GET /batches``, as dicts: where batches leaving a queue show."""
-    return lambda: [as_dict(b) for b in hook.list_batches(limit=100).data]
+    return lambda: hook.list_batches(limit=100).data
 
 
-def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
+def resubmit_round(job: Job, hook: Any, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:
     """Build the next follow-up round (or finish one a crash left half made); False if nothing is worth it."""
     broken = state.record.incomplete_round()
     round_no = broken.round if broken is not None else len(state.rounds)
     sources = [ledger.batch(b) for b in state.rounds[round_no - 1]]
     with tempfile.TemporaryDirectory(prefix="openai-batch-retry-") as workdir:
         spool = resubmit.collect_retryable(
-            ledger.hook,
+            hook,
             sources,
             workdir,
             endpoint=job.endpoint,
@@ -215,11 +218,31 @@ def resubmit_round(job: Job, ledger: Ledger, state: RunState, include_cancelled:
         )
         if spool is None:
             return False
-        log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
-        labels = []
-        for shard in spool.shards:
-            lbl = label(round_no, shard.index, len(spool.shards), include_cancelled=include_cancelled)
-            ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
-            labels.append(lbl)
-        create(job, ledger, state.record, labels)
+        _follow_up(job, ledger, state, spool, round_no, include_cancelled=include_cancelled)
     return True
+
+
+def resend_invalid_round(job: Job, hook: Any, ledger: Ledger, state: RunState, output_schema: Any) -> bool:
+    """Build the follow-up round of the requests whose structured answers are invalid (or finish one a crash
+    left half made); False when every answer is valid."""
+    broken = state.record.incomplete_round()
+    round_no = broken.round if broken is not None else len(state.rounds)
+    rounds = [[ledger.batch(b) for b in rnd] for rnd in state.rounds[:round_no]]
+    with tempfile.TemporaryDirectory(prefix="openai-batch-invalid-") as workdir:
+        spool = answers.collect_invalid(
+            hook, rounds, workdir, output_schema, endpoint=job.endpoint, source_name=job.source_name
+        )
+        if spool is None:
+            return False
+        _follow_up(job, ledger, state, spool, round_no, invalid_output=True)
+    return True
+
+
+def _follow_up(job: Job, ledger: Ledger, state: RunState, spool: Any, round_no: int, **kind: bool) -> None:
+    log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
+    labels = []
+    for shard in spool.shards:
+        lbl = label(round_no, shard.index, len(spool.shards), **kind)
+        ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
+        labels.append(lbl)
+    create(job, ledger, state.record, labels)

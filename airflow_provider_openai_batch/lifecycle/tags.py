@@ -21,11 +21,15 @@ MAX_METADATA_PAIRS, MAX_KEY_CHARS, MAX_VALUE_CHARS = 16, 64, 512
 MAX_USER_METADATA = MAX_METADATA_PAIRS - len(CORE_TAGS)
 
 
-def label(round_no: int, index: int, total: int, *, include_cancelled: bool = False) -> str:
-    """A batch's place: ``"i/n"`` for shard i of the input, ``"rR.i/n"`` (``"rRc.i/n"``) for follow-up round R."""
+def label(
+    round_no: int, index: int, total: int, *, include_cancelled: bool = False, invalid_output: bool = False
+) -> str:
+    """A batch's place: ``"i/n"`` for shard i of the input, ``"rR.i/n"`` for follow-up round R (``"rRc.i/n"``
+    when it also resent what a cancel stopped, ``"rRv.i/n"`` when it resent invalid structured answers)."""
     if round_no == 0:
         return f"{index}/{total}"
-    return f"r{round_no}{'c' if include_cancelled else ''}.{index}/{total}"
+    kind = ("c" if include_cancelled else "") + ("v" if invalid_output else "")
+    return f"r{round_no}{kind}.{index}/{total}"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Label:
     index: int
     total: int
     include_cancelled: bool = False
+    invalid_output: bool = False
 
 
 def parse_label(text: Any) -> Label | None:
@@ -41,8 +46,9 @@ def parse_label(text: Any) -> Label | None:
         head, _, total = str(text).partition("/")
         if head.startswith("r"):
             round_part, _, index = head[1:].partition(".")
-            cancelled = round_part.endswith("c")
-            return Label(int(round_part.rstrip("c")), int(index), int(total), cancelled)
+            number = round_part.rstrip("cv")
+            kind = round_part[len(number) :]
+            return Label(int(number), int(index), int(total), "c" in kind, "v" in kind)
         return Label(0, int(head), int(total))
     except ValueError:
         return None

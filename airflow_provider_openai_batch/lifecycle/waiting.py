@@ -146,8 +146,7 @@ def batch_status(hook: Any) -> Any:
 
     def get_status(batch_id: str) -> StatusResult:
         batch = hook.get_batch(batch_id)
-        counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
-        return batch_id, batch.status, counts
+        return batch_id, batch["status"], batch.get("request_counts") or {}
 
     return get_status
 

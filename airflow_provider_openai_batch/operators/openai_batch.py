@@ -38,6 +38,7 @@ from airflow_provider_openai_batch.links.openai_batch import (
 )
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
+from airflow_provider_openai_batch.structured.validate import OutputSchema
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -87,6 +88,11 @@ class OpenAIBatchOperator(BaseOperator):
         anything is uploaded or paid (``OpenAIBatchOutputOfAnotherTask``); this task's own folder is always rewritten.
     :param delete_files: Once the results have landed and the task succeeded, delete the batches' input, output
         and error files on OpenAI (and uploads no batch used). Kept on failure: a clear needs them.
+    :param output_schema: Validate every answer while landing: a Pydantic model, a JSON schema dict, or ``"auto"``
+        (the schema each request asked for). Invalid answers are counted in the result's ``invalid_output``
+        and count as failed requests for ``max_failed_ratio``.
+    :param resubmit_invalid: With ``output_schema``, send the requests whose answers are invalid again, once, in
+        a follow-up round before landing; each ``custom_id`` lands once, with its last answer.
     """
 
     template_fields: Sequence[str] = ("input_path", "output_path", "endpoint", "metadata", "custom_id_prefix")
@@ -119,6 +125,8 @@ class OpenAIBatchOperator(BaseOperator):
         reattach_scan_pages: int = 100,
         max_cost_usd: float | None = None,
         delete_files: bool = False,
+        output_schema: Any = None,
+        resubmit_invalid: bool = False,
         queue_timeout: timedelta | float | None = None,
         overwrite_other_results: bool = False,
         **kwargs: Any,
@@ -150,6 +158,12 @@ class OpenAIBatchOperator(BaseOperator):
         self.reattach_scan_pages = reattach_scan_pages
         self.max_cost_usd = max_cost_usd
         self.delete_files = delete_files
+        if output_schema is not None:
+            OutputSchema(output_schema)  # a bad schema fails when the DAG is parsed, not after paying
+        elif resubmit_invalid:
+            raise ValueError("Expected `output_schema` with resubmit_invalid=True but received none")
+        self.output_schema = output_schema
+        self.resubmit_invalid = resubmit_invalid
         self.queue_timeout = (
             queue_timeout.total_seconds() if isinstance(queue_timeout, timedelta) else queue_timeout
         )
@@ -176,6 +190,7 @@ class OpenAIBatchOperator(BaseOperator):
             on_timeout=self.on_timeout,
             max_failed_ratio=self.max_failed_ratio,
             queue_timeout=self.queue_timeout,
+            resubmit_invalid=self.resubmit_invalid,
         )
 
     @property
@@ -275,11 +290,17 @@ class OpenAIBatchOperator(BaseOperator):
                     f"{action.limit:,}",
                 )
                 learned = {**submit.configured_token_limits(), state.model or "*": action.limit}
-                queue = QueueState(limit=action.limit, learned=True, free_failures=state.queue.free_failures)
+                queue = state.queue
+                queue.limit, queue.learned = action.limit, True
                 return self._start(context, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
                 with self._counting_creates(context, state):
-                    more = submit.resubmit_round(self.job, ledger, state, action.include_cancelled)
+                    more = submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled)
+                if not more:
+                    return self._land(context, ledger, state)
+            elif isinstance(action, plan.ResendInvalid):
+                with self._counting_creates(context, state):
+                    more = submit.resend_invalid_round(self.job, self.hook, ledger, state, self.output_schema)
                 if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.CancelThenWait):
@@ -372,6 +393,8 @@ class OpenAIBatchOperator(BaseOperator):
                 model=state.model,
                 custom_id_prefix=self.custom_id_prefix,
                 paid_twice=state.record.paid_twice,
+                output_schema=self.output_schema,
+                invalid_round=state.invalid_round(),
                 written_by=storage.results_writer(ledger.identity),
             )
             metrics.landed(
@@ -383,8 +406,9 @@ class OpenAIBatchOperator(BaseOperator):
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)
         self._active_batch_ids = []
+        invalid = (result.get("invalid_output") or {}).get("total", 0)
         outcome = plan.outcome(
-            state, rounds[-1], result["request_counts"], result["error_lines"], self.policy
+            state, rounds[-1], result["request_counts"], result["error_lines"] + invalid, self.policy
         )
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.results import as_dict
 from airflow_provider_openai_batch.version_compat import conf
 
 CONFIG_SECTION = "openai_batch"
@@ -25,7 +24,7 @@ CONFIG_SECTION = "openai_batch"
 Lister = Callable[[str, int], Iterable[Any]]
 
 
-def _hook_lister(conn_id: str, max_pages: int) -> Iterator[Any]:
+def _hook_lister(conn_id: str, max_pages: int) -> Iterator[dict[str, Any]]:
     yield from OpenAIBatchHook(openai_conn_id=conn_id).iter_batches(max_pages=max_pages)
 
 
@@ -86,8 +85,7 @@ class BatchCache:
         seen: dict[str, dict[str, Any]] = {}
         try:
             for batch in self._lister(conn_id, self.max_pages):
-                data = as_dict(batch)
-                seen[data["id"]] = data
+                seen[batch["id"]] = batch
                 if wanted <= seen.keys():
                     break
         except Exception as err:  # keep what we had: a page is better stale (and saying so) than empty

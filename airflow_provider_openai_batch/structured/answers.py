@@ -24,6 +24,20 @@ class Answer:
     detail: str = ""
 
 
+def plain_text(body: Any) -> str | None:
+    """The text of an answer with nothing wrong (the common case, checked in a few lookups), else None: then
+    :func:`answer_of` says why."""
+    try:
+        choice = body["choices"][0]
+        message = choice["message"]
+        content = message["content"]
+        if choice["finish_reason"] == "stop" and type(content) is str and not message.get("refusal"):
+            return content
+    except (KeyError, IndexError, TypeError):
+        pass
+    return None
+
+
 def answer_of(body: Any) -> Answer:
     """The text a chat completion or a Responses API response answered, or why it has none."""
     if not isinstance(body, Mapping):

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pydantic
 
-from airflow_provider_openai_batch.structured.answers import answer_of
+from airflow_provider_openai_batch.structured.answers import answer_of, plain_text
 
 INVALID_OUTPUT = "invalid_output"
 INVALID_JSON, SCHEMA_MISMATCH, NO_SCHEMA = "invalid_json", "schema_mismatch", "no_schema"
@@ -96,13 +96,16 @@ class OutputSchema:
         :param response: the response body of a request that succeeded.
         :param request: its request body (used with ``"auto"`` only).
         """
-        answer = answer_of(response)
-        if answer.problem is not None:
-            return None, invalid(answer.problem, answer.detail)
-        assert answer.text is not None
+        text = plain_text(response)
+        if text is None:
+            answer = answer_of(response)
+            if answer.problem is not None:
+                return None, invalid(answer.problem, answer.detail)
+            assert answer.text is not None
+            text = answer.text
         if self._model is not None:
             try:
-                return self._model.model_validate_json(answer.text), None
+                return self._model.model_validate_json(text), None
             except pydantic.ValidationError as err:
                 return None, _pydantic_error(err)
         schema = self._schema if self._schema is not None else request_schema(request)
@@ -111,7 +114,7 @@ class OutputSchema:
                 NO_SCHEMA, "the request asked for no JSON schema (response_format / text.format)"
             )
         try:
-            value = orjson.loads(answer.text)
+            value = orjson.loads(text)
         except orjson.JSONDecodeError as err:
             return None, invalid(INVALID_JSON, f"the answer is not JSON: {err}")
         try:

@@ -286,4 +286,4 @@ class OpenAIBatchTrigger(BaseTrigger):
                     "Could not cancel batch %s on kill: %s: %s", batch_id, type(result).__name__, result
                 )
             else:
-                self.log.info("Cancelled batch %s on kill; it is now %s", batch_id, result.status)
+                self.log.info("Cancelled batch %s on kill; it is now %s", batch_id, result["status"])

@@ -1,12 +1,13 @@
 """Test DAGs for tests/integration/test_outcomes.py and test_sharding.py, parametrised at parse time.
 
 ``OPENAI_BATCH_OUTCOME_KWARGS``: JSON of OpenAIBatchOperator keyword arguments (``limits`` as a dict of
-``Limits`` fields, ``timeout`` in seconds). ``OPENAI_BATCH_OUTCOME_GEN``: JSON ``{"n", "output_path",
+``Limits`` fields, ``timeout`` in seconds, ``output_schema`` ``"pydantic:module.Model"`` for a model class). ``OPENAI_BATCH_OUTCOME_GEN``: JSON ``{"n", "output_path",
 "prefix", "limits", "max_shards_in_flight", "deferrable", "calls_file"}`` for the ``@task.openai_batch`` DAG.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
@@ -23,6 +24,10 @@ def _kwargs() -> dict:
     kwargs = json.loads(os.environ.get("OPENAI_BATCH_OUTCOME_KWARGS") or "{}")
     if "limits" in kwargs:
         kwargs["limits"] = Limits(**kwargs["limits"])
+    schema = kwargs.get("output_schema")
+    if isinstance(schema, str) and schema.startswith("pydantic:"):  # a model class, named by import path
+        module, _, name = schema.removeprefix("pydantic:").rpartition(".")
+        kwargs["output_schema"] = getattr(importlib.import_module(module), name)
     kwargs.setdefault("input_path", "/nonexistent/requests.jsonl")
     kwargs.setdefault("output_path", "/nonexistent/results")
     kwargs.setdefault("poll_interval", 0.2)

@@ -77,6 +77,23 @@ def test_latency(emulator, client):
     assert time.monotonic() - started < 0.5
 
 
+def test_hold_creates_at_once_and_answers_after_the_delay(emulator):
+    client = _client(emulator, retries=0)
+    file_id = upload(client, [request_line("a")])
+    emulator.add_fault(method="POST", path="/v1/batches", kind="hold", delay=3)
+    impatient = OpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=1)
+    with pytest.raises(openai.APITimeoutError):  # the client gave up while the answer was held
+        _create(impatient, file_id)
+    # The batch was made before the answer was held, and the journal counts it as paid.
+    assert [b.id for b in client.batches.list().data] == emulator.paid_creates()
+    assert [(c["status"], c["fault"]) for c in emulator.calls("POST", "/v1/batches")] == [(200, "hold")]
+    started = time.monotonic()
+    emulator.add_fault(method="POST", path="/v1/batches", kind="hold", delay=0.5)
+    batch = _create(client, file_id)
+    assert time.monotonic() - started >= 0.5
+    assert batch.id == emulator.paid_creates()[-1] and len(emulator.paid_creates()) == 2
+
+
 def test_drop_is_a_connection_error(emulator):
     client = _client(emulator, retries=0)
     emulator.add_fault(method="GET", path="/v1/batches", kind="drop")

@@ -205,7 +205,7 @@ def test_create_whose_answer_is_lost_is_not_paid_twice(run_dag, emulator, local_
     assert outcome.state == "success", outcome.ti_states()
     assert len(transport.lost) == 1  # the fault did fire
     batches = emulator_batches(emulator)
-    assert [b.id for b in batches] == transport.lost, "a second batch was created for the same input"
+    assert [b["id"] for b in batches] == transport.lost, "a second batch was created for the same input"
     assert outcome.xcoms[("run_batch", "return_value")]["batch_id"] == transport.lost[0]
     assert_each_custom_id_once(folder, ids, failed=set())
 
@@ -218,7 +218,7 @@ def _slow_batch(emulator, tmp_path, n: int = 30) -> str:
     write_input(tmp_path / "slow.jsonl", [f"slow-{i}" for i in range(n)])
     with open(tmp_path / "slow.jsonl", "rb") as fh:
         uploaded = hook.upload_file(file=fh, filename="slow.jsonl")
-    return hook.create_batch(input_file_id=uploaded.id, endpoint=ENDPOINT).id
+    return hook.create_batch(input_file_id=uploaded.id, endpoint=ENDPOINT)["id"]
 
 
 async def _run_for(trigger: OpenAIBatchTrigger, seconds: float | None) -> list[Any]:
@@ -246,7 +246,7 @@ def test_triggerer_restart_mid_poll_resumes_without_cancelling(emulator, tmp_pat
     )
 
     assert asyncio.run(_run_for(trigger, 1.0)) == []  # killed mid-poll: no event
-    assert OpenAIBatchHook().get_batch(batch_id).status in ("validating", "in_progress")  # still running
+    assert OpenAIBatchHook().get_batch(batch_id)["status"] in ("validating", "in_progress")  # still running
     assert len(emulator.calls("GET", f"/v1/batches/{batch_id}")) >= 2
 
     classpath, kwargs = trigger.serialize()
@@ -261,7 +261,7 @@ def test_triggerer_restart_mid_poll_resumes_without_cancelling(emulator, tmp_pat
     assert events[0].payload["status"] == EventStatus.TERMINAL.value
     assert events[0].payload["batches"] == {batch_id: "completed"}
     assert emulator.calls("POST", f"/v1/batches/{batch_id}/cancel") == []
-    assert OpenAIBatchHook().get_batch(batch_id).request_counts.completed == 30
+    assert OpenAIBatchHook().get_batch(batch_id)["request_counts"]["completed"] == 30
 
 
 def test_triggerer_restart_does_not_extend_the_timeout(emulator, tmp_path):
@@ -389,15 +389,17 @@ def test_polling_that_keeps_failing_gives_up_and_a_retry_reattaches(
     out, err = capfd.readouterr()
     text = out + err + caplog.text
     assert "OpenAIBatchPollError" in text
-    assert f"Gave up polling batch(es) ['{batch.id}']" in text
+    assert f"Gave up polling batch(es) ['{batch['id']}']" in text
     assert "a retry of this task re-attaches to them" in text
-    assert emulator.calls("POST", f"/v1/batches/{batch.id}/cancel") == []  # giving up polling cancels nothing
+    assert (
+        emulator.calls("POST", f"/v1/batches/{batch['id']}/cancel") == []
+    )  # giving up polling cancels nothing
 
     emulator.clear_faults()
     second = run_dag(DAG_ID, DATE, clear=True)
 
     assert second.state == "success", second.ti_states()
-    assert second.xcoms[("run_batch", "return_value")]["batch_id"] == batch.id
+    assert second.xcoms[("run_batch", "return_value")]["batch_id"] == batch["id"]
     assert_one_batch(emulator)
     assert_each_custom_id_once(folder, ids, failed=set())
 

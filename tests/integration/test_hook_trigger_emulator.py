@@ -39,7 +39,9 @@ def upload(hook: OpenAIBatchHook, n: int = N_REQUESTS, filename: str = "requests
 
 
 def submit(hook: OpenAIBatchHook, n: int = N_REQUESTS) -> str:
-    return hook.create_batch(input_file_id=upload(hook, n), endpoint=ENDPOINT, metadata={"test": "hook"}).id
+    return hook.create_batch(input_file_id=upload(hook, n), endpoint=ENDPOINT, metadata={"test": "hook"})[
+        "id"
+    ]
 
 
 def run_trigger(trigger: OpenAIBatchTrigger, timeout: float = 60) -> list:
@@ -57,15 +59,15 @@ def test_submit_poll_and_download(hook, openai_emulator, tmp_path):
     assert events[0].payload["batches"] == {batch_id: "completed"}
 
     batch = hook.get_batch(batch_id)
-    assert batch.request_counts.completed == N_REQUESTS
-    nbytes, lines = hook.download_file(batch.output_file_id, local_path=tmp_path / "output.jsonl")
+    assert batch["request_counts"]["completed"] == N_REQUESTS
+    nbytes, lines = hook.download_file(batch["output_file_id"], local_path=tmp_path / "output.jsonl")
     assert lines == N_REQUESTS
     assert nbytes == (tmp_path / "output.jsonl").stat().st_size
     custom_ids = {
         json.loads(line)["custom_id"] for line in (tmp_path / "output.jsonl").read_text().splitlines()
     }
     assert custom_ids == {f"req-{i}" for i in range(N_REQUESTS)}
-    assert batch_id in [b.id for b in hook.iter_batches(max_pages=2)]
+    assert batch_id in [b["id"] for b in hook.iter_batches(max_pages=2)]
 
 
 def test_download_survives_a_connection_dropped_mid_body(hook, openai_emulator, tmp_path):
@@ -103,7 +105,7 @@ def test_on_kill_cancels_the_running_batch(hook, openai_emulator):
         await trigger.on_kill()
 
     asyncio.run(kill_while_running())
-    assert hook.get_batch(batch_id).status in ("cancelling", "cancelled")
+    assert hook.get_batch(batch_id)["status"] in ("cancelling", "cancelled")
     assert openai_emulator.calls("POST", f"/v1/batches/{batch_id}/cancel")
 
 
@@ -127,7 +129,7 @@ def status_gets(emulator) -> tuple[int, int]:
 def test_thirty_triggers_share_list_pages(hook, openai_emulator):
     openai_emulator.configure(rate=20)  # 30 requests: about 1.5 s of in_progress per batch
     file_id = upload(hook)
-    batch_ids = [hook.create_batch(input_file_id=file_id, endpoint=ENDPOINT).id for _ in range(30)]
+    batch_ids = [hook.create_batch(input_file_id=file_id, endpoint=ENDPOINT)["id"] for _ in range(30)]
     before = status_gets(openai_emulator)
     poll_interval = 0.1
     triggers = [
@@ -159,7 +161,7 @@ def test_batches_older_than_the_pages_are_retrieved(hook, openai_emulator, monke
     # The two oldest run longest (3 s), so that the board watches them until the newest are done.
     slow, fast = upload(hook, 30, "slow.jsonl"), upload(hook, 5, "fast.jsonl")
     batch_ids = [
-        hook.create_batch(input_file_id=slow if i < 2 else fast, endpoint=ENDPOINT).id for i in range(25)
+        hook.create_batch(input_file_id=slow if i < 2 else fast, endpoint=ENDPOINT)["id"] for i in range(25)
     ]
     oldest, newest = batch_ids[:2], batch_ids[-3:]
     triggers = [

@@ -126,10 +126,26 @@ def test_build_result_single_batch():
         "model": "gpt-4o-mini",
         "input_fingerprint": "fp-1",
         "custom_id_prefix": "daily",
+        "invalid_output": None,
         "paid_twice": [],
         "written_by": {"dag_id": "d", "task_id": "t", "map_index": -1, "run_id": "r"},
     }
     json.dumps(result)  # JSON-safe: it goes to XCom and the manifest
+
+
+def test_invalid_output_reaches_the_result_and_the_asset_summary():
+    tally = {"total": 2, "reasons": {"truncated": 1, "invalid_json": 1}}
+    result = results.build_result(
+        [[batch(counts=(3, 3, 0))]],
+        output_path="o",
+        error_path=None,
+        manifest_path="m",
+        output_lines=3,
+        error_lines=0,
+        invalid_output=tally,
+    )
+    assert result["invalid_output"] == tally
+    assert results.summary(result)["invalid_output"] == tally
 
 
 def test_build_result_several_shards_sums_and_has_no_single_file_id():
@@ -158,28 +174,3 @@ def test_build_result_with_no_batches():
         [], output_path=None, error_path=None, manifest_path=None, output_lines=0, error_lines=0
     )
     assert result["batch_id"] is None and result["batch_ids"] == [] and result["status"] == "unknown"
-
-
-def test_as_dict_of_an_openai_batch_model_and_of_a_dict():
-    from openai.types import Batch
-
-    model = Batch(
-        id="batch_x",
-        object="batch",
-        endpoint="/v1/chat/completions",
-        input_file_id="file-1",
-        completion_window="24h",
-        status="completed",
-        created_at=1,
-        request_counts={"total": 1, "completed": 1, "failed": 0},
-    )
-    as_dict = results.as_dict(model)
-    assert as_dict["id"] == "batch_x" and as_dict["request_counts"] == {
-        "total": 1,
-        "completed": 1,
-        "failed": 0,
-    }
-    assert as_dict["output_file_id"] is None  # unset fields present, so .get() and [] both work
-    original = {"id": "b"}
-    copy = results.as_dict(original)
-    assert copy == original and copy is not original

@@ -143,6 +143,31 @@ def test_the_option_read_is_the_one_the_provider_declares():
     load_prices(option["example"], use_config=False)  # the documented example is a valid table
 
 
+@pytest.mark.parametrize(
+    ("model", "priced_as"),
+    [
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),  # a dated snapshot: its family
+        ("gpt-3.5-turbo-0125", "gpt-3.5-turbo"),  # the older -MMDD dates
+        ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),  # a snapshot the table lists has its own prices
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("gpt-4o-mini-search-preview", None),  # another model, other prices: not its "family"
+        ("my-fine-tune", None),
+    ],
+)
+def test_the_shipped_table_prices_snapshots_as_their_family_and_says_which_entry(model, priced_as):
+    prices = load_prices(use_config=False)
+    cost = cost_of_usage(model, {"input_tokens": 1000, "output_tokens": 100}, prices)
+    assert cost["priced_as"] == priced_as
+    if priced_as is None:
+        assert cost["total_usd"] is None and repr(model) in cost["reason"]
+        assert "price_table" in cost["reason"]
+    else:
+        entry = prices["models"][priced_as]
+        expected = (1000 * entry["input"] + 100 * entry["output"]) / 1e6 * (1 - prices["batch_discount"])
+        assert cost["total_usd"] == pytest.approx(expected)
+        assert cost["as_of"] == entry["as_of"]
+
+
 def test_price_age_warns_only_about_old_prices():
     old = cost_of_usage(
         "m", {}, {**PRICES, "models": {"m": {**PRICES["models"]["m"], "as_of": "2020-01-01"}}}

@@ -99,7 +99,8 @@ def test_backoff_doubles_up_to_the_cap_with_jitter(client):
 
 
 class Server:
-    """Answers each POST /v1/batches from a script; GET /v1/batches lists what the posts 'made'."""
+    """Answers each POST /v1/batches from a script; GET /v1/batches lists what the posts 'made', GET
+    /v1/batches/{id} reads one of them."""
 
     def __init__(self, script: list[tuple[int, dict[str, str], bool]]) -> None:
         # (status, headers, made): ``made`` means the batch was created although the answer is an error.
@@ -123,6 +124,9 @@ class Server:
         if request.method == "GET" and request.url.path == "/v1/batches":
             self.lists += 1
             return httpx2.Response(200, json={"object": "list", "data": self.made[::-1], "has_more": False})
+        made = {b["id"]: b for b in self.made}
+        if request.method == "GET" and request.url.path.removeprefix("/v1/batches/") in made:
+            return httpx2.Response(200, json=made[request.url.path.removeprefix("/v1/batches/")])
         return httpx2.Response(404, json={"error": {"message": "no route"}})
 
 
@@ -154,7 +158,7 @@ def make_hook(monkeypatch, server: Server, max_retries: int = 2) -> OpenAIBatchH
 def find_in_listing(hook: OpenAIBatchHook):
     def find():
         page = hook.list_batches(limit=100).data
-        return page[0] if page else None
+        return page[0]["id"] if page else None
 
     return find
 
@@ -167,7 +171,7 @@ def test_lost_answer_returns_the_batch_that_was_made_without_posting_again(monke
     server = Server([(0, {}, True)])  # the create made the batch, its answer timed out
     hook = make_hook(monkeypatch, server)
     batch = create(hook, find_existing=find_in_listing(hook))
-    assert batch.id == "batch_1"
+    assert batch["id"] == "batch_1"
     assert len(server.posts) == 1 and server.lists == 1
     assert len(sleeps) == 1 and 0.375 <= sleeps[0] <= 0.5
 
@@ -176,7 +180,7 @@ def test_5xx_that_made_nothing_is_posted_again_after_openais_delay(monkeypatch, 
     server = Server([(503, {"retry-after-ms": "1200"}, False), (500, {}, False)])
     hook = make_hook(monkeypatch, server)
     batch = create(hook, find_existing=find_in_listing(hook))
-    assert batch.id == "batch_3"
+    assert batch["id"] == "batch_3"
     assert len(server.posts) == 3 and server.lists == 2
     assert sleeps[0] == pytest.approx(1.2) and 0.75 <= sleeps[1] <= 1.0
 
@@ -186,7 +190,7 @@ def test_rate_limit_is_retried_without_searching(monkeypatch, sleeps):
     hook = make_hook(monkeypatch, server)
     found = []
     batch = create(hook, find_existing=lambda: found.append(1))
-    assert batch.id == "batch_2" and not found
+    assert batch["id"] == "batch_2" and not found
     assert sleeps == [pytest.approx(2.0)]
 
 
@@ -233,5 +237,5 @@ def test_without_find_existing_the_client_retries_on_its_own(monkeypatch, no_jit
     server = Server([(500, {}, True), (500, {}, True)])
     hook = make_hook(monkeypatch, server, max_retries=2)
     monkeypatch.setattr(hook.client, "_sleep_for_retry", lambda **kwargs: None)
-    assert create(hook).id == "batch_3"
+    assert create(hook)["id"] == "batch_3"
     assert len(server.posts) == 3 and server.lists == 0

@@ -333,20 +333,20 @@ def test_sync_verbs_hit_the_api(monkeypatch):
     hook = OpenAIBatchHook(CONN_ID)
     assert hook.upload_file(file=io.BytesIO(b"{}\n"), filename="in.jsonl").id == "file-1"
     created = hook.create_batch(input_file_id="file-1", endpoint="/v1/chat/completions", metadata={"k": "v"})
-    assert created.status == "validating"
-    assert hook.get_batch("batch_1").status == "in_progress"
-    assert hook.cancel_batch("batch_1").status == "cancelling"
-    assert [b.id for b in hook.list_batches().data] == ["b3", "b2"]
-    assert [b.id for b in hook.iter_batches(max_pages=5)] == ["b3", "b2", "b1"]
-    assert [b.id for b in hook.iter_batches(max_pages=1)] == ["b3", "b2"]
+    assert created["status"] == "validating"
+    assert hook.get_batch("batch_1")["status"] == "in_progress"
+    assert hook.cancel_batch("batch_1")["status"] == "cancelling"
+    assert [b["id"] for b in hook.list_batches().data] == ["b3", "b2"]
+    assert [b["id"] for b in hook.iter_batches(max_pages=5)] == ["b3", "b2", "b1"]
+    assert [b["id"] for b in hook.iter_batches(max_pages=1)] == ["b3", "b2"]
     assert hook.delete_file("file-1").deleted is True
     assert all(r.headers["authorization"] == f"Bearer {API_KEY}" for r in seen)
 
     async def async_verbs():
         return (
-            (await hook.aget_batch("batch_1")).status,
-            (await hook.acancel_batch("batch_1")).status,
-            [b.id for b in (await hook.alist_batches(limit=2)).data],
+            (await hook.aget_batch("batch_1"))["status"],
+            (await hook.acancel_batch("batch_1"))["status"],
+            [b["id"] for b in (await hook.alist_batches(limit=2)).data],
         )
 
     assert asyncio.run(async_verbs()) == ("in_progress", "cancelling", ["b3", "b2"])
@@ -480,3 +480,21 @@ def test_api_key_never_in_logs_reprs_or_errors(monkeypatch, caplog, tmp_path):
         asyncio.run(hook.aget_batch("batch_1"))
     for text in (repr(hook), str(hook), str(err.value), str(aerr.value), caplog.text):
         assert API_KEY not in text
+
+
+def test_a_batch_leaves_the_hook_as_the_json_dict_with_unset_fields_present():
+    from openai.types import Batch
+
+    model = Batch(
+        id="batch_x",
+        object="batch",
+        endpoint="/v1/chat/completions",
+        input_file_id="file-1",
+        completion_window="24h",
+        status="completed",
+        created_at=1,
+        request_counts={"total": 1, "completed": 1, "failed": 0},
+    )
+    batch = hook_module.batch_dict(model)
+    assert batch["id"] == "batch_x" and batch["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+    assert batch["output_file_id"] is None  # unset fields present, so .get() and [] both work

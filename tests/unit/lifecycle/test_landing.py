@@ -206,3 +206,47 @@ def test_delete_openai_files_deletes_each_once_and_logs_what_it_could_not(caplog
     assert deleted == done == ["file-in-b0", "file-out-b0", "file-in-b1", "file-err-f1", "file-unused"]
     assert "Could not delete OpenAI file file-out-b1: RuntimeError" in caplog.text
     assert "Deleted 5 OpenAI file(s)" in caplog.text
+
+
+def answer(cid: str, content: str | None, finish: str = "stop") -> dict:
+    """An output line whose chat answer is ``content`` (a structured answer, or a broken one)."""
+    line = ok(cid)
+    message = {"role": "assistant", "content": content}
+    line["response"]["body"] = {
+        "object": "chat.completion",
+        "choices": [{"message": message, "finish_reason": finish}],
+    }
+    return line
+
+
+VALID = json.dumps({"label": "spam", "score": 1.0, "owner": {"name": "Ann", "age": None}})
+
+
+@pytest.mark.parametrize("resent", [False, True], ids=["counted", "resent once"])
+def test_land_counts_invalid_answers_and_keeps_each_ids_last_answer(tmp_path, resent):
+    from tests.unit.structured.models import Ticket
+
+    hook = FakeBatchHook()
+    spec = [[("b0", [answer("a", VALID), answer("b", '{"label":'), answer("c", '{"la', "length")], [])]]
+    if resent:  # round 1 resent b and c: b is valid now, c is cut again
+        spec.append([("f1", [answer("b", VALID), answer("c", '{"la', "length")], [])])
+    rounds = rounds_of(hook, spec)
+    if resent:
+        hook.files[rounds[1][0]["input_file_id"]] = jsonl({"custom_id": "b"}, {"custom_id": "c"})
+    work = tmp_path / "work"
+    work.mkdir()
+    landed = landing.land(
+        hook,
+        str(tmp_path / "out"),
+        rounds,
+        [False] * (len(rounds) - 1),
+        str(work),
+        output_schema=Ticket,
+        invalid_round=1 if resent else None,
+    )
+    assert sorted(ids(tmp_path / "out" / OUTPUT)) == ["a", "b", "c"]
+    assert landed.output_lines == 3
+    expected = {"truncated": 1} if resent else {"invalid_json": 1, "truncated": 1}
+    assert landed.invalid_output is not None
+    assert {k: v for k, v in landed.invalid_output["reasons"].items() if v} == expected
+    assert landed.invalid_output["total"] == sum(expected.values())

@@ -37,6 +37,7 @@ POLICY = plan.Policy()
 WAVES = plan.Policy(max_shards_in_flight=2)
 RESUBMIT = plan.Policy(resubmit_failed=1)
 KEEP = plan.Policy(on_timeout="keep")
+INVALID = plan.Policy(resubmit_invalid=True)
 
 CASES = [
     # (name, state, event, observed, policy, expected action)
@@ -183,6 +184,46 @@ CASES = [
         {},
         POLICY,
         plan.Resubmit(include_cancelled=True),
+    ),
+    (
+        "resubmit_invalid: resend invalid answers before landing",
+        state(),
+        T,
+        seen(("b0", "completed")),
+        INVALID,
+        plan.ResendInvalid(),
+    ),
+    (
+        "resubmit_invalid after the failed requests' follow-ups",
+        state(),
+        T,
+        seen(("b0", "completed", 1)),
+        plan.Policy(resubmit_failed=1, resubmit_invalid=True),
+        plan.Resubmit(include_cancelled=False),
+    ),
+    (
+        "resubmit_invalid: once",
+        RunState(SubmissionRecord("fp", 1, batches={"0/1": "b0", "r1v.0/1": "f1.0"})),
+        T,
+        seen(("b0", "completed"), ("f1.0", "completed")),
+        INVALID,
+        plan.Land(),
+    ),
+    (
+        "resubmit_invalid: not after a person's cancel",
+        state(),
+        T,
+        seen(("b0", "cancelled")),
+        INVALID,
+        plan.Land(),
+    ),
+    (
+        "a crash left the invalid answers' round half made: build it again",
+        RunState(SubmissionRecord("fp", 1, batches={"0/1": "b0", "r1v.0/2": "f1.0"})),
+        None,
+        {},
+        INVALID,
+        plan.ResendInvalid(),
     ),
 ]
 

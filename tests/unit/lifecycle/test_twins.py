@@ -199,3 +199,14 @@ def test_the_paid_twice_list_survives_the_record_round_trip():
     record.note_paid_twice([{"batch_id": "b"}])
     record.note_paid_twice([{"batch_id": "b"}])
     assert SubmissionRecord.from_json(record.to_json()).paid_twice == [{"batch_id": "b"}]
+
+
+def test_fresh_run_settles_a_gateways_repeats_of_this_create_but_ignores_earlier_batches():
+    hook = GatewayHook(extra=1)
+    hook.add(twin("earlier", "completed", at=NOW - 60, completed=3))  # what fresh_run means to ignore
+    cancelled: list[str] = []
+    led = Ledger(hook, RecordStore(None), ME, fresh=True, cancel=cancelled.extend, now=lambda: NOW)
+    record = led.attach("fp", 1)
+    led.upload(record, "0/1", __file__, "x.jsonl")
+    used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
+    assert used["id"] == "batch_1" and cancelled == ["batch_2"] and record.batches == {"0/1": "batch_1"}

@@ -133,3 +133,46 @@ def test_limits_are_checked():
         199_229_440,
         47_500,
     )
+
+
+def _prompt_tokens(requests: list[dict]) -> list[int]:
+    from airflow_provider_openai_batch.cost.estimate import prompt_tokens
+    from airflow_provider_openai_batch.cost.tokens import token_counter
+
+    count = token_counter("gpt-4o-mini").count
+    return [prompt_tokens(r["body"], "/v1/chat/completions", count) for r in requests]
+
+
+def test_an_enqueued_token_limit_cuts_shards_that_fit_it(tmp_path):
+    requests = [req(i, messages=[{"role": "user", "content": f"hi {i} " + "x" * 200}]) for i in range(40)]
+    tokens = _prompt_tokens(requests)
+    limit = sum(tokens) // 3
+    data = jsonl(*requests)
+    result = spool(data, tmp_path, token_limits={"gpt-4o-mini": limit, "*": 1})
+
+    assert result.token_limit == limit and len(result.shards) >= 3
+    assert all(s.prompt_tokens is not None and s.prompt_tokens <= int(limit * 0.95) for s in result.shards)
+    assert sum(s.prompt_tokens for s in result.shards) == sum(tokens)
+    assert b"".join(Path(s.path).read_bytes() for s in result.shards) == data  # same bytes, same fingerprint
+    assert result.fingerprint == spool(data, tmp_path, workdir="plain").fingerprint
+
+
+def test_a_limit_that_never_binds_cuts_exactly_as_without_it(tmp_path):
+    data = jsonl(*(req(i) for i in range(2500)))
+    plain = spool(data, tmp_path, workdir="a", limits=Limits(max_requests=1000, safety_margin=1))
+    limited = spool(
+        data,
+        tmp_path,
+        workdir="b",
+        limits=Limits(max_requests=1000, safety_margin=1),
+        token_limits={"*": 10**9},
+    )
+    assert [s.requests for s in limited.shards] == [s.requests for s in plain.shards]
+    assert plain.shards[0].prompt_tokens is None and limited.shards[0].prompt_tokens is not None
+
+
+def test_a_request_over_the_limit_fails_validation_naming_line_and_limit(tmp_path):
+    big = req(2, messages=[{"role": "user", "content": "y" * 4000}])
+    err = failure(jsonl(req(1), big, req(3)), tmp_path, limits=Limits(enqueued_tokens=300))
+    assert [(p.line, p.field) for p in err.problems] == [(2, "body")]
+    assert "300 tokens" in str(err) and "gpt-4o-mini" in str(err)

@@ -292,3 +292,28 @@ def test_the_board_logs_in_no_trigger_s_context_while_each_trigger_keeps_its_own
         assert run(main()) == [{"trigger_id": 1}, {"trigger_id": 2}]
     assert seen_by_board and all(ctx == {} for ctx in seen_by_board), seen_by_board
     assert "Shared status board refresh 1: 2 batch(es) due" in caplog.text
+
+
+def test_waiting_shards_are_let_in_in_order_as_a_batch_leaves_the_queue(monkeypatch):
+    from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
+
+    FakeBatches(monkeypatch, {"someone_elses": ["in_progress", "in_progress", "completed"]})
+
+    def room(date: str) -> RoomRequest:
+        return RoomRequest(model="gpt-4o-mini", tokens=600, limit=1000, order=(date, 0))
+
+    async def main():
+        board = await new_board()
+        later = board.subscribe([], 0.05, room=room("2026-11-02"))
+        earlier = board.subscribe([], 0.05, room=room("2026-11-01"))
+        # The queue is held: nobody is let in until the batch that holds it leaves.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(earlier.next(), 0.08)
+        assert await asyncio.wait_for(earlier.next(), 2) == ([], [])
+        assert earlier.admitted and not later.admitted  # one left, one let in: the earliest date
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(later.next(), 0.3)
+        earlier.close()
+        later.close()
+
+    run(main())

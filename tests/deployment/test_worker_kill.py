@@ -1,0 +1,77 @@
+"""A Celery worker dies (SIGKILL of its whole process group, as when its node goes) after the task uploaded its
+shards and while the answer to its first ``batches.create`` is held by the emulator: the batch exists and is
+paid, but nobody heard of it. The scheduler fails the try once its heartbeat is ``[scheduler]
+task_instance_heartbeat_timeout`` old, and the retry runs on the other worker, which has none of the first
+worker's spool or temporary files. The retry must find the batch the lost answer made (by the tags recorded in
+the intent) and pay only for the shards not yet created: three paid creates for the date, every custom_id
+landed once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.deployment.cluster import STARTUP_TIMEOUT, WORKERS, Cluster
+from tests.deployment.runs import (
+    SHARDS,
+    Watch,
+    assert_landed_once,
+    assert_paid_once_per_shard,
+    trigger,
+    worker_attempts,
+    write_inputs,
+)
+
+pytestmark = pytest.mark.deployment
+
+DATE = "2026-02-01"
+HOLD = 90  # seconds the first create's answer is held: longer than the kill and the heartbeat timeout
+RUN_TIMEOUT = 300
+
+
+def test_a_worker_killed_before_the_create_answer_is_retried_on_the_other_worker(
+    cluster: Cluster, moto_s3, openai_emulator_server
+):
+    emulator = openai_emulator_server
+    emulator.configure(validating_seconds=3, rate=50)
+    write_inputs(moto_s3, [DATE])
+    emulator.add_fault(method="POST", path="/v1/batches", kind="hold", delay=HOLD, times=1)
+    already_held = len([c for c in emulator.calls("POST", "/v1/batches") if c.get("fault") == "hold"])
+    started = time.monotonic()
+    trigger(cluster, DATE)
+    watch = Watch(cluster, [DATE])
+
+    def created_and_held():
+        watch.poll()
+        held = [c for c in emulator.calls("POST", "/v1/batches") if c.get("fault") == "hold"][already_held:]
+        return held if held and held[0]["status"] == 200 else None
+
+    (held,) = cluster.wait_until("the first create made, its answer held", created_and_held, STARTUP_TIMEOUT)
+    (victim_folder,) = worker_attempts(cluster, DATE)[1]
+    victim = victim_folder.rsplit("-", 1)[0]
+    (survivor,) = set(WORKERS) - {victim}
+    cluster.kill(victim)
+    killed_after = time.monotonic() - started
+    assert watch.poll()[DATE][:2] == ("running", 1), watch.states
+
+    final = cluster.wait_until("the run to finish on the other worker", watch.finished, RUN_TIMEOUT)
+    assert final == {DATE: "success"}, f"{final}\n{watch.states}\n{cluster.diagnostics()}"
+    assert watch.poll()[DATE][:2] == ("success", 2), watch.states
+    ran_on = worker_attempts(cluster, DATE)
+    assert {try_: {f.rsplit("-", 1)[0] for f in folders} for try_, folders in ran_on.items()} == {
+        1: {victim},
+        2: {survivor},
+    }, ran_on
+    paid = assert_paid_once_per_shard(emulator, [DATE])
+    assert held["id"] in emulator.paid_creates()  # the batch whose answer nobody heard is one of the three
+    landed = assert_landed_once(moto_s3, DATE)
+    print(
+        f"\nworker kill: {victim} killed {killed_after:.0f}s after the trigger with the create of {held['id']}"
+        f" held; the retry ran on {survivor}; paid creates {paid} ({SHARDS} shards); {landed} custom_ids landed"
+        f" once; states {watch.states[DATE]}"
+    )
+    # The deployment goes on with two workers: the replacement starts in a fresh folder, as a new node would.
+    cluster.start_worker(victim)
+    cluster.wait_until("the replacement worker to join", cluster.workers_online, STARTUP_TIMEOUT, interval=2)
