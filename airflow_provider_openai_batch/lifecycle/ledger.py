@@ -236,13 +236,19 @@ class Ledger:
         self.store.save(record)
         metadata = build_metadata(self.identity, record.fingerprint, lbl, user_metadata)
 
+        earlier: set[str] = set()
+
         def twins_of_this_create() -> list[dict[str, Any]]:
             return [
                 b
                 for b in self._search(started - CLOCK_SKEW_SECONDS)
                 if (b.get("metadata") or {}).get(TAG_SHARD) == lbl
                 and (b.get("metadata") or {}).get(TAG_INPUT) == record.fingerprint
+                and b["id"] not in earlier
             ]
+
+        if self.fresh:  # a fresh run pays again on purpose: what existed before this create is not its twin
+            earlier = {b["id"] for b in twins_of_this_create()}
 
         def find_existing() -> str | None:
             for batch in twins_of_this_create():
@@ -260,7 +266,7 @@ class Ledger:
         log.info("Created batch %s (%s)", batch["id"], lbl)
         found = twins_of_this_create()  # read after the answer: fresher than it, ours included
         if self.fresh:  # earlier batches are ignored, a gateway's repeats of this very create are not
-            found = [b for b in found if self._is_ours(b) and int(b.get("created_at") or 0) >= started - 2]
+            found = [b for b in found if self._is_ours(b)]
         if all(b["id"] != batch["id"] for b in found):
             found.append(batch)
         return self._settle(record, lbl, found, answered=batch["id"]) or batch

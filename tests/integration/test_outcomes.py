@@ -187,6 +187,9 @@ def test_failed_batch_with_several_errors_via_execute_complete(openai_conn, tmp_
     """execute_complete on a batch created directly on the emulator whose file the service rejects."""
     from unittest import mock
 
+    from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
+    from airflow_provider_openai_batch.lifecycle.state import RunState
+
     c = api_client(openai_conn)
     lines = jsonl(request("a"), request("b", url="/v1/embeddings"), request("a"))
     f = c.files.create(file=("in.jsonl", lines), purpose="batch")
@@ -196,15 +199,17 @@ def test_failed_batch_with_several_errors_via_execute_complete(openai_conn, tmp_
     op = OpenAIBatchOperator(task_id="t", input_path="unused", output_path=str(tmp_path / "out"))
     ti = mock.MagicMock(dag_id="d", task_id="t", run_id="r", map_index=-1)
     with pytest.raises(exc.OpenAIBatchFailed) as info:
+        state = RunState(SubmissionRecord("fp", 1, batches={"0/1": batch.id}))
         op.execute_complete(
-            {"ti": ti}, event={"status": "terminal", "batch_ids": [batch.id], "batches": {}, "message": ""}
+            {"ti": ti},
+            event={"status": "terminal", "batches": {}, "message": "", "context": state.to_context()},
         )
     message = str(info.value)
     assert f"Batch {batch.id} failed:\n" in message
     assert "  line 2: [url_mismatch]" in message and "(param url)" in message
     assert "  line 3: [duplicate_custom_id] The custom_id 'a' is used more than once" in message
     assert message.index("line 2:") < message.index("line 3:")
-    ti.xcom_push.assert_called_once_with(key="batch_result", value=info.value.result)
+    ti.xcom_push.assert_any_call(key="batch_result", value=info.value.result)
     assert info.value.result["status"] == "failed"
 
 

@@ -210,3 +210,16 @@ def test_fresh_run_settles_a_gateways_repeats_of_this_create_but_ignores_earlier
     led.upload(record, "0/1", __file__, "x.jsonl")
     used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
     assert used["id"] == "batch_1" and cancelled == ["batch_2"] and record.batches == {"0/1": "batch_1"}
+
+
+def test_fresh_run_ignores_an_earlier_batch_created_the_same_second():
+    # A fast first run: its batch finished a second before the fresh run's create (CI saw it cancel its own).
+    hook = GatewayHook(extra=0)
+    hook.add(twin("earlier", "completed", at=NOW, completed=3))
+    cancelled: list[str] = []
+    led = Ledger(hook, RecordStore(None), ME, fresh=True, cancel=cancelled.extend, now=lambda: NOW)
+    record = led.attach("fp", 1)
+    led.upload(record, "0/1", __file__, "x.jsonl")
+    used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
+    assert used["id"] == "batch_1" and cancelled == [] and record.batches == {"0/1": "batch_1"}
+    assert record.paid_twice == []
