@@ -68,6 +68,12 @@ def child(
 ) -> None:
     import openai
 
+    if variant != "bare":  # Airflow's import is not landing
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+        from airflow_provider_openai_batch.lifecycle import landing
+        from airflow_provider_openai_batch.storage import to_path
+
+        to_path(destination)  # the storage filesystem's import too
     idle = read_status_kb("self", "VmRSS")
     started = time.monotonic()
     if variant == "bare":
@@ -110,9 +116,6 @@ def child(
         with ThreadPoolExecutor(len(files)) as pool:
             list(pool.map(one, enumerate(files)))
     else:
-        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-        from airflow_provider_openai_batch.lifecycle import landing
-
         with tempfile.TemporaryDirectory() as work:
             landing.land(OpenAIBatchHook(), destination, rounds, [], work)
     print(
