@@ -90,7 +90,7 @@ class Ledger:
     store: RecordStore
     identity: TaskIdentity
     on_input_change: str = "resubmit"
-    fresh: bool = False
+    fresh_run: bool = False
     max_pages: int = SEARCH_MAX_PAGES
     cancel: Callable[[list[str]], None] = lambda ids: None
     now: Callable[[], float] = time.time
@@ -106,7 +106,7 @@ class Ledger:
     # -- attach --------------------------------------------------------------------------------
     def attach(self, fingerprint: str, shard_count: int) -> SubmissionRecord:
         """This input's record: recorded batches that still count, plus tagged ones the record lacks."""
-        record = None if self.fresh else self.store.load()
+        record = None if self.fresh_run else self.store.load()
         if record is not None and record.fingerprint != fingerprint:
             self._input_changed([b for b in map(self._read_if_there, record.own_batch_ids()) if b])
             record = None
@@ -115,7 +115,7 @@ class Ledger:
         if record is not None:
             self._verify(record)
         searched_since = None
-        if not self.fresh and (record is None or record.intent is not None):
+        if not self.fresh_run and (record is None or record.intent is not None):
             at = (record.intent or {}).get("at") if record is not None else None
             searched_since = at - CLOCK_SKEW_SECONDS if at else self.now() - SEARCH_REACH_SECONDS
         record = record or SubmissionRecord(fingerprint=fingerprint, shard_count=shard_count)
@@ -292,7 +292,9 @@ class Ledger:
                 and b["id"] not in earlier
             ]
 
-        if self.fresh:  # a fresh run pays again on purpose: what existed before this create is not its twin
+        if (
+            self.fresh_run
+        ):  # a fresh run pays again on purpose: what existed before this create is not its twin
             earlier = {b["id"] for b in twins_of_this_create()}
 
         def find_existing() -> str | None:
@@ -310,7 +312,7 @@ class Ledger:
         self.seen[batch["id"]] = batch
         log.info("Created batch %s (%s)", batch["id"], lbl)
         found = twins_of_this_create()  # read after the answer: fresher than it, ours included
-        if self.fresh:  # earlier batches are ignored, a gateway's repeats of this very create are not
+        if self.fresh_run:  # earlier batches are ignored, a gateway's repeats of this very create are not
             found = [b for b in found if self._is_ours(b)]
         if all(b["id"] != batch["id"] for b in found):
             found.append(batch)

@@ -252,7 +252,7 @@ class OpenAIBatchOperator(BaseOperator):
             store=RecordStore(context.get("task_state_store")),
             identity=TaskIdentity.from_context(context),
             on_input_change=self.on_input_change,
-            fresh=self.fresh_run,
+            fresh_run=self.fresh_run,
             cancel=self._cancel,
             max_pages=self.reattach_scan_pages,
         )

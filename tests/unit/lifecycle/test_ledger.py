@@ -277,7 +277,7 @@ def test_fresh_run_neither_reads_the_record_nor_searches():
     hook, store = FakeBatchHook(), FakeStore()
     hook.add(tagged("b1"))
     store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "b1"}).to_json())
-    led, _ = ledger(hook, store, fresh=True)
+    led, _ = ledger(hook, store, fresh_run=True)
     assert led.attach("fp", 1).batches == {} and hook.list_calls == 0
 
 

@@ -205,7 +205,7 @@ def test_fresh_run_settles_a_gateways_repeats_of_this_create_but_ignores_earlier
     hook = GatewayHook(extra=1)
     hook.add(twin("earlier", "completed", at=NOW - 60, completed=3))  # what fresh_run means to ignore
     cancelled: list[str] = []
-    led = Ledger(hook, RecordStore(None), ME, fresh=True, cancel=cancelled.extend, now=lambda: NOW)
+    led = Ledger(hook, RecordStore(None), ME, fresh_run=True, cancel=cancelled.extend, now=lambda: NOW)
     record = led.attach("fp", 1)
     led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
@@ -217,7 +217,7 @@ def test_fresh_run_ignores_an_earlier_batch_created_the_same_second():
     hook = GatewayHook(extra=0)
     hook.add(twin("earlier", "completed", at=NOW, completed=3))
     cancelled: list[str] = []
-    led = Ledger(hook, RecordStore(None), ME, fresh=True, cancel=cancelled.extend, now=lambda: NOW)
+    led = Ledger(hook, RecordStore(None), ME, fresh_run=True, cancel=cancelled.extend, now=lambda: NOW)
     record = led.attach("fp", 1)
     led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
