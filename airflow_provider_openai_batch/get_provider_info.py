@@ -115,6 +115,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "60",
                         "default": "30",
                     },
+                    "upload_concurrency": {
+                        "description": (
+                            "How many shard files a task uploads at once when it submits (each is streamed "
+                            "from its spooled file, so memory does not grow with it). A failed upload fails "
+                            "the try before any batch is created; the retry uploads only the missing shards."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "8",
+                        "default": "4",
+                    },
                     "assumed_output_tokens": {
                         "description": (
                             "Typical output tokens per request, by model, for cost estimates and max_cost_usd "
