@@ -28,9 +28,14 @@ def empty_tally() -> dict[str, Any]:
 
 
 def _requests(paths: Sequence[Path]) -> Iterator[bytes]:
+    """The requests of these input files, each custom_id once (a follow-up round resends its round's requests)."""
+    seen: set[str] = set()
     for path in paths:
         with open(path, "rb") as fh:
-            yield from (raw for raw in fh if raw.strip())
+            for raw in fh:
+                if raw.strip() and (cid := orjson.loads(raw)["custom_id"]) not in seen:
+                    seen.add(cid)
+                    yield raw
 
 
 def _invalid(location: Any, spec: Any, inputs: Sequence[Path]) -> Iterator[dict[str, Any]]:
