@@ -15,7 +15,9 @@ import pytest
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch.cost.estimate import prompt_tokens
 from airflow_provider_openai_batch.cost.tokens import token_counter
+from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from tests.support.assertions import assert_each_custom_id_once, assert_paid
+from tests.support.backfill import run_backfill
 from tests.support.journal import api_client
 from tests.support.operator_runs import (
     OUTCOME_DAG,
@@ -137,3 +139,47 @@ def test_a_single_request_over_the_limit_fails_before_upload(
     error = only_error(raised, exc.OpenAIBatchInputError)
     assert "line 2" in str(error) and "500 tokens" in str(error) and "body" in str(error)
     assert openai_conn.calls("POST", "/v1/files") == [] and openai_conn.paid_creates() == []
+
+
+def billed_custom_ids(emulator: Any) -> list[str]:
+    """The custom_id of every request in every billed batch's input, as the emulator holds them."""
+    client = api_client(emulator)
+    ids = []
+    for batch_id in emulator.paid_creates():
+        content = client.files.content(client.batches.retrieve(batch_id).input_file_id).text
+        ids += [json.loads(line)["custom_id"] for line in content.splitlines() if line.strip()]
+    return ids
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["one_triggerer", "in_place"])
+def test_a_backfill_of_eight_dates_four_times_over_the_limit_completes_every_date_on_its_first_try(
+    openai_conn, tmp_path, deferrable
+):
+    dates = [f"2026-10-{day:02d}" for day in range(1, 9)]
+    ids = {d: [f"{d}-{j}" for j in range(10)] for d in dates}
+    for date in dates:
+        write(tmp_path / f"{date}.jsonl", [request(cid) for cid in ids[date]])
+    per_date = max(tokens([request(cid) for cid in ids[d]]) for d in dates)
+    limit = 2 * per_date + 20  # two dates' batches fit, a third does not
+    assert per_date < limit and 8 * per_date >= 3.9 * limit  # each under it, together about 4x over
+    openai_conn.configure(enqueued_token_limits={MODEL: limit}, rate=10)
+
+    def operator(date: str) -> OpenAIBatchOperator:
+        return OpenAIBatchOperator(
+            task_id="classify",
+            input_path=str(tmp_path / f"{date}.jsonl"),
+            output_path=str(tmp_path / "out" / date),
+            poll_interval=0.3,
+            deferrable=deferrable,
+        )
+
+    runs = run_backfill(operator, dates, retries=2, timeout=180)
+
+    assert {d: (r.errors, r.retries_used) for d, r in runs.items()} == {d: ([], 0) for d in dates}
+    assert len(openai_conn.free_creates()) >= 2, "the queue never refused a date: the test proves nothing"
+    paid = assert_paid(openai_conn, len(dates))  # one billed batch per date; refused creates are free
+    billed = billed_custom_ids(openai_conn)
+    assert sorted(billed) == sorted(cid for d in dates for cid in ids[d])  # no request billed twice
+    for date in dates:
+        assert_each_custom_id_once(tmp_path / "out" / date, ids[date], failed=set())
+        assert set(runs[date].result["batch_ids"]) <= set(paid)
