@@ -251,16 +251,7 @@ def test_a_limit_learned_in_one_try_cuts_the_shards_of_the_next_try_before_any_c
     # Try 1 learns the limit from the free refusal of its one shard (three times the limit), cuts the input
     # under it, and then fails on a refused create (HTTP 400). The retry must cut under the learned limit at
     # once: the uncut input is never created again.
-    requests = [request(f"r{i}") for i in range(30)]
-    limit = tokens(requests) // 3 + 50
-    openai_conn.configure(enqueued_token_limits={MODEL: limit}, rate=40)
-    out = tmp_path / "out"
-    configure_outcome_dag(
-        monkeypatch,
-        input_path=str(write(tmp_path / "in.jsonl", requests)),
-        output_path=str(out),
-        poll_interval=0.5,
-    )
+    requests, out = one_shard_three_times_the_limit(openai_conn, tmp_path, monkeypatch, configured=False)
 
     def fail_the_next_create_once_the_limit_is_learned():
         wait_for(openai_conn.free_creates, timeout=180)
