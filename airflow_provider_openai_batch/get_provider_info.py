@@ -115,6 +115,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "60",
                         "default": "30",
                     },
+                    "upload_concurrency": {
+                        "description": (
+                            "How many shard files a task uploads at once when it submits (each is streamed "
+                            "from its spooled file, so memory does not grow with it). A failed upload fails "
+                            "the try before any batch is created; the retry uploads only the missing shards."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "8",
+                        "default": "4",
+                    },
                     "assumed_output_tokens": {
                         "description": (
                             "Typical output tokens per request, by model, for cost estimates and max_cost_usd "
@@ -141,6 +152,28 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": '{"gpt-4o-mini": 2000000, "gpt-4o": 90000}',
                         "default": "",
+                    },
+                    "landing_part_size_mb": {
+                        "description": (
+                            "Landing streams each output and error file from OpenAI straight to its destination "
+                            "(no local copy for object storage): the size, in MiB, of each upload part and local "
+                            "write (at least 5, S3's smallest part). Peak memory of a landing is about "
+                            "landing_part_size_mb x landing_concurrency."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "16",
+                        "default": "8",
+                    },
+                    "landing_concurrency": {
+                        "description": (
+                            "Files (shards, follow-up rounds) downloaded at once while landing, and upload "
+                            "parts in flight at once."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "4",
+                        "default": "8",
                     },
                     "price_table": {
                         "description": (

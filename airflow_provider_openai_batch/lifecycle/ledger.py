@@ -13,10 +13,12 @@ identical input reuses its batch. Where several batches carry one label and inpu
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import openai
 
@@ -72,6 +74,14 @@ def search(hook: Any, *, key: str, since: float, max_pages: int = SEARCH_MAX_PAG
 
 
 # ---------------------------------------------------------------------------------------------- ledger
+class Upload(NamedTuple):
+    """One shard file to upload: the label its id is recorded under, its local path, the name OpenAI keeps."""
+
+    label: str
+    path: str
+    filename: str
+
+
 @dataclass
 class Ledger:
     """Attach to what this partition already paid for, and pay for anything more exactly once."""
@@ -80,7 +90,7 @@ class Ledger:
     store: RecordStore
     identity: TaskIdentity
     on_input_change: str = "resubmit"
-    fresh: bool = False
+    fresh_run: bool = False
     max_pages: int = SEARCH_MAX_PAGES
     cancel: Callable[[list[str]], None] = lambda ids: None
     now: Callable[[], float] = time.time
@@ -96,7 +106,7 @@ class Ledger:
     # -- attach --------------------------------------------------------------------------------
     def attach(self, fingerprint: str, shard_count: int) -> SubmissionRecord:
         """This input's record: recorded batches that still count, plus tagged ones the record lacks."""
-        record = loaded = None if self.fresh else self.store.load()
+        record = loaded = None if self.fresh_run else self.store.load()
         if record is not None and record.fingerprint != fingerprint:
             self._input_changed([b for b in map(self._read_if_there, record.own_batch_ids()) if b])
             record = None
@@ -105,7 +115,7 @@ class Ledger:
         if record is not None:
             self._verify(record)
         searched_since = None
-        if not self.fresh and (record is None or record.intent is not None):
+        if not self.fresh_run and (record is None or record.intent is not None):
             at = (record.intent or {}).get("at") if record is not None else None
             searched_since = at - CLOCK_SKEW_SECONDS if at else self.now() - SEARCH_REACH_SECONDS
         if record is None:  # what the queue taught earlier tries holds for any input
@@ -219,13 +229,48 @@ class Ledger:
             self.cancel(live)
 
     # -- pay -----------------------------------------------------------------------------------
-    def upload(self, record: SubmissionRecord, lbl: str, path: str, filename: str) -> str:
-        """Upload one shard file once; its id is recorded, so creates never upload again."""
-        if lbl not in record.files:
-            with open(path, "rb") as fh:
-                record.files[lbl] = self.hook.upload_file(file=fh, filename=filename).id
-            self.store.save(record)
-        return record.files[lbl]
+    def upload(self, record: SubmissionRecord, files: list[Upload], concurrency: int = 1) -> None:
+        """Upload the files the record lacks, up to ``concurrency`` at a time; creates never upload again.
+
+        Each id is recorded, and the record saved, as its upload finishes, in the calling thread: the
+        uploads overlap, the record's writes never do. When one upload fails, those not yet started are
+        dropped, those under way finish and are recorded, and the first failure is raised: nothing is
+        created, and a retry uploads only what is still missing.
+        """
+        missing = [f for f in files if f.label not in record.files]
+        if not missing:
+            return
+        failed = threading.Event()  # set by the failing upload's own thread, so no later one starts
+
+        def send(upload: Upload) -> str | None:
+            if failed.is_set():
+                return None
+            try:
+                return self._upload_one(upload)
+            except BaseException:
+                failed.set()
+                raise
+
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(concurrency, len(missing))), thread_name_prefix="openai-batch-upload"
+        ) as pool:
+            running = {pool.submit(send, f): f.label for f in missing}
+            for done in as_completed(running):
+                error = done.exception()
+                if error is not None:
+                    failure = failure or error
+                elif (file_id := done.result()) is not None:
+                    record.files[running[done]] = file_id
+                    self.store.save(record)
+        if failure is not None:
+            raise failure
+
+    def _upload_one(self, upload: Upload) -> str:
+        with open(upload.path, "rb") as fh:  # the client streams it: an open file is never read whole
+            file_id: str = self.hook.upload_file(file=fh, filename=upload.filename).id
+        log.info("Uploaded %s as %s (%s)", upload.filename, file_id, upload.label)
+        return file_id
 
     def create(
         self, record: SubmissionRecord, lbl: str, *, user_metadata: dict[str, str], **create_kwargs: Any
@@ -249,7 +294,9 @@ class Ledger:
                 and b["id"] not in earlier
             ]
 
-        if self.fresh:  # a fresh run pays again on purpose: what existed before this create is not its twin
+        if (
+            self.fresh_run
+        ):  # a fresh run pays again on purpose: what existed before this create is not its twin
             earlier = {b["id"] for b in twins_of_this_create()}
 
         def find_existing() -> str | None:
@@ -267,7 +314,7 @@ class Ledger:
         self.seen[batch["id"]] = batch
         log.info("Created batch %s (%s)", batch["id"], lbl)
         found = twins_of_this_create()  # read after the answer: fresher than it, ours included
-        if self.fresh:  # earlier batches are ignored, a gateway's repeats of this very create are not
+        if self.fresh_run:  # earlier batches are ignored, a gateway's repeats of this very create are not
             found = [b for b in found if self._is_ours(b)]
         if all(b["id"] != batch["id"] for b in found):
             found.append(batch)

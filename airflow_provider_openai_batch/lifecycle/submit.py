@@ -16,7 +16,7 @@ from airflow_provider_openai_batch.cost.estimate import check_budget as refuse_o
 from airflow_provider_openai_batch.cost.estimate import describe, estimate_upper_bound
 from airflow_provider_openai_batch.exceptions import OpenAIBatchInputError
 from airflow_provider_openai_batch.lifecycle import answers, resubmit
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger, Upload
 from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomRequest, configured_limits
 from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import RunState
@@ -26,6 +26,10 @@ from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spoo
 from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
 
 log = logging.getLogger(__name__)
+
+UPLOAD_CONCURRENCY_OPTION = "upload_concurrency"
+#: Shard files uploaded at once: each streams from its file, so memory does not grow with it.
+DEFAULT_UPLOAD_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -102,12 +106,11 @@ def check_budget(job: Job, shards: list[Shard], model: str | None, max_cost_usd:
 
 
 def upload_shards(
-    job: Job, ledger: Ledger, record: SubmissionRecord, shards: list[Shard], total: int
+    job: Job, ledger: Ledger, record: SubmissionRecord, shards: list[Shard], total: int, concurrency: int = 1
 ) -> None:
-    """Upload each shard once; waves and later tries create from the recorded file ids."""
-    for shard in shards:
-        name = f"{job.task_id}-{shard.index:05d}.jsonl"
-        ledger.upload(record, label(0, shard.index, total), shard.path, name)
+    """Upload each shard once, ``concurrency`` at a time; waves and later tries create from the recorded ids."""
+    uploads = [Upload(label(0, s.index, total), s.path, f"{job.task_id}-{s.index:05d}.jsonl") for s in shards]
+    ledger.upload(record, uploads, concurrency)
 
 
 def create(job: Job, ledger: Ledger, record: SubmissionRecord, labels: list[str]) -> None:
@@ -130,6 +133,18 @@ def configured_token_limits() -> dict[str, int]:
     from airflow_provider_openai_batch.version_compat import conf
 
     return configured_limits(conf.get("openai_batch", CONFIG_OPTION, fallback=None))
+
+
+def configured_upload_concurrency() -> int:
+    """``[openai_batch] upload_concurrency``: how many shard files are uploaded at once."""
+    from airflow_provider_openai_batch.version_compat import conf
+
+    value = int(conf.getint("openai_batch", UPLOAD_CONCURRENCY_OPTION, fallback=DEFAULT_UPLOAD_CONCURRENCY))
+    if value < 1:
+        raise ValueError(
+            f"Expected a positive integer for [openai_batch] {UPLOAD_CONCURRENCY_OPTION} but received {value}"
+        )
+    return value
 
 
 def note_sizes(state: RunState, spool: SpoolResult) -> None:
@@ -238,9 +253,10 @@ def resend_invalid_round(job: Job, hook: Any, ledger: Ledger, state: RunState, o
 
 def _follow_up(job: Job, ledger: Ledger, state: RunState, spool: Any, round_no: int, **kind: bool) -> None:
     log.info("Resubmitting %d request(s) as round %d", spool.total_requests, round_no)
-    labels = []
-    for shard in spool.shards:
-        lbl = label(round_no, shard.index, len(spool.shards), **kind)
-        ledger.upload(state.record, lbl, shard.path, f"{job.task_id}-r{round_no}-{shard.index:05d}.jsonl")
-        labels.append(lbl)
-    create(job, ledger, state.record, labels)
+    n = len(spool.shards)
+    uploads = [
+        Upload(label(round_no, s.index, n, **kind), s.path, f"{job.task_id}-r{round_no}-{s.index:05d}.jsonl")
+        for s in spool.shards
+    ]
+    ledger.upload(state.record, uploads, configured_upload_concurrency())
+    create(job, ledger, state.record, [u.label for u in uploads])

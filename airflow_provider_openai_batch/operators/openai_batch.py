@@ -235,7 +235,9 @@ class OpenAIBatchOperator(BaseOperator):
             self._report_reused(ledger, record)
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
             submit.check_budget(job, to_create, spool.model, self.max_cost_usd)
-            submit.upload_shards(job, ledger, record, to_create, len(spool.shards))
+            submit.upload_shards(
+                job, ledger, record, to_create, len(spool.shards), submit.configured_upload_concurrency()
+            )
         state = RunState(record, deadline=deadline, model=spool.model, queue=queue)
         submit.note_sizes(state, spool)
         return self._advance(context, ledger, state, None, "")
@@ -254,7 +256,7 @@ class OpenAIBatchOperator(BaseOperator):
             store=RecordStore(context.get("task_state_store")),
             identity=TaskIdentity.from_context(context),
             on_input_change=self.on_input_change,
-            fresh=self.fresh_run,
+            fresh_run=self.fresh_run,
             cancel=self._cancel,
             max_pages=self.reattach_scan_pages,
         )

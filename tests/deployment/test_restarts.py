@@ -6,7 +6,8 @@
   task lands its results (the emulator holds its first result download, so the landing is under way during the
   outage). Airflow's scheduler, dag-processor and triggerers exit when they lose the metadata DB (seen here, each
   with ``OperationalError: connection refused``): they count on a process supervisor to start them again, and
-  so does this test, which restarts whatever exited (as systemd or Kubernetes would) and reports it. The API
+  so does this test, which restarts whatever exited (as systemd or Kubernetes would) and reports it. This is
+  Airflow's design, not the provider's bug (apache/airflow#16988, #38252: components exit when the DB goes). The API
   server and the Celery workers ride the outage out; a task's calls to the Execution API are retried.
 
 Each date must finish on its first try, pay for its three shards once and land every custom_id once.

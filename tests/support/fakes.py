@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,6 +12,8 @@ from typing import Any
 
 import httpx2
 import openai
+
+from airflow_provider_openai_batch.hooks.download import ContentStream
 
 
 def not_found(batch_id: str) -> openai.NotFoundError:
@@ -33,8 +36,11 @@ class FakeStore:
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
 
+    writers: set[str] = field(default_factory=set)  # names of the threads that wrote
+
     def set(self, key: str, value: Any) -> None:
         self.writes += 1
+        self.writers.add(threading.current_thread().name)
         self.values[key] = value
 
 
@@ -50,6 +56,10 @@ class FakeBatchHook:
     uploads: int = 0
     list_calls: int = 0
     read_errors: dict[str, Exception] = field(default_factory=dict)
+    upload_errors: dict[str, Exception] = field(default_factory=dict)  # filename → what its upload raises
+    uploaded: list[str] = field(default_factory=list)  # filenames, in the order their uploads finished
+    upload_gate: threading.Barrier | None = None  # when set, every upload waits for this many to be under way
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     clock: itertools.count = field(default_factory=lambda: itertools.count(2_000_000_000))
 
     def add(self, batch: dict[str, Any]) -> None:
@@ -70,8 +80,14 @@ class FakeBatchHook:
         return SimpleNamespace(data=page, has_more=start + limit < len(self.batches))
 
     def upload_file(self, *, file: Any, filename: str, purpose: str = "batch") -> Any:
-        self.uploads += 1
-        return SimpleNamespace(id=f"file-{self.uploads}")
+        if self.upload_gate is not None:
+            self.upload_gate.wait()
+        if filename in self.upload_errors:
+            raise self.upload_errors[filename]
+        with self._lock:
+            self.uploads += 1
+            self.uploaded.append(filename)
+            return SimpleNamespace(id=f"file-{self.uploads}")
 
     def create_batch(
         self, *, input_file_id: str, metadata: dict[str, str], find_existing: Any = None, **_: Any
@@ -94,3 +110,14 @@ class FakeBatchHook:
         data = self.files[file_id]
         Path(local_path).write_bytes(data)
         return len(data), data.count(b"\n") + (not data.endswith(b"\n") if data else 0)
+
+    def stream_file(
+        self, file_id: str, consume: Any, *, keep: Any = None, check: Any = None, **_: Any
+    ) -> Any:
+        """Feed the file's content to ``consume`` through the real ContentStream, in small odd-sized chunks."""
+        self.downloads.append(file_id)
+        data = self.files[file_id]
+        stream = ContentStream(
+            iter([data[i : i + 7] for i in range(0, len(data), 7)]), len(data), keep, check
+        )
+        return consume(stream), stream

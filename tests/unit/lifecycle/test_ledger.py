@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger, search
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger, Upload, search
 from airflow_provider_openai_batch.lifecycle.record import STATE_KEY, RecordStore, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.tags import (
     TAG_DAG,
@@ -95,7 +97,7 @@ def test_create_writes_intent_before_and_id_after():
     hook, store = FakeBatchHook(), FakeStore()
     led, _ = ledger(hook, store)
     record = led.attach("fp", 1)
-    led.upload(record, "0/1", __file__, "x.jsonl")
+    led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     seen_intent = {}
     original = hook.create_batch
 
@@ -114,6 +116,52 @@ def test_create_writes_intent_before_and_id_after():
     # The same label again pays nothing.
     led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
     assert hook.creates == 1
+
+
+def _three_uploads() -> list[Upload]:
+    return [Upload(f"{i}/3", __file__, f"x-{i}.jsonl") for i in range(3)]
+
+
+def test_uploads_run_at_once_and_the_record_is_written_by_the_calling_thread_only():
+    # Each upload waits until three are under way: one at a time, the barrier would break.
+    hook, store = FakeBatchHook(upload_gate=threading.Barrier(3, timeout=5)), FakeStore()
+    led, _ = ledger(hook, store)
+    record = led.attach("fp", 3)
+    led.upload(record, _three_uploads(), concurrency=3)
+    assert sorted(record.files) == ["0/3", "1/3", "2/3"] and hook.uploads == 3
+    assert store.values[STATE_KEY]["files"] == record.files
+    assert store.writers == {threading.current_thread().name}
+
+
+def test_one_failed_upload_fails_the_step_and_the_retry_uploads_only_what_is_missing():
+    # All three are under way when the middle one fails.
+    hook = FakeBatchHook(
+        upload_errors={"x-1.jsonl": server_error()}, upload_gate=threading.Barrier(3, timeout=5)
+    )
+    store = FakeStore()
+    led, _ = ledger(hook, store)
+    record = led.attach("fp", 3)
+    with pytest.raises(type(server_error())):
+        led.upload(record, _three_uploads(), concurrency=3)
+    assert sorted(store.values[STATE_KEY]["files"]) == ["0/3", "2/3"]  # the others finished and count
+    assert hook.creates == 0
+
+    hook.upload_errors.clear()
+    hook.upload_gate = None
+    retry, _ = ledger(hook, store)
+    again = retry.attach("fp", 3)
+    retry.upload(again, _three_uploads(), concurrency=3)
+    assert sorted(hook.uploaded[:2]) == ["x-0.jsonl", "x-2.jsonl"]  # the first try's
+    assert hook.uploaded[2:] == ["x-1.jsonl"] and sorted(again.files) == ["0/3", "1/3", "2/3"]
+
+
+def test_after_a_failed_upload_no_new_upload_starts():
+    hook = FakeBatchHook(upload_errors={"x-0.jsonl": server_error()})
+    led, _ = ledger(hook, FakeStore())
+    record = led.attach("fp", 3)
+    with pytest.raises(type(server_error())):
+        led.upload(record, _three_uploads(), concurrency=1)
+    assert hook.uploaded == [] and record.files == {}
 
 
 def test_retry_with_a_record_reattaches_without_searching():
@@ -229,7 +277,7 @@ def test_fresh_run_neither_reads_the_record_nor_searches():
     hook, store = FakeBatchHook(), FakeStore()
     hook.add(tagged("b1"))
     store.set(STATE_KEY, SubmissionRecord("fp", 1, batches={"0/1": "b1"}).to_json())
-    led, _ = ledger(hook, store, fresh=True)
+    led, _ = ledger(hook, store, fresh_run=True)
     assert led.attach("fp", 1).batches == {} and hook.list_calls == 0
 
 
@@ -251,7 +299,7 @@ def test_shards_of_another_sharding_are_not_mixed_in():
 
 def _created(led, hook, store):
     record = led.attach("fp", 1)
-    led.upload(record, "0/1", __file__, "x.jsonl")
+    led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     return record, led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
 
 

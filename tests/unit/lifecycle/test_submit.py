@@ -175,3 +175,20 @@ def test_resubmit_round(tmp_path, errors, cancelled, resent):
     [new_label] = [lbl for lbl in state.record.batches if lbl != "0/1"]
     assert new_label == label(1, 0, 1, include_cancelled=cancelled)
     assert len(state.rounds) == 2
+
+
+# ------------------------------------------------------------------------------------ upload concurrency
+def test_upload_concurrency_defaults_to_the_provider_info_and_comes_from_the_configuration(monkeypatch):
+    from airflow_provider_openai_batch.get_provider_info import get_provider_info
+
+    declared = get_provider_info()["config"]["openai_batch"]["options"][submit.UPLOAD_CONCURRENCY_OPTION]
+    assert (
+        int(declared["default"])
+        == submit.DEFAULT_UPLOAD_CONCURRENCY
+        == submit.configured_upload_concurrency()
+    )
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__UPLOAD_CONCURRENCY", "7")
+    assert submit.configured_upload_concurrency() == 7
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__UPLOAD_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="Expected a positive integer .* but received 0"):
+        submit.configured_upload_concurrency()

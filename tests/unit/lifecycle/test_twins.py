@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from airflow_provider_openai_batch.lifecycle import twins
-from airflow_provider_openai_batch.lifecycle.ledger import Ledger
+from airflow_provider_openai_batch.lifecycle.ledger import Ledger, Upload
 from airflow_provider_openai_batch.lifecycle.record import STATE_KEY, RecordStore, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.tags import TaskIdentity, build_metadata
 from tests.support.builders import batch
@@ -128,7 +128,7 @@ def _create(hook, store=None):
     cancelled: list[str] = []
     led = Ledger(hook, RecordStore(store), ME, cancel=cancelled.extend, now=lambda: NOW)
     record = led.attach("fp", 1)
-    led.upload(record, "0/1", __file__, "x.jsonl")
+    led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
     return record, used, cancelled
 
@@ -205,9 +205,9 @@ def test_fresh_run_settles_a_gateways_repeats_of_this_create_but_ignores_earlier
     hook = GatewayHook(extra=1)
     hook.add(twin("earlier", "completed", at=NOW - 60, completed=3))  # what fresh_run means to ignore
     cancelled: list[str] = []
-    led = Ledger(hook, RecordStore(None), ME, fresh=True, cancel=cancelled.extend, now=lambda: NOW)
+    led = Ledger(hook, RecordStore(None), ME, fresh_run=True, cancel=cancelled.extend, now=lambda: NOW)
     record = led.attach("fp", 1)
-    led.upload(record, "0/1", __file__, "x.jsonl")
+    led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
     assert used["id"] == "batch_1" and cancelled == ["batch_2"] and record.batches == {"0/1": "batch_1"}
 
@@ -217,9 +217,9 @@ def test_fresh_run_ignores_an_earlier_batch_created_the_same_second():
     hook = GatewayHook(extra=0)
     hook.add(twin("earlier", "completed", at=NOW, completed=3))
     cancelled: list[str] = []
-    led = Ledger(hook, RecordStore(None), ME, fresh=True, cancel=cancelled.extend, now=lambda: NOW)
+    led = Ledger(hook, RecordStore(None), ME, fresh_run=True, cancel=cancelled.extend, now=lambda: NOW)
     record = led.attach("fp", 1)
-    led.upload(record, "0/1", __file__, "x.jsonl")
+    led.upload(record, [Upload("0/1", __file__, "x.jsonl")])
     used = led.create(record, "0/1", user_metadata={}, endpoint="/v1/chat/completions")
     assert used["id"] == "batch_1" and cancelled == [] and record.batches == {"0/1": "batch_1"}
     assert record.paid_twice == []
