@@ -153,6 +153,28 @@ def get_provider_info() -> dict[str, Any]:
                         "example": '{"gpt-4o-mini": 2000000, "gpt-4o": 90000}',
                         "default": "",
                     },
+                    "landing_part_size_mb": {
+                        "description": (
+                            "Landing streams each output and error file from OpenAI straight to its destination "
+                            "(no local copy for object storage): the size, in MiB, of each upload part and local "
+                            "write (at least 5, S3's smallest part). Peak memory of a landing is about "
+                            "landing_part_size_mb x landing_concurrency."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "16",
+                        "default": "8",
+                    },
+                    "landing_concurrency": {
+                        "description": (
+                            "Files (shards, follow-up rounds) downloaded at once while landing, and upload "
+                            "parts in flight at once."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "4",
+                        "default": "8",
+                    },
                     "price_table": {
                         "description": (
                             "Prices for cost estimates and max_cost_usd, merged model by model over the dated "

@@ -1,6 +1,6 @@
 """Reading inputs from, and landing results on, any storage Airflow can open (local paths and ObjectStoragePath URLs).
 
-A result file is never written in place: it is streamed to a hidden temporary name beside its destination and
+A small file (the manifest) is never written in place: it is written to a hidden temporary name beside its destination and
 moved into place only when complete, so a crash midway leaves no file that looks finished (what a complete
 results folder holds is :mod:`airflow_provider_openai_batch.files`'s contract). Every error names the URL it
 was about.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,7 +26,6 @@ from airflow_provider_openai_batch.exceptions import (
 from airflow_provider_openai_batch.files import BLOCK_SIZE, MANIFEST, open_binary
 from airflow_provider_openai_batch.version_compat import AirflowNotFoundException
 
-COPY_CHUNK = 2**20
 #: What names a results folder's writer: the same task (any run of it) may rewrite its folder.
 _WRITER_KEYS = ("dag_id", "task_id", "map_index")
 
@@ -48,7 +47,7 @@ def to_path(url_or_path: str | Path | ObjectStoragePath) -> ObjectStoragePath:
     return ObjectStoragePath(text)
 
 
-def _named_connection(url_or_path: Any) -> str | None:
+def connection_of(url_or_path: Any) -> str | None:
     """The connection a storage URL names (``s3://conn_id@bucket/key``), as ObjectStoragePath reads it."""
     if isinstance(url_or_path, ObjectStoragePath):
         # Airflow 3.1 keeps it in storage_options only.
@@ -66,7 +65,7 @@ def check_connections(*urls: Any) -> None:
     :raises OpenAIBatchStorageConnectionNotFound: naming the URL and the connection id.
     """
     for url in urls:
-        conn_id = _named_connection(url) if url is not None else None
+        conn_id = connection_of(url) if url is not None else None
         if not conn_id:
             continue
         try:
@@ -80,7 +79,7 @@ def check_connections(*urls: Any) -> None:
 
 
 @contextmanager
-def _about(what: str, url: Any, *, keep: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+def about(what: str, url: Any, *, keep: tuple[type[Exception], ...] = ()) -> Iterator[None]:
     """Re-raise a storage failure as one that names the URL (the underlying error stays as the cause).
 
     :param keep: exceptions that pass unchanged (they already name the URL).
@@ -97,7 +96,7 @@ def _about(what: str, url: Any, *, keep: tuple[type[Exception], ...] = ()) -> It
 
 def open_input(url_or_path: str | Path) -> BinaryIO:
     """Open an input for streaming reads; raises FileNotFoundError naming the path."""
-    with _about("open the input", url_or_path, keep=(FileNotFoundError,)):
+    with about("open the input", url_or_path, keep=(FileNotFoundError,)):
         return open_binary(to_path(url_or_path), what="an input file")
 
 
@@ -130,49 +129,16 @@ def _temp_beside(destination: ObjectStoragePath) -> ObjectStoragePath:
 
 def check_writable(folder: str | Path | ObjectStoragePath) -> None:
     """Prove results can land in ``folder`` (write and remove a small probe) before anything is paid for."""
-    with _about("write results to", folder):
+    with about("write results to", folder):
         probe = to_path(folder) / f".openai-batch-probe-{uuid.uuid4().hex[:12]}"
         with _open_write(probe) as out:
             out.write(b"probe\n")
         probe.unlink()
 
 
-def write_concatenated(sources: Iterable[str | Path], destination: ObjectStoragePath) -> int:
-    """Stream the local JSONL files ``sources`` one after another into ``destination``, atomically.
-
-    Parts are joined on line boundaries: a part whose last line lacks its newline gets one, so two records are
-    never glued together. Returns the number of lines written.
-    """
-    temp = _temp_beside(destination)
-    lines = 0
-    with _about("write", destination):
-        try:
-            with _open_write(temp) as out:
-                for source in sources:
-                    lines += _copy_lines(source, out)
-            _move(temp, destination)
-        except BaseException:
-            _discard(temp)
-            raise
-    return lines
-
-
-def _copy_lines(source: str | Path, out: BinaryIO) -> int:
-    lines, last = 0, b"\n"
-    with open(source, "rb") as src:
-        while chunk := src.read(COPY_CHUNK):
-            out.write(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last != b"\n":
-        out.write(b"\n")
-        lines += 1
-    return lines
-
-
 def write_json(data: Any, destination: ObjectStoragePath) -> None:
     temp = _temp_beside(destination)
-    with _about("write", destination):
+    with about("write", destination):
         try:
             with _open_write(temp) as out:
                 out.write(json.dumps(data, indent=2, sort_keys=True).encode())
@@ -184,7 +150,7 @@ def write_json(data: Any, destination: ObjectStoragePath) -> None:
 
 def remove_if_exists(path: ObjectStoragePath) -> None:
     """Remove ``path`` if it is there; a failure to remove it raises (never leave a stale file behind silently)."""
-    with _about("remove", path):
+    with about("remove", path):
         if path.exists():
             path.unlink()
 
@@ -207,7 +173,7 @@ def check_results_owner(
     :param overwrite: ``overwrite_other_results``: replace another task's results, with a warning.
     :raises OpenAIBatchOutputOfAnotherTask: naming the folder and the task that wrote it.
     """
-    with _about("read the manifest in", folder):
+    with about("read the manifest in", folder):
         manifest = to_path(folder) / MANIFEST
         raw = manifest.read_bytes() if manifest.exists() else None
     if raw is None:

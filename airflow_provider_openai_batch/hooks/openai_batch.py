@@ -19,7 +19,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import httpx2
 import openai
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from openai.types import Batch, FileDeleted, FileObject
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 #: Pool size of the shared async client. Polls are short GETs: 1,000 triggers polling every minute need about
@@ -383,6 +384,46 @@ class OpenAIBatchHook(BaseHook):
             raise ValueError(f"Expected `max_attempts` to be at least 1 but received {max_attempts!r}")
         return download.download_to_path(
             self.client, file_id, os.fspath(local_path), max_attempts=max_attempts, chunk_size=chunk_size
+        )
+
+    def stream_file(
+        self,
+        file_id: str,
+        consume: Callable[[download.ContentStream], T],
+        *,
+        keep: download.LineFilter | None = None,
+        check: download.EndCheck | None = None,
+        where: str = "",
+        max_attempts: int = 3,
+        chunk_size: int = 1024 * 1024,
+    ) -> tuple[T, download.ContentStream]:
+        """
+        Stream a file's content into ``consume`` (an upload, a local file) without a full copy anywhere else;
+        return what ``consume`` returned and the stream, whose ``lines`` it passed on.
+
+        A dropped or short download is retried from scratch, ``consume`` being called again on a fresh stream.
+
+        :param file_id: the file to download.
+        :param consume: reads the stream to its end; it must start its copy over on each call.
+        :param keep: pass on only the lines it keeps.
+        :param check: called at the end of each whole body, before ``consume`` sees the end; what it raises
+            fails ``consume`` (an upload is then aborted, not completed) and is not retried.
+        :param where: where the file goes, for messages.
+        :param max_attempts: total attempts before giving up.
+        :param chunk_size: bytes per read from the response.
+        """
+        _non_empty("file_id", file_id)
+        if int(max_attempts) < 1:
+            raise ValueError(f"Expected `max_attempts` to be at least 1 but received {max_attempts!r}")
+        return download.stream_file(
+            self.client,
+            file_id,
+            consume,
+            keep=keep,
+            check=check,
+            where=where,
+            max_attempts=max_attempts,
+            chunk_size=chunk_size,
         )
 
     # -- async verbs -----------------------------------------------------------------------------------

@@ -27,22 +27,23 @@ def empty_tally() -> dict[str, Any]:
     return {"total": 0, "reasons": dict.fromkeys(REASONS, 0)}
 
 
-def _invalid(path: Path, spec: Any, input_path: Path | None) -> Iterator[dict[str, Any]]:
+def _invalid(location: Any, spec: Any, input_path: Path | None) -> Iterator[dict[str, Any]]:
     requests = str(input_path) if OutputSchema(spec).needs_requests else None
-    with read_results(str(path), requests, include="output", schema=spec) as records:
+    with read_results(location, requests, include="output", schema=spec) as records:
         for record in records:
             if record["status"] == INVALID_OUTPUT:
                 yield record
 
 
-def tally(path: Path, spec: Any, input_path: Path | None, into: dict[str, Any]) -> set[str]:
-    """Add the invalid answers of output file ``path`` to ``into``; return their custom_ids.
+def tally(location: Any, spec: Any, input_path: Path | None, into: dict[str, Any]) -> set[str]:
+    """Add the invalid answers of output file ``location`` (a local path or a landed object) to ``into``;
+    return their custom_ids.
 
     :param input_path: the batch's input file, downloaded (needed with ``"auto"`` only).
     """
     reasons: Counter[str] = Counter()
     ids: set[str] = set()
-    for record in _invalid(path, spec, input_path):
+    for record in _invalid(location, spec, input_path):
         reasons[record["error"]["reason"]] += 1
         ids.add(record["custom_id"])
     into["total"] += sum(reasons.values())

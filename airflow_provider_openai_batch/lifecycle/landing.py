@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
-from airflow_provider_openai_batch import results, storage
+import openai
+import orjson
+
+from airflow_provider_openai_batch import results, storage, transfer
 from airflow_provider_openai_batch.cost.estimate import describe
 from airflow_provider_openai_batch.cost.prices import cost_of_usage, price_age
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
@@ -24,8 +27,11 @@ from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
 from airflow_provider_openai_batch.lifecycle import answers
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
+from airflow_provider_openai_batch.transfer import TransferSettings
 
 log = logging.getLogger(__name__)
+#: Failures of the download side of landing, raised as they are (the rest names the storage URL).
+_NOT_STORAGE = (OpenAIBatchError, openai.OpenAIError)
 
 
 @dataclass(frozen=True)
@@ -48,72 +54,147 @@ def land(
     *,
     output_schema: Any = None,
     invalid_round: int | None = None,
+    settings: TransferSettings | None = None,
 ) -> Landed:
-    """Download and land every round's files on ``output_path``; the caller writes the manifest with :func:`finish`.
+    """Stream every round's files onto ``output_path``; the caller writes the manifest with :func:`finish`.
 
     :param rounds: each round's batches (dicts, as re-read on the worker), round 0 first.
     :param resubmitted_cancelled: per round but the last, whether the next round also resent the requests a
         cancel stopped (so their ``batch_cancelled`` lines are superseded too).
+    :param workdir: local scratch for the batches' input files, read only with an output schema or an
+        invalid-answers round (landed files never pass through it).
     :param output_schema: count the output lines whose structured answer is invalid (see
         :class:`~airflow_provider_openai_batch.structured.validate.OutputSchema`).
     :param invalid_round: the follow-up round that resent invalid answers: earlier rounds' output lines of
         the requests it resent are dropped, and it supersedes no error line.
+    :param settings: part size and concurrency (default: the ``[openai_batch]`` options).
     """
+    settings = settings or TransferSettings.from_config()
     folder = storage.to_path(output_path)
     storage.remove_if_exists(folder / MANIFEST)
-    outputs: list[Path] = []
-    errors: list[Path] = []
-    expected_out = expected_err = failed = 0
     work = Path(workdir)
-    tally = answers.empty_tally() if output_schema is not None else None
-    needs_input = output_schema == "auto"
     resent = answers.input_ids(hook, rounds[invalid_round], work) if invalid_round else set()
+    outputs: list[transfer.Source] = []
+    output_batches: list[Mapping[str, Any]] = []
+    errors: list[_ErrorSource] = []
     for r, batches in enumerate(rounds):
         superseded = r + 1 < len(rounds) and r + 1 != invalid_round
         for batch in batches:
             if batch.get("output_file_id"):
-                path = work / f"{batch['id']}.output.jsonl"
-                lines = _download(hook, batch, "output_file_id", path, output_path)
-                _check_complete(batch, lines)
-                if invalid_round and r < invalid_round:
-                    path, lines = answers.drop_lines(path, resent)
-                if tally is not None:
-                    inp = work / f"{batch['id']}.input.jsonl"
-                    if needs_input and not inp.exists():
-                        hook.download_file(batch["input_file_id"], local_path=inp)
-                    answers.tally(path, output_schema, inp, tally)
-                outputs.append(path)
-                expected_out += lines
+                drop = resent if invalid_round and r < invalid_round else None
+                outputs.append(_OutputSource(hook, batch, output_path, drop))
+                output_batches.append(batch)
             if batch.get("error_file_id"):
-                path = Path(workdir, f"{batch['id']}.errors.jsonl")
-                lines = _download(hook, batch, "error_file_id", path, output_path)
-                if len(rounds) > 1:
-                    cancelled = superseded and resubmitted_cancelled[r]
-                    path, lines, ran = _keep_last_outcomes(path, superseded=superseded, cancelled=cancelled)
-                    failed += ran
-                errors.append(path)
-                expected_err += lines
+                cancelled = superseded and len(rounds) > 1 and resubmitted_cancelled[r]
+                errors.append(
+                    _ErrorSource(
+                        hook,
+                        batch,
+                        output_path,
+                        superseded=superseded,
+                        cancelled=cancelled,
+                        filtered=len(rounds) > 1,
+                    )
+                )
+    tally = answers.empty_tally() if output_schema is not None else None
+
+    def inspect(index: int, location: Any) -> None:
+        if tally is None:
+            return
+        batch = output_batches[index]
+        inp = work / f"{batch['id']}.input.jsonl"
+        if output_schema == "auto" and not inp.exists():
+            hook.download_file(batch["input_file_id"], local_path=inp)
+        answers.tally(location, output_schema, inp, tally)
+
     output_file, error_file = folder / OUTPUT, folder / ERRORS
-    _written(storage.write_concatenated(outputs, output_file), expected_out, output_file)
-    if expected_err:
-        _written(storage.write_concatenated(errors, error_file), expected_err, error_file)
-    else:
+    with storage.about("write", output_file, keep=_NOT_STORAGE):
+        output_lines = sum(transfer.write_joined(outputs, output_file, settings, inspect=inspect))
+    error_lines = 0
+    if errors:
+        with storage.about("write", error_file, keep=_NOT_STORAGE):
+            error_lines = sum(transfer.write_joined(errors, error_file, settings))
+    if not error_lines:
         storage.remove_if_exists(error_file)
     return Landed(
         output_path=str(output_file),
-        error_path=str(error_file) if expected_err else None,
+        error_path=str(error_file) if error_lines else None,
         manifest_path=str(folder / MANIFEST),
-        output_lines=expected_out,
-        error_lines=expected_err,
-        failed_lines=failed,
+        output_lines=output_lines,
+        error_lines=error_lines,
+        failed_lines=sum(e.ran for e in errors) if len(rounds) > 1 else 0,
         invalid_output=tally,
     )
 
 
-def _download(hook: Any, batch: Mapping[str, Any], key: str, path: Path, output_path: str) -> int:
-    """Download one of a batch's files; a file deleted on OpenAI fails at once, saying who deleted it."""
+class _OutputSource:
+    """One batch's output file as a :data:`~..transfer.Source`: checked against the batch's count of completed
+    requests before its copy completes; with ``drop``, those custom_ids' lines are left out (resent later)."""
+
+    def __init__(self, hook: Any, batch: Mapping[str, Any], output_path: str, drop: set[str] | None) -> None:
+        self.hook, self.batch, self.output_path, self.drop = hook, batch, output_path, drop
+
+    def keep(self, raw: bytes) -> bool:
+        return orjson.loads(raw).get("custom_id") not in self.drop  # type: ignore[operator]
+
+    def __call__(self, sink: Callable[[BinaryIO], None]) -> int:
+        keep = self.keep if self.drop else None
+        return _stream(self.hook, self.batch, "output_file_id", sink, self.output_path, keep, _check_complete)
+
+
+class _ErrorSource:
+    """One batch's error file as a :data:`~..transfer.Source`. With follow-up rounds: drops the lines the next
+    round sent again (when ``superseded``) and counts in ``ran`` the kept lines of requests that ran and
+    failed."""
+
+    def __init__(
+        self,
+        hook: Any,
+        batch: Mapping[str, Any],
+        output_path: str,
+        *,
+        superseded: bool,
+        cancelled: bool,
+        filtered: bool,
+    ) -> None:
+        self.hook, self.batch, self.output_path = hook, batch, output_path
+        self.superseded, self.cancelled, self.filtered = superseded, cancelled, filtered
+        self.ran = 0
+
+    def keep(self, raw: bytes) -> bool:
+        line = json.loads(raw)
+        if self.superseded and should_resubmit(line, include_cancelled=self.cancelled):
+            return False
+        self.ran += not is_stopped_line(line)
+        return True
+
+    def __call__(self, sink: Callable[[BinaryIO], None]) -> int:
+        def fresh(stream: BinaryIO) -> None:  # each attempt counts anew
+            self.ran = 0
+            sink(stream)
+
+        keep = self.keep if self.filtered else None
+        return _stream(self.hook, self.batch, "error_file_id", fresh, self.output_path, keep, None)
+
+
+def _stream(
+    hook: Any,
+    batch: Mapping[str, Any],
+    key: str,
+    sink: Callable[[BinaryIO], None],
+    output_path: str,
+    keep: Callable[[bytes], bool] | None,
+    check: Callable[[Mapping[str, Any], Any], None] | None,
+) -> int:
+    """Stream one of a batch's files into ``sink``; a file deleted on OpenAI fails at once, saying who did."""
     try:
-        _, lines = hook.download_file(batch[key], local_path=path)
+        _, stream = hook.stream_file(
+            batch[key],
+            sink,
+            keep=keep,
+            check=(lambda s: check(batch, s)) if check else None,
+            where=output_path,
+        )
     except Exception as err:
         if getattr(err, "status_code", None) != 404:
             raise
@@ -124,7 +205,7 @@ def _download(hook: Any, batch: Mapping[str, Any], key: str, path: Path, output_
             f", so they cannot be landed at {output_path} again. Read them where run {run!r} landed them, or "
             "set fresh_run=True to submit the requests anew (paid again)."
         ) from None
-    return int(lines)
+    return int(stream.lines)
 
 
 def finish(landed: Landed, manifest: Mapping[str, Any]) -> None:
@@ -132,39 +213,14 @@ def finish(landed: Landed, manifest: Mapping[str, Any]) -> None:
     storage.write_json(dict(manifest), storage.to_path(landed.manifest_path))
 
 
-def _check_complete(batch: Mapping[str, Any], lines: int) -> None:
+def _check_complete(batch: Mapping[str, Any], stream: Any) -> None:
+    """A completed batch's output file holds one line per completed request, else the download was cut short."""
     expected = (batch.get("request_counts") or {}).get("completed")
-    if batch.get("status") == "completed" and expected is not None and lines != expected:
+    if batch.get("status") == "completed" and expected is not None and stream.seen != expected:
         raise OpenAIBatchError(
-            f"Batch {batch['id']}: downloaded {lines} output line(s) but OpenAI counts {expected} completed "
-            "requests; the download was incomplete."
+            f"Batch {batch['id']}: downloaded {stream.seen} output line(s) but OpenAI counts {expected} "
+            "completed requests; the download was incomplete and nothing was landed."
         )
-
-
-def _written(written: int, expected: int, where: Any) -> None:
-    if written != expected:
-        raise OpenAIBatchError(
-            f"Landed {written} line(s) at {where} but downloaded {expected}: the landed file is not trusted "
-            "and no manifest was written."
-        )
-
-
-def _keep_last_outcomes(path: Path, *, superseded: bool, cancelled: bool) -> tuple[Path, int, int]:
-    """One pass over an error file: drop the lines the next round sent again (when ``superseded``); return the
-    file to land, its line count, and how many of its lines are requests that ran and failed."""
-    kept = path.with_suffix(".kept.jsonl")
-    count = ran = 0
-    with open(path, "rb") as src, open(kept, "wb") as dst:
-        for raw in src:
-            if not raw.strip():
-                continue
-            line = json.loads(raw)
-            if superseded and should_resubmit(line, include_cancelled=cancelled):
-                continue
-            dst.write(raw if raw.endswith(b"\n") else raw + b"\n")
-            count += 1
-            ran += not is_stopped_line(line)
-    return kept, count, ran
 
 
 def already_landed(output_path: str, batch_ids: list[str], fingerprint: str) -> results.BatchResult | None:

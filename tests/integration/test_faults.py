@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openai_batch import files, storage
+from airflow_provider_openai_batch import files, storage_s3
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import record as record_module
@@ -347,14 +347,23 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     )
     prefix = f"reliability-storage/{DATE}/"
     written: list[int] = []
+    upload = storage_s3.Uploader.upload
 
-    def breaks_midway(source, out):
-        with open(source, "rb") as src:
-            written.append(out.write(src.read(300)))
-        raise OSError("connection to storage lost midway")
+    class BreaksMidway:
+        """Storage goes away after the first 300 bytes of the upload went through."""
 
-    copy_lines = storage._copy_lines
-    monkeypatch.setattr(storage, "_copy_lines", breaks_midway)
+        def __init__(self, stream):
+            self.stream = stream
+
+        def read(self, size=-1):
+            if written:
+                raise OSError("connection to storage lost midway")
+            written.append(len(data := self.stream.read(300)))
+            return data
+
+    monkeypatch.setattr(
+        storage_s3.Uploader, "upload", lambda self, stream, b, k: upload(self, BreaksMidway(stream), b, k)
+    )
 
     first = run_dag(DAG_ID, DATE)
 
@@ -362,8 +371,9 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     assert written == [300]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     assert keys == [], keys  # no output.jsonl, no _manifest.json, no partial file left behind
+    assert s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", []) == []  # aborted
 
-    monkeypatch.setattr(storage, "_copy_lines", copy_lines)
+    monkeypatch.setattr(storage_s3.Uploader, "upload", upload)
     second = run_dag(DAG_ID, DATE, clear=True)
 
     assert second.state == "success", second.ti_states()

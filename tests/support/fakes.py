@@ -13,6 +13,8 @@ from typing import Any
 import httpx2
 import openai
 
+from airflow_provider_openai_batch.hooks.download import ContentStream
+
 
 def not_found(batch_id: str) -> openai.NotFoundError:
     request = httpx2.Request("GET", f"https://api.example/v1/batches/{batch_id}")
@@ -108,3 +110,14 @@ class FakeBatchHook:
         data = self.files[file_id]
         Path(local_path).write_bytes(data)
         return len(data), data.count(b"\n") + (not data.endswith(b"\n") if data else 0)
+
+    def stream_file(
+        self, file_id: str, consume: Any, *, keep: Any = None, check: Any = None, **_: Any
+    ) -> Any:
+        """Feed the file's content to ``consume`` through the real ContentStream, in small odd-sized chunks."""
+        self.downloads.append(file_id)
+        data = self.files[file_id]
+        stream = ContentStream(
+            iter([data[i : i + 7] for i in range(0, len(data), 7)]), len(data), keep, check
+        )
+        return consume(stream), stream

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -33,58 +32,6 @@ def test_to_path_for_urls_and_existing_paths(tmp_path, monkeypatch):
     # Airflow 3.1 keeps the connection in storage_options (no .conn_id) and in .bucket; .path is the same.
     conn_id = getattr(s3, "conn_id", None) or s3.storage_options.get("conn_id")
     assert (s3.protocol, conn_id, s3.path) == ("s3", "aws_conn", "my-bucket/results/2026-11-01/output.jsonl")
-
-
-def write_sources(tmp_path: Path, *contents: bytes) -> list[Path]:
-    paths = []
-    for i, data in enumerate(contents):
-        p = tmp_path / f"src{i}.jsonl"
-        p.write_bytes(data)
-        paths.append(p)
-    return paths
-
-
-def test_write_concatenated_joins_sources_in_order_and_leaves_no_temp(tmp_path):
-    sources = write_sources(tmp_path, b'{"a": 1}\n', b"", b'{"b": 2}\n{"c": 3}\n')
-    dest = storage.to_path(tmp_path / "out" / "output.jsonl")  # the folder is created
-    storage.write_concatenated(sources, dest)
-    assert (tmp_path / "out" / "output.jsonl").read_bytes() == b'{"a": 1}\n{"b": 2}\n{"c": 3}\n'
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["output.jsonl"]
-
-
-def test_write_concatenated_of_nothing_is_an_empty_file(tmp_path):
-    storage.write_concatenated([], storage.to_path(tmp_path / "output.jsonl"))
-    assert (tmp_path / "output.jsonl").read_bytes() == b""
-
-
-def test_a_failure_midway_leaves_no_destination_and_no_temp_file(tmp_path):
-    first = write_sources(tmp_path, b"x" * 3_000_000)[0]  # more than one copy chunk gets written
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(OpenAIBatchStorageError) as info:
-        storage.write_concatenated([first, tmp_path / "missing.jsonl"], storage.to_path(out / "output.jsonl"))
-    assert isinstance(info.value.__cause__, FileNotFoundError)
-    assert str(out / "output.jsonl") in str(info.value)  # names the destination
-    assert list(out.iterdir()) == []
-
-
-def test_a_failure_midway_keeps_the_previous_file_intact(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "output.jsonl").write_bytes(b"previous\n")
-
-    class Boom(Exception):
-        pass
-
-    def sources():
-        yield write_sources(tmp_path, b"new line\n")[0]
-        raise Boom
-
-    with pytest.raises(OpenAIBatchStorageError) as info:
-        storage.write_concatenated(sources(), storage.to_path(out / "output.jsonl"))
-    assert isinstance(info.value.__cause__, Boom)
-    assert (out / "output.jsonl").read_bytes() == b"previous\n"
-    assert [p.name for p in out.iterdir()] == ["output.jsonl"]
 
 
 def test_write_json_writes_sorted_indented_json_atomically(tmp_path):

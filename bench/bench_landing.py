@@ -1,0 +1,344 @@
+"""Benchmark: land N shards of large embedding outputs on local disk and on S3, against a bare baseline.
+
+    python bench/bench_landing.py [--shards 3] [--mb 150] [--delay 0.02] [--today REF] [--targets local s3]
+
+The emulator (unthrottled) runs N embedding batches whose outputs are about ``--mb`` MB each. Each variant then
+lands them, in a fresh child process, to (a) a local folder and (b) S3: a moto_server behind
+``bench/latency_proxy.py`` (``--delay`` seconds a request):
+
+- *ours*: ``landing.land`` (the operator's landing, joined ``output.jsonl``), default ``[openai_batch]`` options;
+- *today*: the same call on the code of git ref ``--today`` (checked out in a temporary worktree);
+- *bare*: the openai client streaming each file (one thread per file) into its place: a local file, or
+  boto3's ``upload_fileobj`` with a ``TransferConfig`` (parallel parts); one object per file, no join.
+
+Reported per variant: wall time; peak local disk of the child's scratch (``TMPDIR``, sampled every 20 ms); peak
+RSS over idle (``VmHWM`` at the end minus ``VmRSS`` after imports, before landing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_emulator import read_status_kb  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "bench"
+EMBEDDINGS = "/v1/embeddings"
+MB = 10**6
+
+
+# -- the child: one landing ------------------------------------------------------------------------------
+
+
+class _Body(io.RawIOBase):
+    """A streamed response as a readable file, for boto3 (the bare baseline)."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks, self._rest = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._rest) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._rest += chunk
+        if size < 0:
+            size = len(self._rest)
+        out, self._rest = self._rest[:size], self._rest[size:]
+        return out
+
+
+def child(
+    variant: str, rounds: list[list[dict[str, Any]]], destination: str, s3: dict[str, str] | None
+) -> None:
+    import openai
+
+    if variant != "bare":  # Airflow's import is not landing
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+        from airflow_provider_openai_batch.lifecycle import landing
+        from airflow_provider_openai_batch.storage import to_path
+
+        to_path(destination)  # the storage filesystem's import too
+    idle = read_status_kb("self", "VmRSS")
+    started = time.monotonic()
+    if variant == "bare":
+        client = openai.OpenAI()
+        files = [b["output_file_id"] for rnd in rounds for b in rnd]
+        if s3:
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+
+            s3c = boto3.client(
+                "s3",
+                endpoint_url=s3["endpoint"],
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name="us-east-1",
+            )
+            config = TransferConfig(multipart_chunksize=8 * 2**20, max_concurrency=10)
+
+            def one(i_file: tuple[int, str]) -> None:
+                i, file_id = i_file
+                with client.files.with_streaming_response.content(file_id) as response:
+                    s3c.upload_fileobj(
+                        _Body(response.iter_bytes(2**20)),
+                        BUCKET,
+                        f"{destination}/part-{i}.jsonl",
+                        Config=config,
+                    )
+        else:
+            Path(destination).mkdir(parents=True, exist_ok=True)
+
+            def one(i_file: tuple[int, str]) -> None:
+                i, file_id = i_file
+                with (
+                    client.files.with_streaming_response.content(file_id) as response,
+                    open(f"{destination}/part-{i}.jsonl", "wb") as out,
+                ):
+                    for chunk in response.iter_bytes(2**20):
+                        out.write(chunk)
+
+        with ThreadPoolExecutor(len(files)) as pool:
+            list(pool.map(one, enumerate(files)))
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            landing.land(OpenAIBatchHook(), destination, rounds, [], work)
+    print(
+        json.dumps(
+            {"wall": time.monotonic() - started, "idle_kb": idle, "hwm_kb": read_status_kb("self", "VmHWM")}
+        ),
+        flush=True,
+    )
+
+
+# -- the parent ------------------------------------------------------------------------------------------
+
+
+def disk_bytes(folder: Path) -> int:
+    total = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def run_child(
+    variant: str, rounds: Any, destination: str, env: dict[str, str], s3: dict[str, str] | None, scratch: Path
+) -> dict[str, Any]:
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    args = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--dest",
+        destination,
+        "--rounds",
+        json.dumps(rounds),
+    ]
+    if s3:
+        args += ["--s3", json.dumps(s3)]
+    proc = subprocess.Popen(args, env={**env, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, disk_bytes(scratch))
+        time.sleep(0.02)
+    out = proc.stdout.read() if proc.stdout else ""  # type: ignore[union-attr]
+    if proc.returncode:
+        raise RuntimeError(f"{variant} failed ({proc.returncode})")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "variant": variant,
+        "wall_s": round(result["wall"], 2),
+        "peak_disk_mb": round(peak / MB, 1),
+        "peak_rss_over_idle_mb": round((result["hwm_kb"] - result["idle_kb"]) * 1024 / MB, 1),
+    }
+
+
+def make_batches(base_url: str, shards: int, mb: int) -> list[dict[str, Any]]:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key="sk-bench")
+    # About 34 KB of JSON per 3,072-dimension vector; 4 vectors a line.
+    per_shard = max(1, mb * MB // (4 * 34_000))
+    body = {"model": "text-embedding-3-large", "input": ["a", "b", "c", "d"], "dimensions": 3072}
+    batches = []
+    for s in range(shards):
+        lines = (
+            json.dumps({"custom_id": f"s{s}-{i}", "method": "POST", "url": EMBEDDINGS, "body": body})
+            for i in range(per_shard)
+        )
+        data = ("\n".join(lines) + "\n").encode()
+        uploaded = client.files.create(file=(f"in{s}.jsonl", data), purpose="batch")
+        batches.append(
+            client.batches.create(input_file_id=uploaded.id, endpoint=EMBEDDINGS, completion_window="24h").id
+        )
+    while True:
+        got = [client.batches.retrieve(b).model_dump() for b in batches]
+        if all(b["status"] == "completed" for b in got):
+            return got
+        time.sleep(1)
+
+
+def start(args: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+    assert line.startswith(prefix), line
+    return proc, line.partition("=")[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shards", type=int, default=3)
+    parser.add_argument("--mb", type=int, default=150, help="output MB per shard (about)")
+    parser.add_argument("--delay", type=float, default=0.02)
+    parser.add_argument("--today", default="", help="git ref of today's code (a *today* row per target)")
+    parser.add_argument("--targets", nargs="+", default=["local", "s3"])
+    parser.add_argument("--child")
+    parser.add_argument("--dest")
+    parser.add_argument("--rounds")
+    parser.add_argument("--s3")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, json.loads(args.rounds), args.dest, json.loads(args.s3) if args.s3 else None)
+        return
+
+    from airflow_provider_openai_batch.emulator.testing import start_emulator, stop_emulator
+
+    work = Path(tempfile.mkdtemp(prefix="bench-landing-"))
+    procs: list[subprocess.Popen[str]] = []
+    emulator = start_emulator(
+        work / "emulator", settings={"rate": 0, "validating_seconds": 0.1, "finalizing_seconds": 0.1}
+    )
+    try:
+        t = time.monotonic()
+        batches = make_batches(emulator.base_url, args.shards, args.mb)
+        from openai import OpenAI
+
+        api = OpenAI(base_url=emulator.base_url, api_key="sk-bench")
+        sizes = [api.files.retrieve(b["output_file_id"]).bytes for b in batches]
+        print(
+            f"# {args.shards} shards made in {time.monotonic() - t:.0f} s; output MB: {[s // MB for s in sizes]}"
+        )
+        rounds = [batches]
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": emulator.base_url,
+            "OPENAI_API_KEY": "sk-bench",
+            "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(
+                {"conn_type": "openai_batch", "host": emulator.base_url, "password": "sk-bench"}
+            ),
+        }
+        variants = ["bare", "ours"]
+        today_root = None
+        if args.today:
+            today_root = work / "today"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(today_root), args.today],
+                check=True,
+            )
+            variants.append("today")
+        s3 = None
+        if "s3" in args.targets:
+            import boto3
+
+            moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+            port = 47000 + os.getpid() % 1000
+            procs.append(
+                subprocess.Popen(
+                    [moto, "-H", "127.0.0.1", "-p", str(port)],
+                    stderr=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            time.sleep(3)
+            proxy, proxy_url = start(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "latency_proxy.py"),
+                    "--target",
+                    f"127.0.0.1:{port}",
+                    "--delay",
+                    str(args.delay),
+                ],
+                "PROXY_URL=",
+            )
+            procs.append(proxy)
+            direct = boto3.client(
+                "s3",
+                endpoint_url=f"http://127.0.0.1:{port}",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name="us-east-1",
+            )
+            direct.create_bucket(Bucket=BUCKET)
+            s3 = {"endpoint": proxy_url}
+            env["AIRFLOW_CONN_AWS_BENCH"] = json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "testing",
+                    "password": "testing",
+                    "extra": {"endpoint_url": proxy_url, "region_name": "us-east-1"},
+                }
+            )
+        rows = []
+        for target in args.targets:
+            for variant in variants:
+                venv = dict(env)
+                if variant == "today":
+                    venv["PYTHONPATH"] = str(today_root)
+                if target == "local":
+                    dest = str(work / "landed" / variant)
+                    shutil.rmtree(dest, ignore_errors=True)
+                    row = run_child(variant, rounds, dest, venv, None, work / "scratch")
+                else:
+                    dest = f"{variant}" if variant == "bare" else f"s3://aws_bench@{BUCKET}/{variant}/"
+                    row = run_child(
+                        variant, rounds, dest, venv, s3 if variant == "bare" else None, work / "scratch"
+                    )
+                rows.append({"target": target, **row})
+                print(json.dumps(rows[-1]), flush=True)
+                if target == "local":
+                    shutil.rmtree(work / "landed" / variant, ignore_errors=True)
+        print("\n| target | variant | wall (s) | × bare | peak local disk (MB) | peak RSS over idle (MB) |")
+        print("|---|---|---|---|---|---|")
+        for row in rows:
+            bare = next(r for r in rows if r["target"] == row["target"] and r["variant"] == "bare")
+            print(
+                f"| {row['target']} | {row['variant']} | {row['wall_s']} | {row['wall_s'] / bare['wall_s']:.2f} "
+                f"| {row['peak_disk_mb']} | {row['peak_rss_over_idle_mb']} |"
+            )
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        if emulator.process is not None:
+            stop_emulator(emulator.process)
+        if args.today:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "today")], check=False
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Landing on S3 (moto_server) from the emulator over real HTTP: shards joined server-side, and a worker killed in
+the middle of its multipart uploads.
+
+The landing worker is a real subprocess running :func:`landing.land_result` against an S3 connection that goes
+through ``bench/latency_proxy.py`` (50 ms a request), so its uploads last long enough to be caught midway.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openai_batch import storage, transfer
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from tests.support.assertions import assert_paid, read_s3_jsonl
+from tests.support.builders import jsonl
+from tests.support.environment import connected_emulator, short_client_backoff
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EMBEDDINGS = "/v1/embeddings"
+
+
+@pytest.fixture
+def emulator(openai_emulator, monkeypatch):
+    short_client_backoff(monkeypatch)
+    yield from connected_emulator(openai_emulator, monkeypatch, timeout=30)
+
+
+@pytest.fixture
+def slow_s3(moto_s3, monkeypatch):
+    """An `aws` connection to moto_server through the latency proxy (50 ms a request)."""
+    proxy = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--target", moto_s3["endpoint"][7:]]
+        + ["--delay", "0.05"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = proxy.stdout.readline().strip().partition("=")[2]  # type: ignore[union-attr]
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_SLOW", json.dumps(conn))
+    yield {**moto_s3, "conn_id": "aws_slow"}
+    proxy.kill()
+    proxy.wait()
+
+
+def embedding_requests(prefix: str, n: int) -> bytes:
+    body = {"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 3072}
+    return jsonl(
+        *({"custom_id": f"{prefix}-{i}", "method": "POST", "url": EMBEDDINGS, "body": body} for i in range(n))
+    )
+
+
+def completed_shards(hook: OpenAIBatchHook, shards: int, per_shard: int) -> list[dict]:
+    """``shards`` completed embedding batches (each a paid create); about 6 MB of output each."""
+    batches = []
+    for s in range(shards):
+        uploaded = hook.upload_file(
+            file=io.BytesIO(embedding_requests(f"s{s}", per_shard)), filename=f"in{s}.jsonl"
+        )
+        batches.append(hook.create_batch(input_file_id=uploaded.id, endpoint=EMBEDDINGS))
+    deadline = time.monotonic() + 120
+    while any(b["status"] != "completed" for b in batches):
+        assert time.monotonic() < deadline, [b["status"] for b in batches]
+        time.sleep(0.5)
+        batches = [hook.get_batch(b["id"]) for b in batches]
+    return batches
+
+
+def keys_under(s3, bucket: str, prefix: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+LAND = """
+import json, sys
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.lifecycle import landing
+rounds = json.loads(sys.argv[1])
+landing.land_result(OpenAIBatchHook(), sys.argv[2], rounds, [], fingerprint="fp", model=None,
+                    custom_id_prefix=None)
+print("LANDED", flush=True)
+"""
+
+
+def test_a_worker_killed_mid_upload_leaves_nothing_finished_and_the_retry_lands_everything(
+    emulator, slow_s3, monkeypatch
+):
+    s3, bucket = slow_s3["client"], slow_s3["bucket"]
+    hook = OpenAIBatchHook()
+    batches = completed_shards(hook, 3, 100)
+    ids = [f"s{s}-{i}" for s in range(3) for i in range(100)]
+    prefix = "kill/2026-11-01/"
+    output_path = f"s3://aws_slow@{bucket}/{prefix}"
+    env = {
+        **os.environ,
+        "AIRFLOW__OPENAI_BATCH__LANDING_PART_SIZE_MB": "5",
+        "AIRFLOW__OPENAI_BATCH__LANDING_CONCURRENCY": "2",
+    }
+    args = [sys.executable, "-c", LAND, json.dumps([batches]), output_path]
+
+    worker = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    caught = None
+    while caught is None:
+        assert worker.poll() is None, worker.communicate()  # still landing: else the kill came too late
+        assert time.monotonic() < deadline
+        for upload in s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", []):
+            parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            if parts.get("Parts"):
+                caught = upload["Key"]
+        time.sleep(0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    left = keys_under(s3, bucket, prefix)
+    assert not [k for k in left if not k.rpartition("/")[2].startswith(".")], left  # nothing finished-looking
+    assert caught.rpartition("/")[2].startswith(".partial-")
+
+    retry = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    assert retry.returncode == 0 and "LANDED" in retry.stdout, retry.stderr[-3000:]
+    landed = read_s3_jsonl(s3, bucket, f"{prefix}output.jsonl")
+    assert sorted(line["custom_id"] for line in landed) == sorted(ids)  # each once, none torn
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}_manifest.json")["Body"].read())
+    assert manifest["output_lines"] == 300
+    assert assert_paid(emulator, 3) == [b["id"] for b in batches]  # landing twice paid nothing more
+
+
+def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3):
+    """Small pieces (under S3's 5 MiB part) before, between and after big ones land whole and in order."""
+    s3, bucket = moto_s3["client"], moto_s3["bucket"]
+    hook = OpenAIBatchHook()
+    pad = "x" * 900
+    contents = [
+        jsonl(
+            *(
+                {"custom_id": f"p{p}-{i}", "method": "POST", "url": EMBEDDINGS, "body": {"input": pad}}
+                for i in range(n)
+            )
+        )
+        for p, n in enumerate([3, 7_000, 2_000, 12_000, 5])
+    ]
+    file_ids = [
+        hook.upload_file(file=io.BytesIO(data), filename=f"p{p}.jsonl").id for p, data in enumerate(contents)
+    ]
+    sources = [lambda sink, f=f: hook.stream_file(f, sink)[1].lines for f in file_ids]
+    destination = storage.to_path(f"s3://{moto_s3['conn_id']}@{bucket}/pieces/output.jsonl")
+
+    lines = transfer.write_joined(sources, destination, transfer.TransferSettings(part_size=5 * 2**20))
+
+    assert lines == [3, 7_000, 2_000, 12_000, 5]
+    assert s3.get_object(Bucket=bucket, Key="pieces/output.jsonl")["Body"].read() == b"".join(contents)
+    assert keys_under(s3, bucket, "pieces/") == ["pieces/output.jsonl"]  # the hidden pieces are gone
+    assert s3.list_multipart_uploads(Bucket=bucket, Prefix="pieces/").get("Uploads", []) == []
