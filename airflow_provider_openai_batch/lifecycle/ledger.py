@@ -106,7 +106,7 @@ class Ledger:
     # -- attach --------------------------------------------------------------------------------
     def attach(self, fingerprint: str, shard_count: int) -> SubmissionRecord:
         """This input's record: recorded batches that still count, plus tagged ones the record lacks."""
-        record = None if self.fresh_run else self.store.load()
+        record = loaded = None if self.fresh_run else self.store.load()
         if record is not None and record.fingerprint != fingerprint:
             self._input_changed([b for b in map(self._read_if_there, record.own_batch_ids()) if b])
             record = None
@@ -118,7 +118,9 @@ class Ledger:
         if not self.fresh_run and (record is None or record.intent is not None):
             at = (record.intent or {}).get("at") if record is not None else None
             searched_since = at - CLOCK_SKEW_SECONDS if at else self.now() - SEARCH_REACH_SECONDS
-        record = record or SubmissionRecord(fingerprint=fingerprint, shard_count=shard_count)
+        if record is None:  # what the queue taught earlier tries holds for any input
+            learned = dict(loaded.queue_limits) if loaded is not None else {}
+            record = SubmissionRecord(fingerprint=fingerprint, shard_count=shard_count, queue_limits=learned)
         if searched_since is not None:
             self._merge_found(record, self._search(searched_since))
         record.intent = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow_provider_openai_batch.lifecycle.queue import describe, is_queue_full, limit_in
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
-from airflow_provider_openai_batch.lifecycle.tags import label, parse_label
+from airflow_provider_openai_batch.lifecycle.tags import Label, label, parse_label
 from airflow_provider_openai_batch.statuses import (
     QUEUED,
     REJECTED,
@@ -92,7 +92,16 @@ class Requeue:
 
 @dataclass(frozen=True)
 class WaitForRoom:
-    """Wait (defer, or poll in place) until the queue has room for ``labels``, or a running batch ends."""
+    """Wait (defer, or poll in place) until the queue has room for ``labels``, or one of the batches in
+    ``watch`` (those of the current round not seen finished) ends."""
+
+    labels: tuple[str, ...]
+    watch: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Readmit:
+    """Room was made for these waiting shards (of any round): create them again from their recorded uploads."""
 
     labels: tuple[str, ...]
 
@@ -151,6 +160,7 @@ Action = (
     | SubmitWave
     | Requeue
     | WaitForRoom
+    | Readmit
     | Recut
     | Resubmit
     | ResendInvalid
@@ -175,7 +185,7 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
         reason = FailReason.TIMEOUT_KEPT if state.phase is Phase.WAITING else FailReason.CANCEL_UNCONFIRMED
         return Fail(reason, obs.message)
 
-    if (broken := state.record.incomplete_round()) is not None:
+    if (broken := state.record.incomplete_round()) is not None and not _only_waiting(state, broken):
         if broken.invalid_output:
             return ResendInvalid()
         return Resubmit(
@@ -183,9 +193,7 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
         )  # builds the same round; makes what is missing
     by_id = {b: lbl for lbl, b in state.record.batches.items()}
     full = [
-        by_id[b]
-        for b in state.current
-        if b in obs.batches and b in by_id and is_queue_full(obs.batches[b]) and _round(by_id[b]) == 0
+        by_id[b] for b in state.current if b in obs.batches and b in by_id and is_queue_full(obs.batches[b])
     ]
     if full and state.phase is Phase.WAITING:
         limits = [limit_in(obs.batches[state.record.batches[lbl]]) for lbl in full]
@@ -195,12 +203,14 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
             return Recut(queue.limit)
         if queue.too_large():
             return Fail(FailReason.QUEUE_TOO_SMALL, too_large_message(state))
-    statuses = [obs.batches[b]["status"] for b in state.current if b in obs.batches]
-    running = len(statuses) < len(state.current) or any(s not in TERMINAL for s in statuses)
     if queue.waiting and obs.event is EventStatus.ROOM and state.phase is Phase.WAITING:
-        return SubmitWave((_index(queue.waiting[0]),))
-    if running:
-        return WaitForRoom(tuple(queue.waiting)) if queue.waiting else Wait()
+        return Readmit((queue.waiting[0],))
+    if max((_round(lbl) for lbl in queue.waiting), default=0) > state.follow_ups:
+        return WaitForRoom(tuple(queue.waiting))  # every shard of the follow-up round waits: none runs
+    statuses = [obs.batches[b]["status"] for b in state.current if b in obs.batches]
+    watch = tuple(b for b in state.current if (obs.batches.get(b) or {}).get("status") not in TERMINAL)
+    if watch:
+        return WaitForRoom(tuple(queue.waiting), watch) if queue.waiting else Wait()
     if state.phase is Phase.CANCELLING or any(s in REJECTED for s in statuses):
         return Land()
     stopped = any(s in STOPPED for s in statuses)
@@ -211,7 +221,7 @@ def next_step(state: RunState, obs: Observation, policy: Policy) -> Action:
         fit = _fitting(state, obs, wave)
         return SubmitWave(tuple(wave[:fit]), tuple(wave[fit:]))
     if queue.waiting and not stopped:
-        return WaitForRoom(tuple(queue.waiting))
+        return WaitForRoom(tuple(queue.waiting))  # nothing of ours runs: only room ends this wait
     if first_look and any(s in UNFINISHED for s in statuses):
         # A new try found its batches expired or cancelled: keep what finished (it was paid for) and pay
         # only for the rest. Within a try, a person's cancel is final.
@@ -231,7 +241,7 @@ def waited_message(state: RunState, now: float) -> str:
     """What a try that waited too long for room says: how long, for what, and what of it was queued."""
     queue = state.queue
     waited = now - (queue.since if queue.since is not None else now)
-    waiting = describe(state.model, queue, queue.waiting, _positions(state, queue.waiting))
+    waiting = describe(state.model, queue, queue.waiting)
     return (
         f"Waited {waited:,.0f} s for room in the batch queue ({waiting}); this task's batches queued meanwhile: "
         f"{', '.join(state.current) or 'none'}. Nothing was paid for the shards that waited: a retry of this "
@@ -241,7 +251,7 @@ def waited_message(state: RunState, now: float) -> str:
 
 def too_large_message(state: RunState) -> str:
     queue = state.queue
-    shards = describe(state.model, queue, queue.too_large(), _positions(state, queue.too_large()))
+    shards = describe(state.model, queue, queue.too_large())
     return (
         f"A shard is larger than the model's whole batch queue ({shards}), and other shards of this input are "
         "already created, so the input cannot be cut again in this try. Set [openai_batch] "
@@ -249,18 +259,16 @@ def too_large_message(state: RunState) -> str:
     )
 
 
-def _positions(state: RunState, labels: Sequence[str]) -> dict[str, tuple[int, int]]:
-    return {lbl: (_index(lbl) + 1, state.record.shard_count) for lbl in labels}
+def _only_waiting(state: RunState, broken: Label) -> bool:
+    """Whether the shards missing from this follow-up round are only the ones waiting for queue room."""
+    present = len(state.record.round_labels(broken.round))
+    waiting = [p for p in map(parse_label, state.queue.waiting) if p is not None and p.round == broken.round]
+    return present + len(waiting) >= broken.total
 
 
 def _round(lbl: str) -> int:
     parsed = parse_label(lbl)
-    return parsed.round if parsed is not None else -1
-
-
-def _index(lbl: str) -> int:
-    parsed = parse_label(lbl)
-    return parsed.index if parsed is not None else 0
+    return parsed.round if parsed is not None else 0
 
 
 def _label0(state: RunState, index: int) -> str:

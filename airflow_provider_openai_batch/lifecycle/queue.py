@@ -22,6 +22,8 @@ from typing import Any
 from airflow_provider_openai_batch.lifecycle.tags import parse_label
 from airflow_provider_openai_batch.statuses import QUEUED, BatchStatus, ErrorCode
 
+#: Most list pages one look for queue room reads (100 batches a page at most).
+ROOM_MAX_PAGES = 10
 _LIMIT = re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE)
 CONFIG_OPTION = "enqueued_token_limits"
 
@@ -75,8 +77,8 @@ class QueueState:
     :param limit: the model's enqueued-token limit, when known.
     :param learned: True when ``limit`` was read from a failure rather than configured.
     :param tokens: shard label to its prompt tokens (counted when a limit was known at spooling).
-    :param waiting: the labels of round-0 shards waiting for room, in shard order: their batch failed with a
-        full queue, or they were held back because they could not fit.
+    :param waiting: the labels of shards waiting for room (of round 0 or a follow-up round), in round and shard
+        order: their batch failed with a full queue, or they were held back because they could not fit.
     :param since: when the first of them started waiting (unix time); None when nothing waits.
     :param free_failures: batches that failed only for a full queue, so far in this try (free, never paid).
     :param last_create: when a shard that had waited was last created (one failed create per poll interval).
@@ -129,25 +131,23 @@ class QueueState:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def _shard_order(lbl: str) -> tuple[int, str]:
+def _shard_order(lbl: str) -> tuple[int, int, str]:
     parsed = parse_label(lbl)
-    return (parsed.index if parsed is not None else 0), lbl
+    return (parsed.round, parsed.index, lbl) if parsed is not None else (0, 0, lbl)
 
 
-def describe(
-    model: str | None, queue: QueueState, labels: list[str], positions: Mapping[str, tuple[int, int]]
-) -> str:
+def describe(model: str | None, queue: QueueState, labels: list[str]) -> str:
     """The task log's line for what waits: "gpt-4o-mini queue full: limit 2,000,000 tokens; shard 3/5 of
-    380,000 tokens waits".
-
-    :param positions: label to (1-based shard number, shard count).
-    """
+    380,000 tokens waits" (a follow-up round's shard: "round 1 shard 1/2")."""
     limit = f"limit {queue.limit:,} tokens" if queue.limit is not None else "limit not known yet"
     parts = []
     for lbl in labels:
-        number, total = positions.get(lbl, (0, 0))
+        parsed = parse_label(lbl)
+        place = "shard ?" if parsed is None else f"shard {parsed.index + 1}/{parsed.total}"
+        if parsed is not None and parsed.round:
+            place = f"round {parsed.round} {place}"
         size = f" of {queue.tokens[lbl]:,} tokens" if lbl in queue.tokens else ""
-        parts.append(f"shard {number}/{total}{size}")
+        parts.append(place + size)
     verb = "waits" if len(parts) == 1 else "wait"
     return f"{model or 'the model'} queue full: {limit}; {', '.join(parts)} {verb}"
 
@@ -197,10 +197,22 @@ class RoomWatch:
 
     live: dict[str, str | None] = field(default_factory=dict)
     ran: set[str] = field(default_factory=set)
+    looked: bool = False  # whether a whole look (all the pages it needed) was taken before
+
+    def wants_more(self, page: Sequence[Mapping[str, Any]], seen: set[str], pages: int) -> bool:
+        """Whether a look should read the next (older) list page after ``pages`` of them: a batch known to
+        hold a queue has not shown yet (its departure would be missed), or, on the first look, the page still
+        held a queued batch (older ones may too). At most :data:`ROOM_MAX_PAGES` pages a look."""
+        if pages >= ROOM_MAX_PAGES:
+            return False
+        if any(batch_id not in seen for batch_id in self.live):
+            return True
+        return not self.looked and any(item.get("status") in QUEUED for item in page)
 
     def observe(self, items: Sequence[Mapping[str, Any]]) -> dict[str | None, list[int | None]]:
-        """Take one list page (newest first); model to the tokens each departed batch freed."""
+        """Take one look's list pages (newest first); model to the tokens each departed batch freed."""
         departed: dict[str | None, list[int | None]] = {}
+        self.looked = True
         for item in items:
             batch_id, status = item.get("id"), item.get("status")
             if not isinstance(batch_id, str):
@@ -257,9 +269,10 @@ class Admission:
             self.credit = min(self.credit, float(limit))
         admitted = []
         for request in queue:
-            if request.tokens > self.credit:
+            need = max(request.tokens, 1)  # a shard of unknown size waits for a departure like any other
+            if need > self.credit:
                 break  # order is kept: nobody overtakes the head of the line
-            self.credit -= request.tokens
-            self.pending.append((now + self.grace, request.tokens))
+            self.credit -= need
+            self.pending.append((now + self.grace, need))
             admitted.append(request)
         return admitted

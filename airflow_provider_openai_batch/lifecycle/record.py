@@ -27,6 +27,8 @@ class SubmissionRecord:
         label may have paid for a batch it does not know; a search from ``at`` settles it.
     :param paid_twice: twins of a counted batch that already ran (billed) although only one counts, as
         :func:`..twins.describe` writes them: reported in the result, never hidden.
+    :param queue_limits: model to the enqueued-token limit a ``token_limit_exceeded`` message named: a fact
+        about the organisation, kept for the task's next tries (they cut shards under it before creating).
     """
 
     fingerprint: str
@@ -36,6 +38,7 @@ class SubmissionRecord:
     adopted: list[str] = field(default_factory=list)
     intent: dict[str, Any] | None = None
     paid_twice: list[dict[str, Any]] = field(default_factory=list)
+    queue_limits: dict[str, int] = field(default_factory=dict)
 
     def rounds(self) -> list[list[str]]:
         """Batch ids per round: round 0 by shard index (created ones only), then each follow-up round."""

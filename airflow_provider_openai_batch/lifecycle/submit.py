@@ -159,21 +159,18 @@ def note_sizes(state: RunState, spool: SpoolResult) -> None:
     state.queue.admitted([lbl for lbl in state.queue.waiting if lbl not in state.record.files])
 
 
-def positions(state: RunState) -> dict[str, tuple[int, int]]:
-    """Round-0 label to (1-based shard number, shard count), for log lines."""
-    n = state.record.shard_count
-    return {label(0, i, n): (i + 1, n) for i in range(n)}
-
-
 def create_wave(job: Job, ledger: Ledger, state: RunState, action: Any) -> None:
     """Create a wave of round-0 shards; those held back (no room for them) start waiting without a create."""
     n, queue = state.record.shard_count, state.queue
-    labels = [label(0, i, n) for i in action.shards]
-    if any(lbl in queue.waiting for lbl in labels):
-        queue.last_create = time.time()
-    queue.admitted(labels)
     if action.hold:
         queue.wait([label(0, i, n) for i in action.hold], time.time())
+    create(job, ledger, state.record, [label(0, i, n) for i in action.shards])
+
+
+def readmit(job: Job, ledger: Ledger, state: RunState, labels: list[str]) -> None:
+    """Create waiting shards again from their recorded uploads, now that the queue let them in."""
+    state.queue.last_create = time.time()
+    state.queue.admitted(labels)
     create(job, ledger, state.record, labels)
 
 
@@ -193,6 +190,7 @@ def requeue(ledger: Ledger, state: RunState, action: Any) -> None:
     queue.free_failures += len(action.labels)
     if action.limit is not None and (queue.limit is None or queue.learned):
         queue.limit, queue.learned = action.limit, True
+        state.record.queue_limits[state.model or "*"] = action.limit  # the next try cuts under it at once
     queue.wait(list(action.labels), time.time())
     ledger.store.save(state.record)
 

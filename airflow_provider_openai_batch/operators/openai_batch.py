@@ -212,7 +212,11 @@ class OpenAIBatchOperator(BaseOperator):
         """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
         storage.check_connections(self.input_path, self.output_path)
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
-        return self._start(context, submit.configured_token_limits(), QueueState(), deadline)
+        # A limit an earlier try learned from a full queue cuts the shards now, unless one is configured.
+        earlier = RecordStore(context.get("task_state_store")).load()
+        learned = dict(earlier.queue_limits) if earlier is not None else {}
+        configured = submit.configured_token_limits()
+        return self._start(context, {**learned, **configured}, QueueState(learned=bool(learned)), deadline)
 
     def _start(
         self, context: Context, token_limits: dict[str, int], queue: QueueState, deadline: float | None
@@ -282,9 +286,12 @@ class OpenAIBatchOperator(BaseOperator):
             elif isinstance(action, plan.Requeue):
                 with self._counting_creates(context, state):
                     submit.requeue(ledger, state, action)
+            elif isinstance(action, plan.Readmit):
+                with self._counting_creates(context, state):
+                    submit.readmit(self.job, ledger, state, list(action.labels))
             elif isinstance(action, plan.WaitForRoom):
                 self._say_waiting(state)
-                event, message = self._wait(context, state, room=True)
+                event, message = self._wait(context, state, room=list(action.watch))
             elif isinstance(action, plan.Recut):
                 self.log.warning(
                     "The %s batch queue holds %s tokens: cutting the input again so that each shard fits",
@@ -316,17 +323,24 @@ class OpenAIBatchOperator(BaseOperator):
             else:
                 return self._land(context, ledger, state)
 
-    def _wait(self, context: Context, state: RunState, room: bool = False) -> tuple[EventStatus, str]:
-        """Defer to the trigger (this try resumes in ``execute_complete``), or poll in place."""
+    def _wait(
+        self, context: Context, state: RunState, room: list[str] | None = None
+    ) -> tuple[EventStatus, str]:
+        """Defer to the trigger (this try resumes in ``execute_complete``), or poll in place.
+
+        :param room: when waiting for queue room, the batches also watched (a wait for room ends when one of
+            them ends); None: a plain wait for the current round.
+        """
         own = set(state.record.own_batch_ids())
-        self._active_batch_ids = [b for b in state.current if b in own]
-        request = submit.room_request(state, context, self.poll_interval) if room else None
-        deadline = state.queue.deadline(self.queue_timeout, state.deadline) if room else state.deadline
-        self._show_waiting(context, state, room)
+        watch = state.current if room is None else room
+        self._active_batch_ids = [b for b in watch if b in own]
+        request = submit.room_request(state, context, self.poll_interval) if room is not None else None
+        deadline = state.queue.deadline(self.queue_timeout, state.deadline) if request else state.deadline
+        self._show_waiting(context, state, room is not None)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
-                    batch_ids=state.current,
+                    batch_ids=watch,
                     openai_conn_id=self.openai_conn_id,
                     poll_interval=self.poll_interval,
                     deadline=deadline,
@@ -338,7 +352,7 @@ class OpenAIBatchOperator(BaseOperator):
             )
         event = wait_in_place(
             batch_status(self.hook),
-            state.current,
+            watch,
             deadline=deadline,
             poll_interval=self.poll_interval,
             room=request,
@@ -373,7 +387,7 @@ class OpenAIBatchOperator(BaseOperator):
 
     def _say_waiting(self, state: RunState) -> None:
         """Log what waits for room, once per change."""
-        line = describe(state.model, state.queue, state.queue.waiting, submit.positions(state))
+        line = describe(state.model, state.queue, state.queue.waiting)
         if line != state.queue.said:
             state.queue.said = line
             self.log.info("%s", line)

@@ -29,6 +29,7 @@ import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
 
@@ -313,9 +314,17 @@ class StatusBoard:
         """Read the newest list page for batches leaving a queue, and let waiting shards in, per model in
         order (earliest logical date, then shard order), up to the room known to be free. A shard let in
         is woken and stops waiting; one that then finds the queue full again fails for free and waits anew."""
+        items: list[dict[str, Any]] = []
         try:
-            items, _ = await list_page(self.client, None, self.settings.list_page_size)
-            self.refresher.pages += 1
+            for pages in itertools.count(1):  # older pages while a batch holding a queue has not shown
+                page, more = await list_page(
+                    self.client, items[-1]["id"] if items else None, self.settings.list_page_size
+                )
+                self.refresher.pages += 1
+                items += page
+                seen = {item["id"] for item in items}
+                if not (page and more and self._room_watch.wants_more(page, seen, pages)):
+                    break
         except Exception as exc:
             log.warning("Could not list batches to look for queue room: %s", type(exc).__name__)
             return

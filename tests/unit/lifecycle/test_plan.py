@@ -256,6 +256,18 @@ def queued(shards=3, created=(0,), waiting=(), limit=None, tokens=None, learned=
     return st
 
 
+def follow_up_refused(waiting, created=(0,)):
+    """Round 0 done with failures; follow-up round 1 has two shards, ``created`` of them exist (f1.j); the rest
+    wait for room when ``waiting`` (else shard 1 is still recorded, as before its refusal is seen)."""
+    st = state(1, created=(0,))
+    have = created if waiting else (0, 1)
+    st.record.batches.update({label(1, j, 2): f"f1.{j}" for j in have})
+    st.queue = QueueState(limit=2_000_000, learned=True)
+    if waiting:
+        st.queue.wait([label(1, j, 2) for j in range(2) if j not in created], 50.0)
+    return st
+
+
 def refused(bid):
     return {bid: batch(bid, "failed", counts=(0, 0, 0), **FULL)}
 
@@ -283,6 +295,22 @@ QUEUE_CASES = [
         None,
         seen(("b0", "in_progress"), ("b2", "in_progress")),
         POLICY,
+        plan.WaitForRoom(("1/3",), ("b0", "b2")),
+    ),
+    (
+        "a shard waits beside a finished one: only the running one is watched",
+        queued(3, created=(0, 2), waiting=(1,), limit=100, tokens={0: 50, 1: 50, 2: 50}),
+        T,
+        seen(("b0", "completed"), ("b2", "in_progress")),
+        POLICY,
+        plan.WaitForRoom(("1/3",), ("b2",)),
+    ),
+    (
+        "a shard waits and every batch of ours finished: only room ends the wait",
+        queued(3, created=(0, 2), waiting=(1,), limit=100, tokens={0: 50, 1: 50, 2: 50}),
+        T,
+        seen(("b0", "completed"), ("b2", "completed")),
+        POLICY,
         plan.WaitForRoom(("1/3",)),
     ),
     (
@@ -299,7 +327,39 @@ QUEUE_CASES = [
         EventStatus.ROOM,
         seen(("b0", "in_progress")),
         POLICY,
-        plan.SubmitWave((1,)),
+        plan.Readmit(("1/3",)),
+    ),
+    (
+        "a follow-up round's batch refused by a full queue is requeued, not landed as failed",
+        follow_up_refused(waiting=False),
+        T,
+        {**seen(("b0", "completed", 2), ("f1.0", "completed")), **refused("f1.1")},
+        RESUBMIT,
+        plan.Requeue(("r1.1/2",), 2_000_000),
+    ),
+    (
+        "a follow-up shard waiting for room is not a broken round to build again",
+        follow_up_refused(waiting=True),
+        T,
+        seen(("b0", "completed", 2), ("f1.0", "completed")),
+        RESUBMIT,
+        plan.WaitForRoom(("r1.1/2",)),
+    ),
+    (
+        "room: the waiting follow-up shard is created again from its upload",
+        follow_up_refused(waiting=True),
+        EventStatus.ROOM,
+        seen(("b0", "completed", 2), ("f1.0", "completed")),
+        RESUBMIT,
+        plan.Readmit(("r1.1/2",)),
+    ),
+    (
+        "every shard of a follow-up round waits: wait for room, do not build the round again",
+        follow_up_refused(waiting=True, created=()),
+        T,
+        seen(("b0", "completed", 2)),
+        RESUBMIT,
+        plan.WaitForRoom(("r1.0/2", "r1.1/2")),
     ),
     (
         "a known limit holds back the shards that cannot fit, without a create",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_openai_batch.lifecycle.queue import (
+    ROOM_MAX_PAGES,
     Admission,
     QueueState,
     RoomRequest,
@@ -70,8 +71,11 @@ def test_queue_state_waits_in_shard_order_and_round_trips():
 
 def test_the_log_line_names_model_limit_shard_and_size():
     queue = QueueState(limit=2_000_000, tokens={"2/5": 380_000})
-    line = describe("gpt-4o-mini", queue, ["2/5"], {"2/5": (3, 5)})
+    line = describe("gpt-4o-mini", queue, ["2/5"])
     assert line == "gpt-4o-mini queue full: limit 2,000,000 tokens; shard 3/5 of 380,000 tokens waits"
+    assert describe("m", QueueState(), ["r1.0/2", "r1.1/2"]) == (
+        "m queue full: limit not known yet; round 1 shard 1/2, round 1 shard 2/2 wait"
+    )
 
 
 def page(*batches: tuple[str, str, int]) -> list[dict]:
@@ -110,3 +114,22 @@ def test_a_departure_of_unknown_size_lets_the_first_waiter_in_and_not_before_is_
     first, later = request("2026-11-01", 0, 400, not_before=5.0), request("2026-11-02", 0, 400)
     assert Admission().admit([first, later], freed=[None], holders=1, now=0) == [later]
     assert Admission().admit([first, later], freed=[None], holders=1, now=10) == [first]
+
+
+@pytest.mark.parametrize(
+    ("looked", "live", "page", "seen", "pages", "expected"),
+    [
+        ("first look", {}, [("x", "in_progress")], {"x"}, 1, True),  # older ones may hold the queue too
+        ("first look", {}, [("x", "completed")], {"x"}, 1, False),
+        ("later look", {"h": "m"}, [("x", "completed")], {"x"}, 1, True),  # h must show to see it leave
+        ("later look", {"h": "m"}, [("h", "in_progress")], {"h"}, 1, False),
+        ("later look", {}, [("x", "in_progress")], {"x"}, 1, False),  # nothing known is missing
+        ("later look", {"h": "m"}, [("x", "completed")], {"x"}, ROOM_MAX_PAGES, False),  # bounded
+    ],
+)
+def test_a_look_for_room_reads_older_pages_while_a_queue_holder_has_not_shown(
+    looked, live, page, seen, pages, expected
+):
+    watch = RoomWatch(live=dict(live), looked=looked == "later look")
+    items = [{"id": i, "status": s} for i, s in page]
+    assert watch.wants_more(items, set(seen), pages) is expected

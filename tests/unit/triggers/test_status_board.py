@@ -317,3 +317,22 @@ def test_waiting_shards_are_let_in_in_order_as_a_batch_leaves_the_queue(monkeypa
         later.close()
 
     run(main())
+
+
+def test_a_batch_holding_the_queue_below_the_first_list_page_is_seen_leaving(monkeypatch):
+    from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
+
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__LIST_PAGE_SIZE", "2")
+    # Two newer batches fill the first page and run on; the one that leaves the queue is on the second.
+    fake = FakeBatches(monkeypatch, {"holder": ["in_progress"] * 3 + ["completed"]}, others=2)
+
+    async def main():
+        board = await new_board()
+        sub = board.subscribe([], 0.05, room=RoomRequest(model="gpt-4o-mini", tokens=600, limit=1000))
+        assert await asyncio.wait_for(sub.next(), 3) == ([], [])
+        assert sub.admitted
+        sub.close()
+
+    run(main())
+    assert fake.listed["holder"] >= 4  # read on the second page each time, until it left
+    assert "other_1" in fake.list_afters  # the page after the first
