@@ -2,7 +2,7 @@
 worker killed in the middle of the multipart upload.
 
 The landing worker is a real subprocess running :func:`landing.land_result` against an S3 connection that goes
-through ``bench/latency_proxy.py`` (50 ms a request), so its uploads last long enough to be caught midway.
+through ``bench/latency_proxy.py`` (300 ms a request), so its uploads last long enough to be caught midway.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ def emulator(openai_emulator, monkeypatch):
 
 @pytest.fixture
 def slow_s3(moto_s3, monkeypatch):
-    """An `aws` connection to moto_server through the latency proxy (50 ms a request)."""
+    """An `aws` connection to moto_server through the latency proxy (300 ms a request)."""
     proxy = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--target", moto_s3["endpoint"][7:]]
-        + ["--delay", "0.05"],
+        + ["--delay", "0.3"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_upload_leaves_nothing_finished_and_the_retry_lands_
     args = [sys.executable, "-c", LAND, json.dumps([batches]), output_path]
 
     worker = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     caught = None
     while caught is None:
         assert worker.poll() is None, worker.communicate()  # still landing: else the kill came too late
