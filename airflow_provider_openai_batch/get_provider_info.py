@@ -156,9 +156,9 @@ def get_provider_info() -> dict[str, Any]:
                     "landing_part_size_mb": {
                         "description": (
                             "Landing streams each output and error file from OpenAI straight to its destination "
-                            "(no local copy for object storage): the size, in MiB, of each upload part and local "
-                            "write (at least 5, S3's smallest part). Peak memory of a landing is about "
-                            "landing_part_size_mb x landing_concurrency."
+                            "(no local copy for object storage): the size, in MiB, of each upload part (at least "
+                            "5, S3's smallest part). Peak memory of a landing is set by landing_part_size_mb x "
+                            "landing_concurrency (docs/results.md)."
                         ),
                         "version_added": "0.1.0",
                         "type": "integer",

@@ -43,7 +43,7 @@ Source = Callable[[Callable[[BinaryIO], None]], int]
 class TransferSettings:
     """How landing moves bytes.
 
-    :param part_size: bytes per upload part (at least 5 MiB, S3's minimum) and per local write.
+    :param part_size: bytes per upload part (at least 5 MiB, S3's minimum).
     :param concurrency: files downloaded at once, and parts uploaded at once.
     """
 

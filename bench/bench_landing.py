@@ -213,6 +213,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--today", default="", help="git ref of today's code (a *today* row per target)")
     parser.add_argument("--targets", nargs="+", default=["local", "s3"])
+    parser.add_argument(
+        "--ours-env", nargs="*", default=[], help="NAME=VALUE for *ours* (e.g. config options)"
+    )
     parser.add_argument("--child")
     parser.add_argument("--dest")
     parser.add_argument("--rounds")
@@ -306,6 +309,8 @@ def main() -> None:
                 venv = dict(env)
                 if variant == "today":
                     venv["PYTHONPATH"] = str(today_root)
+                if variant == "ours":
+                    venv.update(item.split("=", 1) for item in args.ours_env)
                 if target == "local":
                     dest = str(work / "landed" / variant)
                     shutil.rmtree(dest, ignore_errors=True)
