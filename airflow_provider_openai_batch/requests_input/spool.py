@@ -146,7 +146,11 @@ def _spool(batches: Iterable[Batch], checker: RequestChecker, writer: ShardWrite
             or len(region) > byte_cap
             or (head > 0 and type(lines[0]) is bytes and len(lines[0]) >= byte_cap)
         )
-        accepted, ids, embs, tokens = checker.check(lines, check_size)
+        if region is None:
+            accepted, ids, embs, tokens = checker.check(lines, check_size)
+        else:
+            utf8 = _utf8(lines, head, region)
+            accepted, ids, embs, tokens = checker.check_read(lines, head, region, check_size, utf8)
         if tokens is not None and writer.tok_cap is None and checker.token_limit is not None:
             writer.tok_cap = max(
                 1, int(checker.token_limit * writer.margin)
@@ -158,3 +162,15 @@ def _spool(batches: Iterable[Batch], checker: RequestChecker, writer: ShardWrite
             as_read = (accepted[0] + b"\n", region) if head else (region,)
         writer.add(accepted, embs, as_read, tokens)
     return id_hashes
+
+
+def _utf8(lines: list[Any], head: int, region: Any) -> bool:
+    """Whether a read chunk's lines are all valid UTF-8 (``region``, and the line that began in an earlier chunk)."""
+    try:
+        if not region.obj.isascii():  # the whole chunk; all ASCII is common, and checked fastest
+            str(region, "utf-8")
+        if head:
+            lines[0].decode("utf-8")
+    except (UnicodeDecodeError, AttributeError):  # AttributeError: a TooLong stands in for the first line
+        return False
+    return True

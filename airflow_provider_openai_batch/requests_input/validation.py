@@ -2,9 +2,16 @@
 string, ``method == "POST"``, ``url`` equal to the batch endpoint and ``body`` an object, and must fit in one
 input file. ``body.model`` must be a non-empty string, the same on every line: the first line that names a
 model sets it (on :data:`MODEL_OPTIONAL_ENDPOINTS` it may be left out, but lines that name one must agree).
-On ``/v1/embeddings``, ``body.input`` must hold from one to a shard's limit of embedding inputs. Each line is
-parsed once and checked by one condition of a few dict lookups; only a line that fails it is diagnosed field
-by field. Problems are all counted, the first :data:`MAX_PROBLEMS` kept, each named by line number and field.
+On ``/v1/embeddings``, ``body.input`` must hold from one to a shard's limit of embedding inputs. Problems are all
+counted, the first :data:`MAX_PROBLEMS` kept, each named by line number and field.
+
+Lines from a file are checked without building them: msgspec decodes only the fields checked (checking the JSON
+syntax of the rest), which costs far less than a full parse, and the caller checks UTF-8 once per read chunk (a
+skipped string is not decoded, so its UTF-8 is not checked by the decoder). Once the model is known, a whole
+chunk is decoded at once against a type that only valid requests fit. A line that does not pass is parsed in full
+(orjson) and diagnosed field by field, as iterable sources always are, so the problems named are the same. The
+one difference: a number beyond a double's range (``1e400``) in a field the check does not read passes here,
+where a full parse refuses it. Counting prompt tokens needs the whole body, so it takes the full parse.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from airflow_provider_openai_batch.requests_input import codec
 from airflow_provider_openai_batch.requests_input.reading import BOM, TooLong, Unusable
@@ -105,6 +114,31 @@ def count_embedding_inputs(body_input: Any) -> int | None:
     return None
 
 
+class _Fields(msgspec.Struct):
+    """The body fields the accept check reads; a missing one, like JSON null, is None (as ``dict.get``)."""
+
+    model: Any = None
+    response_format: Any = None
+    text: Any = None
+
+
+class _EmbeddingsFields(_Fields):
+    input: Any = None
+
+
+class _Head(msgspec.Struct):
+    """The request fields the accept check reads; the rest of the line is checked for JSON syntax, not built."""
+
+    custom_id: Any = None
+    method: Any = None
+    url: Any = None
+    body: _Fields | None = None
+
+
+class _EmbeddingsHead(_Head):
+    body: _EmbeddingsFields | None = None
+
+
 def show(value: Any) -> str:
     """``repr`` of a received value, cut to 60 characters for messages."""
     text = repr(value)
@@ -190,9 +224,79 @@ class RequestChecker:
         # model -> enqueued-token limit ("*": any model); the input's limit is picked once its model is known.
         self.token_limits = dict(token_limits or {})
         self._count: Any = None  # the prompt-token counter, made once the model is known
+        self._head_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+            _EmbeddingsHead if self.embeddings else _Head
+        )
+        self._typed: tuple[str, Any] | None = None  # (model, the decoder of accepted lines of that model)
+
+    def check_read(
+        self, lines: list[Any], head: int, region: Any, check_size: bool, utf8: bool
+    ) -> tuple[list[Any], list[str], list[int] | None, list[int] | None]:
+        """:meth:`check` for the lines of a read chunk, whose ``lines[head:]`` are ``region`` (see
+        :func:`.reading.read_line_batches`). Once the model is known, a chunk of UTF-8 lines is first
+        decoded at once against a type that only valid requests fit; if any line does not fit, the chunk is
+        checked line by line, which names each problem.
+        """
+        decoder = None if check_size or not utf8 else self._chunk_decoder()
+        if decoder is None:
+            return self.check(lines, check_size, utf8)
+        accepted, ids, _, _ = self.check(lines[:head], check_size, utf8) if head else ([], [], None, None)
+        fit = self._fit(decoder, region, len(lines) - head)
+        if fit is None:
+            more = self.check(lines[head:] if head else lines, check_size, utf8)
+            return accepted + more[0], ids + more[1], None, None
+        self.line += len(fit)
+        self.accepted += len(fit)
+        return (accepted + lines[head:] if head else lines), ids + fit, None, None
+
+    def _fit(self, decoder: Any, region: Any, count: int) -> list[str] | None:
+        """The ``custom_id`` of every line of ``region`` if all ``count`` fit the typed decoder and pass the
+        strict-schema check; else None (nothing recorded)."""
+        try:
+            reqs = decoder.decode_lines(region)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return None
+        if len(reqs) != count:  # a blank line, which decode_lines skips and check() records
+            return None
+        if self.structured:
+            for req in reqs:
+                body = req.body
+                rf = body.response_format
+                if body.text is not None or (type(rf) is dict and rf.get("type") == "json_schema"):
+                    # A body may ask for strict structured output: its schema is then checked.
+                    if self._strict_problem({"response_format": rf, "text": body.text}) is not None:
+                        return None
+        return [req.custom_id for req in reqs]
+
+    def _chunk_decoder(self) -> Any:
+        """A decoder of request lines that only accepted ones fit, once the model is known (None before,
+        or where lines need the whole body: embedding inputs and prompt tokens are counted per line)."""
+        if self.model is None or self.embeddings or self.token_limit is not None or self.token_limits:
+            return None
+        if self._typed is None or self._typed[0] != self.model:
+            model: Any = Literal[self.model]
+            body = msgspec.defstruct(
+                "AcceptedBody",
+                [
+                    ("model", model | None, None) if self.model_optional else ("model", model),
+                    ("response_format", Any, None),
+                    ("text", Any, None),
+                ],
+            )
+            request = msgspec.defstruct(
+                "AcceptedRequest",
+                [
+                    ("custom_id", Annotated[str, msgspec.Meta(min_length=1)]),
+                    ("method", Literal["POST"]),
+                    ("url", Literal[self.endpoint]),
+                    ("body", body),
+                ],
+            )
+            self._typed = (self.model, msgspec.json.Decoder(request))
+        return self._typed[1]
 
     def check(
-        self, lines: list[Any], check_size: bool = True
+        self, lines: list[Any], check_size: bool = True, utf8: bool = False
     ) -> tuple[list[Any], list[str], list[int] | None, list[int] | None]:
         """Check the next lines; returns the accepted lines, their ``custom_id`` values, on
         ``/v1/embeddings`` their embedding input counts (else None), and their prompt tokens when an
@@ -200,6 +304,8 @@ class RequestChecker:
 
         :param lines: raw lines without their newline: bytes, or :class:`TooLong`/:class:`Unusable`.
         :param check_size: False when the caller knows that no line in ``lines`` is too large for a file.
+        :param utf8: True when the caller knows that every bytes line is valid UTF-8 (it checked the
+            chunk they came from): they are then decoded for the checked fields only (see the module).
         """
         loads = codec.loads
         endpoint = self.endpoint
@@ -216,40 +322,67 @@ class RequestChecker:
         emb = 0
         base = self.accepted
         line = self.line
+        structured = self.structured
+        # Lines known to be UTF-8 are first decoded for the checked fields only; counting prompt tokens
+        # needs the whole body, so it takes the full parse.
+        head = self._head_decoder.decode if utf8 and token_limit is None and not self.token_limits else None
         for raw in lines:
             line += 1
-            try:
-                obj = loads(raw)
-            except (ValueError, TypeError) as exc:
-                self._bad_raw(raw, line, base + len(ids), exc)
-                continue
-            # The accept check: a line passing it is valid; one failing it is diagnosed.
-            if (
-                type(obj) is not dict
-                or type(cid := obj.get("custom_id")) is not str
-                or not cid
-                or obj.get("method") != "POST"
-                or obj.get("url") != endpoint
-                or type(body := obj.get("body")) is not dict
-                or body.get("model") != model
-            ):
-                found = self._diagnose(obj, line)
-                if found is not None:
-                    problems.add(line, base + len(ids), *found)
+            req: Any = None
+            if head is not None:
+                try:
+                    req = head(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, TypeError):
+                    pass  # diagnosed by the full parse below
+                if req is not None and not (
+                    type(cid := req.custom_id) is str
+                    and cid
+                    and req.method == "POST"
+                    and req.url == endpoint
+                    and req.body is not None
+                    and req.body.model == model
+                ):
+                    req = None
+            if req is not None:  # accepted so far, without a full parse
+                body: Any = None
+                rf, text = req.body.response_format, req.body.text
+                body_input = req.body.input if embeddings else None
+            else:
+                try:
+                    obj = loads(raw)
+                except (ValueError, TypeError) as exc:
+                    self._bad_raw(raw, line, base + len(ids), exc)
                     continue
-                model = self.model if self.model is not None else model
-                cid = obj["custom_id"]
-                body = obj["body"]
-            if self.structured and ("response_format" in body or "text" in body):
-                found = self._strict_problem(body)
+                # The accept check: a line passing it is valid; one failing it is diagnosed.
+                if (
+                    type(obj) is not dict
+                    or type(cid := obj.get("custom_id")) is not str
+                    or not cid
+                    or obj.get("method") != "POST"
+                    or obj.get("url") != endpoint
+                    or type(body := obj.get("body")) is not dict
+                    or body.get("model") != model
+                ):
+                    found = self._diagnose(obj, line)
+                    if found is not None:
+                        problems.add(line, base + len(ids), *found)
+                        continue
+                    model = self.model if self.model is not None else model
+                    cid = obj["custom_id"]
+                    body = obj["body"]
+                rf, text = body.get("response_format"), body.get("text")
+                body_input = body.get("input") if embeddings else None
+            # A body may ask for strict structured output: its schema is then checked.
+            if structured and (text is not None or (type(rf) is dict and rf.get("type") == "json_schema")):
+                found = self._strict_problem({"response_format": rf, "text": text})
                 if found is not None:
                     problems.add(line, base + len(ids), *found)
                     continue
             if per_line_limits:
                 if embeddings:
-                    emb = count_embedding_inputs(body.get("input")) or 0
+                    emb = count_embedding_inputs(body_input) or 0
                     if not 0 < emb <= emb_cap:
-                        problems.add(line, base + len(ids), "body.input", self._embedding_problem(body))
+                        problems.add(line, base + len(ids), "body.input", self._embedding_problem(body_input))
                         continue
                 if check_size and len(raw) >= byte_cap:
                     problems.add(line, base + len(ids), None, self._too_large(len(raw) + 1))
@@ -375,11 +508,10 @@ class RequestChecker:
             )
         return None
 
-    def _embedding_problem(self, body: dict[str, Any]) -> str:
-        count = count_embedding_inputs(body.get("input"))
+    def _embedding_problem(self, body_input: Any) -> str:
+        count = count_embedding_inputs(body_input)
         if count is None:
             return (
-                "expected a string, a list of strings or a list of token lists, "
-                f"received {show(body.get('input'))}"
+                f"expected a string, a list of strings or a list of token lists, received {show(body_input)}"
             )
         return f"{count:,} embedding inputs, more than the {self.emb_cap:,} one batch may hold"
