@@ -1,76 +1,39 @@
-"""Landing on S3 without a local copy: a stream uploaded in parallel parts, and pieces joined server-side.
+"""Landing on S3 without a local copy: several streams written at once, in parallel parts, as one object.
 
-A multipart upload is invisible until it is completed, so completing it is the atomic step: s3transfer's
-manager completes an upload only once every part went up, and aborts it on any failure (a dropped download
-included). A worker killed midway leaves an incomplete upload that no reader sees (a bucket lifecycle rule,
-``AbortIncompleteMultipartUpload``, clears its parts). Several pieces (shards, rounds) become one object with
-UploadPartCopy; S3 wants every part but the last to be at least 5 MiB, so :func:`plan_parts` (pure) copies
-the pieces server-side where they are big enough and carries small ones, and the few bytes it takes to make a
-part big enough, through the worker.
+A multipart upload is invisible until it is completed, so completing it is the atomic step, taken only once
+every stream was written whole; any failure aborts it, and a worker killed midway leaves an incomplete upload
+that no reader sees (a bucket lifecycle rule, ``AbortIncompleteMultipartUpload``, clears its parts). Each
+stream (shard, round) writes its own range of part numbers, so the join costs nothing: no temporary object,
+no server-side copy. S3 wants every part but the last to be at least 5 MiB; a stream's tail rides with its
+last part, and streams shorter than a part are gathered into parts after every range.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO
 
-from s3transfer.manager import TransferConfig, TransferManager  # type: ignore[import-untyped]
-
-#: S3's smallest part (but the last) and largest part.
+#: S3's smallest part (but the last).
 MIN_PART = 5 * 2**20
-MAX_PART = 5 * 2**30
+#: S3's most parts in one upload.
+MAX_PARTS = 10_000
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Range:
-    """Bytes ``[start, end)`` of piece number ``piece``."""
-
-    piece: int
-    start: int
-    end: int
-
-
-def plan_parts(
-    sizes: Sequence[int], *, min_part: int = MIN_PART, max_part: int = MAX_PART
-) -> list[tuple[Range, ...]]:
-    """The parts of the object joining pieces of ``sizes`` in order, each part a tuple of ranges.
-
-    A part of one range of at least ``min_part`` bytes is copied server-side; any other part is read and
-    uploaded by the worker, and is smaller than ``2 * min_part``. Every part but the last has at least
-    ``min_part`` bytes and at most ``max_part``.
-    """
-    parts: list[tuple[Range, ...]] = []
-    pending: list[Range] = []
-    held = 0
-    for piece, size in enumerate(sizes):
-        if not size:
-            continue
-        pos = 0
-        if pending:
-            need = min_part - held
-            if size - need >= min_part:
-                parts.append((*pending, Range(piece, 0, need)))
-                pending, held, pos = [], 0, need
-            else:
-                pending.append(Range(piece, 0, size))
-                held += size
-                if held >= min_part:
-                    parts.append(tuple(pending))
-                    pending, held = [], 0
-                continue
-        left = size - pos
-        if left >= min_part:
-            count = math.ceil(left / max_part)
-            bounds = [pos + left * i // count for i in range(count + 1)]
-            parts.extend((Range(piece, a, b),) for a, b in zip(bounds, bounds[1:], strict=False))
-        elif left:
-            pending, held = [Range(piece, pos, size)], left
-    if pending:
-        parts.append(tuple(pending))
-    return parts
+def _read(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, fewer only at the end of the stream (a read may return less than it was asked)."""
+    data = stream.read(size)
+    if len(data) in (0, size):
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < size and (more := stream.read(size - got)):
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
 
 
 def client_for(conn_id: str | None) -> Any:
@@ -80,70 +43,120 @@ def client_for(conn_id: str | None) -> Any:
     return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
-class Uploader:
-    """Uploads streams as objects in parallel parts; at most ``concurrency`` parts are held in memory at once.
+class JoinedUpload:
+    """One object written by one multipart upload from several streams at once, each in its own range of part
+    numbers; visible only once :meth:`complete` succeeds, aborted by :meth:`abort` (or on leaving a ``with``
+    block by an exception).
 
-    :param part_size: bytes per part (at least 5 MiB); a stream shorter than one part is a single PUT.
-    :param concurrency: parts uploaded at once, and streams read at once.
+    A stream's parts are ``part_size`` bytes but its last, which takes the stream's tail (up to twice
+    ``part_size``), so every part is big enough for S3. A stream shorter than one part is gathered with the
+    other short ones into parts of their own, after every range. At most ``concurrency`` parts are uploaded
+    at once; each stream being read holds two more (the part it holds back and the next).
+
+    :param sources: how many streams will be written (each gets a range of part numbers).
     """
 
-    def __init__(self, client: Any, *, part_size: int, concurrency: int) -> None:
-        config = TransferConfig(
-            multipart_threshold=part_size,
-            multipart_chunksize=part_size,
-            max_request_concurrency=concurrency,
-            max_submission_concurrency=concurrency,
-            max_in_memory_upload_chunks=concurrency,
-        )
-        self.client = client
-        self._manager = TransferManager(client, config)
+    def __init__(
+        self, client: Any, bucket: str, key: str, *, sources: int, part_size: int, concurrency: int
+    ) -> None:
+        self.client, self.bucket, self.key, self.part_size = client, bucket, key, part_size
+        self.span = MAX_PARTS // (sources + 1)
+        self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
+        self._room = threading.BoundedSemaphore(concurrency)
+        self._lock = threading.Lock()
+        self._parts: dict[int, dict[int, str]] = {}  # stream index -> part number -> ETag
+        self._gathered: list[bytes] = []
+        self._next_gathered = 1 + sources * self.span
 
-    def __enter__(self) -> Uploader:
+    def __enter__(self) -> JoinedUpload:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._manager.shutdown(cancel=exc[0] is not None)
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+        if kind is not None:
+            self.abort()
 
-    def upload(self, stream: BinaryIO, bucket: str, key: str) -> None:
-        """Upload ``stream`` to ``key``, visible only when whole; any failure aborts it and is raised."""
-        self._manager.upload(stream, bucket, key).result()
+    def _put(self, number: int, body: bytes) -> Future[tuple[int, str]]:
+        self._room.acquire()
 
+        def put() -> tuple[int, str]:
+            try:
+                answer = self.client.upload_part(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+                )
+                return number, answer["ETag"]
+            finally:
+                self._room.release()
 
-def compose(client: Any, bucket: str, key: str, pieces: Sequence[tuple[str, int]], concurrency: int) -> None:
-    """Join the objects ``pieces`` (key, size), in order, into ``key``, visible only when complete.
+        return self._pool.submit(put)
 
-    :raises: whatever S3 raised; the multipart upload is then aborted, never completed.
-    """
-    plan = plan_parts([size for _, size in pieces])
-    if not plan:
-        client.put_object(Bucket=bucket, Key=key, Body=b"")
-        return
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    def write(self, index: int, stream: BinaryIO, size: int | None = None) -> None:
+        """Upload stream number ``index`` from its start; a retry replaces an earlier attempt's parts.
 
-    def put(number: int, ranges: tuple[Range, ...]) -> dict[str, Any]:
-        common = {"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": number}
-        if len(ranges) == 1 and ranges[0].end - ranges[0].start >= MIN_PART:
-            r = ranges[0]
-            answer = client.upload_part_copy(
-                **common,
-                CopySource={"Bucket": bucket, "Key": pieces[r.piece][0]},
-                CopySourceRange=f"bytes={r.start}-{r.end - 1}",
-            )
-            return {"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]}
-        body = b"".join(
-            client.get_object(Bucket=bucket, Key=pieces[r.piece][0], Range=f"bytes={r.start}-{r.end - 1}")[
-                "Body"
-            ].read()
-            for r in ranges
+        :param size: the stream's size when known: a stream too big for its range of part numbers at
+            ``part_size`` gets bigger parts.
+        """
+        part = self.part_size
+        if size:
+            part = max(part, -(-size // (self.span - 1)))
+        held = _read(stream, part)
+        if len(held) < part:  # the whole stream is short: gathered (complete, so never retried)
+            self._gather(held)
+            return
+        first = number = 1 + index * self.span
+        futures: list[Future[tuple[int, str]]] = []
+        try:
+            while True:
+                following = _read(stream, part)
+                if len(following) < part:
+                    futures.append(self._put(number, held + following))
+                    break
+                futures.append(self._put(number, held))
+                number, held = number + 1, following
+                if number - first >= self.span - 1:
+                    raise ValueError(
+                        f"Expected a file of at most {self.span - 1} parts of {part} bytes but it is longer; "
+                        "raise [openai_batch] landing_part_size_mb"
+                    )
+            etags = dict(future.result() for future in futures)
+        except BaseException:
+            wait(futures)  # a retry must not race this attempt's parts
+            raise
+        with self._lock:
+            self._parts[index] = etags
+
+    def _gather(self, data: bytes) -> None:
+        with self._lock:
+            self._gathered.append(data)
+            if sum(map(len, self._gathered)) < self.part_size:
+                return
+            body, self._gathered = b"".join(self._gathered), []
+            number, self._next_gathered = self._next_gathered, self._next_gathered + 1
+        number, etag = self._put(number, body).result()
+        with self._lock:
+            self._parts.setdefault(-1, {})[number] = etag
+
+    def complete(self) -> None:
+        """Make the object visible, whole: every stream was written."""
+        rest = b"".join(self._gathered)
+        if rest:
+            number, etag = self._put(self._next_gathered, rest).result()
+            self._parts.setdefault(-1, {})[number] = etag
+        parts = sorted((n, e) for etags in self._parts.values() for n, e in etags.items())
+        if not parts:  # nothing at all: an empty object (a multipart upload needs a part)
+            self.abort()
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"")
+            return
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
         )
-        return {"PartNumber": number, "ETag": client.upload_part(**common, Body=body)["ETag"]}
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            parts = list(pool.map(put, range(1, len(plan) + 1), plan))
-        client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
-    except BaseException:
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        raise
+    def abort(self) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except Exception as err:  # invisible anyway; a bucket lifecycle rule clears its parts
+            log.warning("Could not abort the multipart upload of %s: %s", self.key, type(err).__name__)

@@ -1,12 +1,12 @@
 """Landing streamed files on storage: several files at once, none copied whole to local disk, joined into one
 destination that appears only when whole.
 
-Each source (one output or error file on OpenAI) is streamed straight into its place: on S3 as a multipart
-upload in parallel parts (:mod:`.storage_s3`), on local disk into a hidden file beside the destination, on other
-object stores into a hidden object. Sources are fetched ``concurrency`` at a time; a source whose download drops
-starts over on its own. Several sources are then joined (S3: UploadPartCopy; local: appended, then renamed into
-place) and the hidden pieces removed. Peak memory is about ``part_size × concurrency`` (the parts in flight) and
-no local disk is used for remote destinations; both are ``[openai_batch]`` options (docs/results.md).
+Each source (one output or error file on OpenAI) is streamed straight into its place: on S3 into its own range
+of parts of the destination's one multipart upload (:mod:`.storage_s3`), completed once every source is whole;
+on local disk into a hidden file beside the destination, the files then appended and renamed into place; on
+other object stores into hidden objects, then joined. Sources are fetched ``concurrency`` at a time; a source
+whose download drops starts over on its own. Peak memory is set by ``part_size × concurrency`` and no local
+disk is used for remote destinations; both are ``[openai_batch]`` options (docs/results.md).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ SECTION = "openai_batch"
 DEFAULT_PART_SIZE_MB = 8
 DEFAULT_CONCURRENCY = 8
 _S3 = ("s3", "s3a")
+#: Bytes per read and write on local disk.
+COPY_BUFFER = 2**20
 
 #: Streams one file into the consumer it is given (calling it again, afresh, when the download drops) and
 #: returns the number of lines it passed on.
 Source = Callable[[Callable[[BinaryIO], None]], int]
-#: Called with each landed piece (its index and location) before the pieces are joined.
-Inspect = Callable[[int, Any], None]
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,6 @@ def write_joined(
     sources: Sequence[Source],
     destination: Any,
     settings: TransferSettings,
-    *,
-    inspect: Inspect | None = None,
 ) -> list[int]:
     """Land ``sources``, joined in order, at ``destination`` (an ObjectStoragePath); return each one's lines.
 
@@ -87,10 +85,10 @@ def write_joined(
     removed and the error raised.
     """
     if destination.protocol == "file":
-        return _write_local(sources, Path(destination.path), settings, inspect)
+        return _write_local(sources, Path(destination.path), settings)
     if destination.protocol in _S3:
-        return _write_s3(sources, destination, settings, inspect)
-    return _write_other(sources, destination, settings, inspect)
+        return _write_s3(sources, destination, settings)
+    return _write_other(sources, destination, settings)
 
 
 def _hidden(name: str, index: int, tag: str) -> str:
@@ -118,9 +116,7 @@ def _parallel(
 # -- local disk ------------------------------------------------------------------------------------------
 
 
-def _write_local(
-    sources: Sequence[Source], destination: Path, settings: TransferSettings, inspect: Inspect | None
-) -> list[int]:
+def _write_local(sources: Sequence[Source], destination: Path, settings: TransferSettings) -> list[int]:
     destination.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
     pieces = [destination.with_name(_hidden(destination.name, i, tag)) for i in range(max(1, len(sources)))]
@@ -128,16 +124,13 @@ def _write_local(
     def sink(index: int) -> Callable[[BinaryIO], None]:
         def write(stream: BinaryIO) -> None:
             with open(pieces[index], "wb") as out:  # truncated: a retried download starts over
-                shutil.copyfileobj(stream, out, settings.part_size)
+                shutil.copyfileobj(stream, out, COPY_BUFFER)
 
         return write
 
     try:
         lines = _parallel(sources, sink, settings.concurrency) if sources else []
         pieces[0].touch()
-        for i, piece in enumerate(pieces[: len(sources)]):
-            if inspect:
-                inspect(i, piece)
         with open(pieces[0], "r+b", buffering=0) as out:
             out.seek(0, os.SEEK_END)
             for piece in pieces[1:]:
@@ -161,54 +154,35 @@ def _append(source: Path, out: Any) -> None:
         except (AttributeError, OSError):  # not there: through Python, from where it stopped
             pass
         if left:
-            shutil.copyfileobj(src, out, 2**20)
+            shutil.copyfileobj(src, out, COPY_BUFFER)
 
 
 # -- S3 --------------------------------------------------------------------------------------------------
 
 
-def _write_s3(
-    sources: Sequence[Source], destination: Any, settings: TransferSettings, inspect: Inspect | None
-) -> list[int]:
+def _write_s3(sources: Sequence[Source], destination: Any, settings: TransferSettings) -> list[int]:
     client = storage_s3.client_for(connection_of(destination))
-    bucket, key = destination.bucket, destination.key
-    with storage_s3.Uploader(client, part_size=settings.part_size, concurrency=settings.concurrency) as up:
-        if len(sources) == 1:  # straight to its name: completing the upload is the atomic step
-            lines = [sources[0](lambda stream: up.upload(stream, bucket, key))]
-            if inspect:
-                inspect(0, destination)
-            return lines
-        tag = uuid.uuid4().hex[:12]
-        folder = key.rpartition("/")[0]
-        names = [_hidden(destination.name, i, tag) for i in range(len(sources))]
-        keys = [f"{folder}/{name}" if folder else name for name in names]
-        try:
+    with storage_s3.JoinedUpload(
+        client,
+        destination.bucket,
+        destination.key,
+        sources=len(sources),
+        part_size=settings.part_size,
+        concurrency=settings.concurrency,
+    ) as upload:
 
-            def sink(index: int) -> Callable[[BinaryIO], None]:
-                return lambda stream: up.upload(stream, bucket, keys[index])
+        def sink(index: int) -> Callable[[BinaryIO], None]:
+            return lambda stream: upload.write(index, stream, getattr(stream, "size", None))
 
-            lines = _parallel(sources, sink, settings.concurrency)
-            sizes = [int(client.head_object(Bucket=bucket, Key=k)["ContentLength"]) for k in keys]
-            for i, name in enumerate(names):
-                if inspect:
-                    inspect(i, destination.parent / name)
-            storage_s3.compose(client, bucket, key, list(zip(keys, sizes, strict=True)), settings.concurrency)
-        finally:
-            try:
-                client.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
-                )
-            except Exception as err:  # hidden names, never mistaken for results
-                log.warning("Could not remove the landing pieces %s: %s", keys, type(err).__name__)
+        lines = _parallel(sources, sink, settings.concurrency) if sources else []
+        upload.complete()
     return lines
 
 
 # -- other object stores (GCS, Azure, ...) ----------------------------------------------------------------
 
 
-def _write_other(
-    sources: Sequence[Source], destination: Any, settings: TransferSettings, inspect: Inspect | None
-) -> list[int]:
+def _write_other(sources: Sequence[Source], destination: Any, settings: TransferSettings) -> list[int]:
     """Through fsspec: each source into a hidden object, then streamed into one hidden object and moved."""
     tag = uuid.uuid4().hex[:12]
     pieces = [destination.parent / _hidden(destination.name, i, tag) for i in range(len(sources))]
@@ -223,9 +197,6 @@ def _write_other(
 
     try:
         lines = _parallel(sources, sink, settings.concurrency) if sources else []
-        for i, piece in enumerate(pieces):
-            if inspect:
-                inspect(i, piece)
         with joined.open("wb", block_size=settings.part_size) as out:
             for piece in pieces:
                 with piece.open("rb", block_size=settings.part_size) as src:

@@ -55,6 +55,7 @@ class ContentStream:
         self._carry = b""  # with a filter: the start of a line whose end has not arrived yet
         self._last = b"\n"
         self._done = False
+        self.size = expected_bytes  # of the body, when known (the lines passed on may be fewer)
         self.received = 0
         self.lines = 0  # passed on
         self.seen = 0  # received (with a filter: its non-blank lines)

@@ -27,23 +27,35 @@ def empty_tally() -> dict[str, Any]:
     return {"total": 0, "reasons": dict.fromkeys(REASONS, 0)}
 
 
-def _invalid(location: Any, spec: Any, input_path: Path | None) -> Iterator[dict[str, Any]]:
-    requests = str(input_path) if OutputSchema(spec).needs_requests else None
+def _requests(paths: Sequence[Path]) -> Iterator[bytes]:
+    """The requests of these input files, each custom_id once (a follow-up round resends its round's requests)."""
+    seen: set[str] = set()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if raw.strip() and (cid := orjson.loads(raw)["custom_id"]) not in seen:
+                    seen.add(cid)
+                    yield raw
+
+
+def _invalid(location: Any, spec: Any, inputs: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    requests = _requests(inputs) if OutputSchema(spec).needs_requests else None
     with read_results(location, requests, include="output", schema=spec) as records:
         for record in records:
             if record["status"] == INVALID_OUTPUT:
                 yield record
 
 
-def tally(location: Any, spec: Any, input_path: Path | None, into: dict[str, Any]) -> set[str]:
+def tally(location: Any, spec: Any, inputs: Sequence[Path], into: dict[str, Any]) -> set[str]:
     """Add the invalid answers of output file ``location`` (a local path or a landed object) to ``into``;
     return their custom_ids.
 
-    :param input_path: the batch's input file, downloaded (needed with ``"auto"`` only).
+    :param inputs: the input files of the batches whose answers it holds, downloaded (read with ``"auto"``
+        only, joined by custom_id).
     """
     reasons: Counter[str] = Counter()
     ids: set[str] = set()
-    for record in _invalid(location, spec, input_path):
+    for record in _invalid(location, spec, inputs):
         reasons[record["error"]["reason"]] += 1
         ids.add(record["custom_id"])
     into["total"] += sum(reasons.values())
@@ -95,7 +107,7 @@ def collect_invalid(
             hook.download_file(batch["output_file_id"], local_path=out)
             if OutputSchema(spec).needs_requests:
                 hook.download_file(batch["input_file_id"], local_path=inp)
-            if ids := tally(out, spec, inp, seen):
+            if ids := tally(out, spec, [inp], seen):
                 invalid[batch["id"]] = ids
     if not invalid:
         return None

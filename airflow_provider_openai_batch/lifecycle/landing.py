@@ -96,20 +96,16 @@ def land(
                         filtered=len(rounds) > 1,
                     )
                 )
-    tally = answers.empty_tally() if output_schema is not None else None
-
-    def inspect(index: int, location: Any) -> None:
-        if tally is None:
-            return
-        batch = output_batches[index]
-        inp = work / f"{batch['id']}.input.jsonl"
-        if output_schema == "auto" and not inp.exists():
-            hook.download_file(batch["input_file_id"], local_path=inp)
-        answers.tally(location, output_schema, inp, tally)
-
     output_file, error_file = folder / OUTPUT, folder / ERRORS
     with storage.about("write", output_file, keep=_NOT_STORAGE):
-        output_lines = sum(transfer.write_joined(outputs, output_file, settings, inspect=inspect))
+        output_lines = sum(transfer.write_joined(outputs, output_file, settings))
+    tally = None
+    if (
+        output_schema is not None
+    ):  # one read of the landed output, joined to the inputs when the schema needs them
+        tally = answers.empty_tally()
+        inputs = [_input_file(hook, b, work) for b in output_batches] if output_schema == "auto" else []
+        answers.tally(output_file, output_schema, inputs, tally)
     error_lines = 0
     if errors:
         with storage.about("write", error_file, keep=_NOT_STORAGE):
@@ -175,6 +171,13 @@ class _ErrorSource:
 
         keep = self.keep if self.filtered else None
         return _stream(self.hook, self.batch, "error_file_id", fresh, self.output_path, keep, None)
+
+
+def _input_file(hook: Any, batch: Mapping[str, Any], work: Path) -> Path:
+    path = work / f"{batch['id']}.input.jsonl"
+    if not path.exists():
+        hook.download_file(batch["input_file_id"], local_path=path)
+    return path
 
 
 def _stream(
