@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,42 @@ elif mode in ("baseline", "baseline-parse"):
             input_file_id=uploaded.id, endpoint={endpoint!r}, completion_window="24h"
         )
         out["shards"] = 1
+elif mode in ("ours-parallel", "bare-parallel"):
+    from concurrent.futures import ThreadPoolExecutor
+    from airflow_provider_openai_batch.batch_input import Limits
+    from airflow_provider_openai_batch.lifecycle.ledger import Ledger, Upload
+    from airflow_provider_openai_batch.lifecycle.record import RecordStore, SubmissionRecord
+    from airflow_provider_openai_batch.lifecycle.tags import TaskIdentity, label
+
+    limits = Limits(max_requests=int(os.environ["BENCH_MAX_REQUESTS"]))
+    if mode == "bare-parallel":  # the shard files ours would upload, sent by the bare client, all at once
+        shards = json.loads(os.environ["BENCH_SHARDS"])
+        start = time.perf_counter()
+
+        def send(shard_path):
+            with open(shard_path, "rb") as fh:
+                return client.files.create(file=(os.path.basename(shard_path), fh), purpose="batch")
+
+        with ThreadPoolExecutor(max_workers=len(shards)) as pool:
+            uploaded = list(pool.map(send, shards))
+        for one in uploaded:
+            client.batches.create(input_file_id=one.id, endpoint={endpoint!r}, completion_window="24h")
+        out["shards"] = len(uploaded)
+    else:  # read_input's spool, then Ledger.upload (what upload_shards runs), then one create per shard
+        concurrency = int(os.environ["BENCH_CONCURRENCY"])
+        ledger = Ledger(hook, RecordStore(None), TaskIdentity("bench", "submit", "bench"))
+        with tempfile.TemporaryDirectory(prefix="openai-batch-spool-", dir=os.environ.get("BENCH_WORKDIR")) as workdir:
+            with open(path, "rb") as f:
+                spool = spool_requests(f, endpoint={endpoint!r}, workdir=workdir, source_name=path, limits=limits)
+            out["spool_s"] = time.perf_counter() - start
+            n = len(spool.shards)
+            record = SubmissionRecord(fingerprint=spool.fingerprint[:32], shard_count=n)
+            uploads = [Upload(label(0, s.index, n), s.path, f"bench-{{s.index:05d}}.jsonl") for s in spool.shards]
+            ledger.upload(record, uploads, concurrency)
+            out["upload_s"] = time.perf_counter() - start - out["spool_s"]
+            for u in uploads:
+                hook.create_batch(input_file_id=record.files[u.label], endpoint={endpoint!r}, metadata={{}})
+        out["shards"] = n
 out["seconds"] = time.perf_counter() - start
 out["peak_kib"] = peak_kib()
 print(json.dumps(out))
@@ -97,6 +134,64 @@ def run_child(mode: str, path: Path, env: dict[str, str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def parallel(args: argparse.Namespace, data_dir: Path, env: dict[str, str]) -> None:
+    """Wall time of a whole multi-shard submit (spool + uploads + creates), with parallel uploads
+    (``upload_concurrency`` 4, the default) and one at a time (1), against the bare client uploading the same
+    shard files all at once and creating their batches; the runs interleaved, ``--rounds`` of each."""
+    from airflow_provider_openai_batch.batch_input import Limits, spool_requests
+
+    print()
+    print(
+        "| input | shards | runs | | bare parallel upload | ours, 4 at once (spool + upload) | ours / bare "
+        "| ours, 1 at a time (spool + upload) | ours 1 / bare | peak RSS over idle: ours 4 / bare |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    env = {**env, "BENCH_MAX_REQUESTS": str(args.max_requests)}
+    for mb in args.parallel_mb:
+        path = data_dir / f"chat-{mb}mb.jsonl"
+        if not path.exists():
+            generate(path, mb)
+        shard_dir = tempfile.mkdtemp(prefix="bench-shards-", dir=env["BENCH_WORKDIR"])
+        try:
+            with open(path, "rb") as f:  # the shard files, for the bare client (not timed)
+                spool = spool_requests(
+                    f,
+                    endpoint=ENDPOINT,
+                    workdir=shard_dir,
+                    source_name=str(path),
+                    limits=Limits(max_requests=args.max_requests),
+                )
+            shard_env = {**env, "BENCH_SHARDS": json.dumps([s.path for s in spool.shards])}
+            idle = run_child("idle", path, env)["peak_kib"] / 1024
+            runs: dict[str, list[dict]] = {"bare": [], "ours4": [], "ours1": []}
+            for round_no in range(args.rounds):
+                order = ["bare", "ours4", "ours1"]
+                for name in order if round_no % 2 == 0 else reversed(order):
+                    if name == "bare":
+                        runs[name].append(run_child("bare-parallel", path, shard_env))
+                    else:
+                        runs[name].append(
+                            run_child("ours-parallel", path, {**env, "BENCH_CONCURRENCY": name[-1]})
+                        )
+        finally:
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        for pick_name, pick in (("best", min), ("median", statistics.median)):
+            bare = pick(r["seconds"] for r in runs["bare"])
+            cells = []
+            for name in ("ours4", "ours1"):
+                total = pick(r["seconds"] for r in runs[name])
+                spool_s = pick(r["spool_s"] for r in runs[name])
+                upload_s = pick(r["upload_s"] for r in runs[name])
+                cells += [f"{total:.2f} s ({spool_s:.2f} + {upload_s:.2f} s)", f"{total / bare:.2f}x"]
+            peak_ours = max(r["peak_kib"] for r in runs["ours4"]) / 1024 - idle
+            peak_bare = max(r["peak_kib"] for r in runs["bare"]) / 1024 - idle
+            print(
+                f"| {path.stat().st_size / 1e6:,.0f} MB | {runs['ours4'][0]['shards']} | {args.rounds} "
+                f"| wall, {pick_name} | {bare:.2f} s | {' | '.join(cells)} | {peak_ours:,.1f} / {peak_bare:,.1f} MB |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,6 +201,21 @@ def main() -> None:
     parser.add_argument(
         "--workdir-in", default=None, help="where the spool's shards go (default: under --dir)"
     )
+    parser.add_argument(
+        "--parallel-mb",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time a multi-shard submit with parallel uploads against a bare parallel upload of the same "
+        "shard files (e.g. 570: three shards of up to 190 MiB under --max-requests)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=1_000_000,
+        help="with --parallel-mb: Limits.max_requests, high so that shards are cut by bytes (190 MiB)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --parallel-mb: runs of each, interleaved")
     args = parser.parse_args()
 
     data_dir = Path(args.dir)
@@ -118,7 +228,13 @@ def main() -> None:
     emu_dir = Path(tempfile.mkdtemp(prefix="emulator-", dir=data_dir))
     # Batches stay in `validating` for an hour: the emulator does not process them during the measurements.
     emulator = start_emulator(
-        emu_dir, settings={"rate": 0, "validating_seconds": 3600, "finalizing_seconds": 0.2}
+        emu_dir,
+        settings={
+            "rate": 0,
+            "validating_seconds": 3600,
+            "finalizing_seconds": 0.2,
+            "max_requests": max(50_000, args.max_requests),
+        },
     )
     env = {
         **os.environ,
@@ -133,6 +249,14 @@ def main() -> None:
         "BENCH_WORKDIR": args.workdir_in or str(data_dir),
     }
     print(f"emulator {emulator.base_url} (pid {emulator.pid})")
+    if args.parallel_mb:
+        try:
+            parallel(args, data_dir, env)
+        finally:
+            stop_emulator(emulator.process)
+            emulator.close()
+            shutil.rmtree(emu_dir, ignore_errors=True)
+        return
     print()
     print(
         "| input | idle child | ours: peak over idle (after spool) | baseline: peak over idle "

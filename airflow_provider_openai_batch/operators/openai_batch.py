@@ -214,8 +214,8 @@ class OpenAIBatchOperator(BaseOperator):
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
         # A limit an earlier try learned from a full queue cuts the shards now, unless one is configured.
         earlier = RecordStore(context.get("task_state_store")).load()
-        learned = dict(earlier.queue_limits) if earlier is not None else {}
         configured = submit.configured_token_limits()
+        learned = {m: n for m, n in (earlier.queue_limits if earlier else {}).items() if m not in configured}
         return self._start(context, {**learned, **configured}, QueueState(learned=bool(learned)), deadline)
 
     def _start(

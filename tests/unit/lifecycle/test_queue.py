@@ -116,6 +116,13 @@ def test_a_departure_of_unknown_size_lets_the_first_waiter_in_and_not_before_is_
     assert Admission().admit([first, later], freed=[None], holders=1, now=10) == [first]
 
 
+def test_a_shard_of_unknown_size_waits_for_a_departure_while_the_queue_is_held():
+    unknown = request("2026-11-01", 0, 0)  # a follow-up round's shard: its prompt tokens are not counted
+    assert Admission().admit([unknown], freed=[], holders=1, now=0) == []
+    assert Admission().admit([unknown], freed=[None], holders=1, now=0) == [unknown]
+    assert Admission().admit([unknown], freed=[], holders=0, now=0) == [unknown]
+
+
 @pytest.mark.parametrize(
     ("looked", "live", "page", "seen", "pages", "expected"),
     [
