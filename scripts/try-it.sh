@@ -51,7 +51,13 @@ until airflow dags details openai_batch_daily > /dev/null 2>&1; do sleep 2; done
 
 # Runs made while the DAG is paused sit queued; unpausing starts them, and also schedules the latest due run
 # (today's: catchup=False runs that one only): one more paid batch.
-airflow backfill create --dag-id openai_batch_daily --from-date 2026-11-01 --to-date 2026-11-02
+# SQLite (this recipe's database) lets one writer in at a time: when the scheduler holds it, the create is refused
+# with "database is locked" and nothing is made, so it is simply asked again (PostgreSQL has no such wait).
+for attempt in 1 2 3 4 5 6; do
+  if airflow backfill create --dag-id openai_batch_daily --from-date 2026-11-01 --to-date 2026-11-02; then break; fi
+  if [ "$attempt" = 6 ]; then false; fi   # still locked after half a minute: stop here
+  sleep 5
+done
 airflow dags trigger openai_batch_daily --logical-date 2026-11-03   # a manual run needs a logical date
 airflow dags unpause openai_batch_daily
 
