@@ -131,7 +131,9 @@ def test_a_service_that_cannot_list_is_polled_with_retrieves(monkeypatch, caplog
 
     async def main():
         board = await new_board()
-        subs = [board.subscribe([b], 0.02) for b in ours(5)]
+        subs = [
+            board.subscribe([b], 0.5) for b in ours(5)
+        ]  # slow enough that no extra refresh slips in under load
         await settle(subs, {})
         await next_refresh(board)
         for sub in subs:
@@ -149,7 +151,9 @@ def test_coalescing_switched_off_in_the_configuration_retrieves_each_batch(monke
     async def main():
         board = await new_board()
         assert board.settings.coalesce is False
-        subs = [board.subscribe([b], 0.02) for b in ours(5)]
+        subs = [
+            board.subscribe([b], 0.5) for b in ours(5)
+        ]  # slow enough that no extra refresh slips in under load
         await settle(subs, {})
         for sub in subs:
             sub.close()
