@@ -78,6 +78,18 @@ def _landed(folder: Path) -> list[str]:
     return found
 
 
+def _executor_races(airflow: Airflow) -> set[str]:
+    """The runs whose task the scheduler retried because the executor's event raced the task's resumption."""
+    log = (airflow.out_dir / "scheduler.log").read_text(errors="replace")
+    return {
+        run_id
+        for line in log.splitlines()
+        if "but the task instance's state attribute is running" in line
+        for run_id in (f"backfill__{date}T00:00:00+00:00" for date in DATES)
+        if run_id in line
+    }
+
+
 def _create_backfill(airflow: Airflow) -> httpx.Response:
     """POST the backfill; on SQLite Airflow answers 503 "Database is locked" while the scheduler holds the
     database, and the same call goes through a moment later (the deployment tests run it on PostgreSQL)."""
@@ -120,7 +132,13 @@ def test_a_six_date_backfill_over_the_queue_completes_on_first_tries(airflow: Ai
 
     tis = airflow.query("SELECT run_id, state, try_number FROM task_instance WHERE dag_id = ?", DAG_ID)
     assert sorted(s for _, s in runs) == ["success"] * len(DATES), (runs, tis, airflow.diagnostics())
-    assert [(s, t) for _, s, t in tis] == [("success", 1)] * len(DATES), tis  # no retry spent
+    assert [s for _, s, _ in tis] == ["success"] * len(DATES), tis
+    # No retry spent by the provider. On a loaded machine Airflow's LocalExecutor can report a resumed task's
+    # earlier workload as finished while the task runs again ("... finished with state success, but the task
+    # instance's state attribute is running") and the scheduler then marks it up for retry: Airflow's race, not a
+    # queue wait. Such a retry is allowed only where the scheduler's log says so; it must pay nothing more (below).
+    raced = _executor_races(airflow)
+    assert all(t == 1 or run_id in raced for run_id, _, t in tis), (tis, raced)
     assert len(openai_emulator.paid_creates()) == len(DATES)  # each date billed once
     assert openai_emulator.free_creates(), "the queue never filled: the test proves nothing"
     for date in DATES:
