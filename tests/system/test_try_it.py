@@ -212,6 +212,7 @@ def test_the_readme_recipe_runs_and_a_clear_and_two_triggers_log_what_a_newcomer
         interval=1,
     )[0]
     ids = {t: _xcoms(dep, TWO_TASKS, two_run, t)["openai_batch_ids"][0] for t in ("small", "large")}
+    assert len(dep.emulator.paid_creates()) == len(paid) + 2  # one batch each, a retry (if any) paid nothing
     client = OpenAI(base_url=dep.emulator.base_url, api_key="sk-emulator")
     finished = {t: client.batches.retrieve(b).completed_at for t, b in ids.items()}
     assert finished["small"] < finished["large"], finished
