@@ -5,8 +5,8 @@ concern, which the provider's own modules import from directly.
 
 from __future__ import annotations
 
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError, Problem
 from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
 from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
-from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError, Problem
 
 __all__ = ["InvalidRequestsError", "Limits", "Problem", "Shard", "SpoolResult", "spool_requests"]

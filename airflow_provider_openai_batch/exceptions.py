@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError
 from airflow_provider_openai_batch.version_compat import AirflowException, AirflowFailException
 
 

@@ -24,6 +24,7 @@ import openai
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchInputChanged
 from airflow_provider_openai_batch.lifecycle import twins
+from airflow_provider_openai_batch.lifecycle.queue import learned_limits
 from airflow_provider_openai_batch.lifecycle.record import RecordStore, SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.tags import (
     TAG_INPUT,
@@ -96,9 +97,31 @@ class Ledger:
     now: Callable[[], float] = time.time
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)  # batches of a changed input, already dealt with
+    searched: tuple[float, list[dict[str, Any]]] | None = None  # a search to reuse once: since, batches
 
-    def _search(self, since: float) -> list[dict[str, Any]]:
-        return search(self.hook, key=self.identity.partition_key, since=since, max_pages=self.max_pages)
+    def _search(self, since: float, keep: bool = False) -> list[dict[str, Any]]:
+        earlier, self.searched = self.searched, None
+        if (
+            earlier is not None and earlier[0] <= since
+        ):  # searched as far back just before, with nothing created
+            return earlier[1]
+        found = search(self.hook, key=self.identity.partition_key, since=since, max_pages=self.max_pages)
+        if keep:
+            self.searched = (since, found)
+        return found
+
+    def learned_queue_limits(self) -> dict[str, int]:
+        """The enqueued-token limits earlier tries learned: from the record, else from their refused batches.
+
+        Without a record (Airflow before 3.3, or a first try) the search :meth:`attach` makes anyway runs now, so
+        a retry cuts its shards under the limit before any create; attach then reuses what it found.
+        """
+        loaded = self.store.load()
+        if loaded is not None:
+            return dict(loaded.queue_limits)
+        if self.fresh_run:
+            return {}
+        return learned_limits(self._search(self.now() - SEARCH_REACH_SECONDS, keep=True))
 
     def _is_ours(self, batch: Mapping[str, Any]) -> bool:
         return (batch.get("metadata") or {}).get(TAG_RUN) == self.identity.run_id

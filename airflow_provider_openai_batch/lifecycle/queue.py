@@ -8,7 +8,9 @@ state through the trigger's context); :func:`is_queue_full` and :func:`limit_in`
 
 Where the limit comes from: ``[openai_batch] enqueued_token_limits`` (configured), else the message of the
 first ``token_limit_exceeded`` failure (learned). A learned limit lives in this state, which travels with the
-try; the operator cuts the input again under it in the same try, so it reaches the next create of the task.
+try; the operator cuts the input again under it in the same try, so it reaches the next create of the task. A
+later try reads it from the record, or (no record: Airflow before 3.3) from the refused batch the ledger's search
+finds (:func:`learned_limits`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from airflow_provider_openai_batch.statuses import QUEUED, BatchStatus, ErrorCod
 #: Most list pages one look for queue room reads (100 batches a page at most).
 ROOM_MAX_PAGES = 10
 _LIMIT = re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE)
+_MODEL = re.compile(r"limit reached for (\S+) in organization", re.IGNORECASE)
 CONFIG_OPTION = "enqueued_token_limits"
 
 
@@ -50,6 +53,23 @@ def limit_in(batch: Mapping[str, Any]) -> int | None:
         if found:
             return int(found.group(1).replace(",", ""))
     return None
+
+
+def learned_limits(batches: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Model to the limit the newest ``token_limit_exceeded`` refusal among ``batches`` (newest first) names.
+
+    The model is the one the message names, else the batch's, else ``"*"`` (any model).
+    """
+    learned: dict[str, int] = {}
+    for batch in batches:
+        limit = limit_in(batch) if is_queue_full(batch) else None
+        if limit is None:
+            continue
+        named = next(
+            (m.group(1) for e in errors_of(batch) if (m := _MODEL.search(str(e.get("message"))))), None
+        )
+        learned.setdefault(named or str(batch.get("model") or "*"), limit)
+    return learned
 
 
 def configured_limits(raw: str | None) -> dict[str, int]:

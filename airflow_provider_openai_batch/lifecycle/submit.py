@@ -21,9 +21,9 @@ from airflow_provider_openai_batch.lifecycle.queue import CONFIG_OPTION, RoomReq
 from airflow_provider_openai_batch.lifecycle.record import SubmissionRecord
 from airflow_provider_openai_batch.lifecycle.state import RunState
 from airflow_provider_openai_batch.lifecycle.tags import check_user_metadata, label, parse_label
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError
 from airflow_provider_openai_batch.requests_input.shards import Limits, Shard
 from airflow_provider_openai_batch.requests_input.spool import SpoolResult, spool_requests
-from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
 
 log = logging.getLogger(__name__)
 

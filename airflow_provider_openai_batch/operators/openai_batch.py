@@ -213,16 +213,23 @@ class OpenAIBatchOperator(BaseOperator):
         storage.check_connections(self.input_path, self.output_path)
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
         # A limit an earlier try learned from a full queue cuts the shards now, unless one is configured.
-        earlier = RecordStore(context.get("task_state_store")).load()
+        ledger = self._ledger(context)
         configured = submit.configured_token_limits()
-        learned = {m: n for m, n in (earlier.queue_limits if earlier else {}).items() if m not in configured}
-        return self._start(context, {**learned, **configured}, QueueState(learned=bool(learned)), deadline)
+        learned = {m: n for m, n in ledger.learned_queue_limits().items() if m not in configured}
+        return self._start(
+            context, ledger, {**learned, **configured}, QueueState(learned=bool(learned)), deadline
+        )
 
     def _start(
-        self, context: Context, token_limits: dict[str, int], queue: QueueState, deadline: float | None
+        self,
+        context: Context,
+        ledger: Ledger,
+        token_limits: dict[str, int],
+        queue: QueueState,
+        deadline: float | None,
     ) -> Any:
         """Read the input (shards cut under the model's enqueued-token limit when one is known) and run."""
-        ledger, job = self._ledger(context), self.job
+        job = self.job
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-") as workdir:
             spool = submit.read_input(job, workdir, token_limits)
             storage.check_writable(self.output_path)
@@ -301,7 +308,7 @@ class OpenAIBatchOperator(BaseOperator):
                 learned = {**submit.configured_token_limits(), state.model or "*": action.limit}
                 queue = state.queue
                 queue.limit, queue.learned = action.limit, True
-                return self._start(context, learned, queue, state.deadline)
+                return self._start(context, ledger, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
                 with self._counting_creates(context, state):
                     more = submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled)

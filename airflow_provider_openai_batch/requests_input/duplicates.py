@@ -13,9 +13,9 @@ from array import array
 from collections.abc import Sequence
 
 from airflow_provider_openai_batch.requests_input import codec
+from airflow_provider_openai_batch.requests_input.problems import MAX_PROBLEMS, Problem, show
 from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
 from airflow_provider_openai_batch.requests_input.shards import Shard
-from airflow_provider_openai_batch.requests_input.validation import MAX_PROBLEMS, Problem, show
 
 _BUCKETS = 64
 # hash() is a signed 64-bit value; bucket k holds [bound(k-1), bound(k)): the top 6 bits.

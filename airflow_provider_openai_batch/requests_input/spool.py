@@ -16,15 +16,15 @@ from typing import Any, BinaryIO
 from airflow_provider_openai_batch.requests_input import reading
 from airflow_provider_openai_batch.requests_input.duplicates import IdHashes, confirm_duplicates
 from airflow_provider_openai_batch.requests_input.fingerprint import ThreadedSha256
-from airflow_provider_openai_batch.requests_input.reading import Batch, item_batches, read_line_batches
-from airflow_provider_openai_batch.requests_input.shards import Limits, Shard, ShardWriter
-from airflow_provider_openai_batch.requests_input.validation import (
+from airflow_provider_openai_batch.requests_input.problems import (
     MAX_PROBLEMS,
     InvalidRequestsError,
     Problem,
     ProblemLog,
-    RequestChecker,
 )
+from airflow_provider_openai_batch.requests_input.reading import Batch, item_batches, read_line_batches
+from airflow_provider_openai_batch.requests_input.shards import Limits, Shard, ShardWriter
+from airflow_provider_openai_batch.requests_input.validation import RequestChecker
 
 
 @dataclass

@@ -3,7 +3,7 @@ string, ``method == "POST"``, ``url`` equal to the batch endpoint and ``body`` a
 input file. ``body.model`` must be a non-empty string, the same on every line: the first line that names a
 model sets it (on :data:`MODEL_OPTIONAL_ENDPOINTS` it may be left out, but lines that name one must agree).
 On ``/v1/embeddings``, ``body.input`` must hold from one to a shard's limit of embedding inputs. Problems are all
-counted, the first :data:`MAX_PROBLEMS` kept, each named by line number and field.
+counted, the first :data:`.problems.MAX_PROBLEMS` kept, each named by line number and field.
 
 Lines from a file are checked without building them: msgspec decodes only the fields checked (checking the JSON
 syntax of the rest), which costs far less than a full parse, and the caller checks UTF-8 once per read chunk (a
@@ -16,20 +16,16 @@ where a full parse refuses it. Counting prompt tokens needs the whole body, so i
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from airflow_provider_openai_batch.requests_input import codec
+from airflow_provider_openai_batch.requests_input.problems import ProblemLog, show
 from airflow_provider_openai_batch.requests_input.reading import BOM, TooLong, Unusable
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.structured.formats import strict_problems, strict_schema_of
-
-MAX_PROBLEMS = 20
-"""How many problems :class:`InvalidRequestsError` keeps (``total`` still counts them all)."""
 
 MODEL_OPTIONAL_ENDPOINTS = frozenset({"/v1/moderations"})
 """Endpoints whose request body may leave out ``model``."""
@@ -41,62 +37,6 @@ STRUCTURED_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses"})
 # Until a model is seen, the accept check compares body.model with this, which no body matches, so the
 # first line naming a model is diagnosed, and sets it.
 _UNSET: Any = object()
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One invalid request line.
-
-    :param line: 1-based physical line number in the input (blank lines count); for an iterable
-        source, the item's 1-based position. 0 means the input as a whole.
-    :param field: the offending field (``custom_id``, ``method``, ``url``, ``body``, ``body.model``,
-        ``body.input``), or None when the line as a whole is bad (not UTF-8, not JSON, too large).
-    :param message: what was expected and what was received.
-    """
-
-    line: int
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = "input" if self.line == 0 else f"line {self.line}"
-        if self.field is not None:
-            where += f", field {self.field!r}"
-        return f"{where}: {self.message}"
-
-
-class InvalidRequestsError(ValueError):
-    """The requests did not pass validation; nothing was uploaded and no shard file was left behind.
-
-    :param source: name of the input, as shown to the user (e.g. ``requests.jsonl`` or an S3 URL).
-    :param problems: the first problems, in line order (at most :data:`MAX_PROBLEMS` are kept).
-    :param total: how many invalid lines the input has in all.
-
-    Constructed with only a message (as Airflow's exception deserialization does), it keeps that
-    message and has no problems.
-    """
-
-    def __init__(self, source: str, problems: Iterable[Problem] | None = None, total: int | None = None):
-        if problems is None and total is None:
-            message = source
-            problems = ()
-        self.source = source
-        self.problems: list[Problem] = list(problems or ())[:MAX_PROBLEMS]
-        self.total = len(self.problems) if total is None else total
-        if total is not None or self.problems:
-            message = self._format()
-        super().__init__(message)
-
-    def _format(self) -> str:
-        noun = "invalid request line" if self.total == 1 else "invalid request lines"
-        head = f"{self.source}: {self.total} {noun} (showing {len(self.problems)}):"
-        lines = [head, *(f"  {p}" for p in self.problems)]
-        if self.total > len(self.problems):
-            lines.append(f"  ... and {self.total - len(self.problems)} more")
-        return "\n".join(lines)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.source, self.problems, self.total))
 
 
 def count_embedding_inputs(body_input: Any) -> int | None:
@@ -139,12 +79,6 @@ class _EmbeddingsHead(_Head):
     body: _EmbeddingsFields | None = None
 
 
-def show(value: Any) -> str:
-    """``repr`` of a received value, cut to 60 characters for messages."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -157,37 +91,6 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
-
-
-class ProblemLog:
-    """The problems found so far: the first :data:`MAX_PROBLEMS`, how many in all, and which lines were skipped.
-
-    ``skipped`` holds, for every line not spooled (blank or invalid), its position: how many requests were
-    accepted before it. That maps a request's index back to its physical line number without keeping a
-    number per request.
-    """
-
-    def __init__(self) -> None:
-        self.first: list[Problem] = []
-        self.total = 0
-        self.skipped = array("q")
-
-    def add(self, line: int, position: int, field: str | None, message: str) -> None:
-        """Record an invalid line.
-
-        :param line: its 1-based line number.
-        :param position: how many requests were accepted before it.
-        :param field: the offending field, or None for the line as a whole.
-        :param message: what was expected and what was received.
-        """
-        self.total += 1
-        if len(self.first) < MAX_PROBLEMS:
-            self.first.append(Problem(line, field, message))
-        self.skipped.append(position)
-
-    def skip(self, position: int) -> None:
-        """Record a blank line (tolerated, not a request) at ``position``."""
-        self.skipped.append(position)
 
 
 class RequestChecker:

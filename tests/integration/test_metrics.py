@@ -1,11 +1,12 @@
 """The provider's metrics reach a StatsD listener (a UDP socket here) with the names and tags docs/observability.md lists.
 
 A DAG runs through Airflow (dag.test) against the emulator, with Airflow's Stats set up the way the task runner
-sets it up (``stats_utils.get_stats_factory()`` from ``[metrics]``): StatsD on, tags in the InfluxDB line style.
+sets it up from ``[metrics]`` on each minor: StatsD on, tags in the InfluxDB line style.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import socket
@@ -22,13 +23,39 @@ pytestmark = pytest.mark.integration
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 
 
+def _start_stats():
+    """Set Airflow's Stats up from ``[metrics]`` as the running minor's task runner does; return how to undo it."""
+    try:
+        from airflow.sdk.observability.metrics import stats_utils
+        from airflow.sdk.observability.stats import Stats
+    except ImportError:  # Airflow 3.1: a metaclass picks the logger from [metrics] on first use
+        from airflow.metrics.statsd_logger import get_statsd_logger
+        from airflow.stats import Stats
+
+        meta = type(Stats)
+        previous = meta.factory
+        meta.factory, Stats.instance = (
+            get_statsd_logger,
+            None,
+        )  # the instance lives on Stats, the factory on its type
+
+        def stop() -> None:
+            meta.factory, Stats.instance = previous, None
+
+        return stop
+    from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
+
+    if "stats_cls" in inspect.signature(stats_utils.get_stats_factory).parameters:  # Airflow 3.2
+        Stats.initialize(factory=stats_utils.get_stats_factory(Stats))
+        return lambda: Stats.initialize(factory=NoStatsLogger)
+    Stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    return lambda: Stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+
+
 @pytest.fixture
 def statsd(monkeypatch):
     """A UDP socket Airflow's StatsD client sends to; yields a function returning the lines received so far."""
-    pytest.importorskip("statsd", reason="Airflow's StatsD backend needs the `statsd` package (test extra)")
-    from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
-    from airflow.sdk.observability.metrics import stats_utils
-    from airflow.sdk.observability.stats import Stats
+    import statsd  # noqa: F401  (the test extra: Airflow's StatsD backend needs it)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -41,7 +68,7 @@ def statsd(monkeypatch):
         "STATSD_INFLUXDB_ENABLED": "True",
     }.items():
         monkeypatch.setenv(f"AIRFLOW__METRICS__{key}", value)
-    Stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+    stop_stats = _start_stats()
     lines: list[str] = []
 
     def received() -> list[str]:
@@ -55,7 +82,7 @@ def statsd(monkeypatch):
         return lines
 
     yield received
-    Stats.initialize(factory=NoStatsLogger, export_legacy_names=False)
+    stop_stats()
     sock.close()
 
 

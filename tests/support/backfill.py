@@ -21,7 +21,11 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import TaskDeferred
+
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
 DAG_ID = "backfill"
 

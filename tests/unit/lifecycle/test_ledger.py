@@ -349,3 +349,43 @@ def test_a_stopped_or_rejected_twin_is_no_reason_to_yield(status):
     hook.create_batch = a_stopped_twin_appears
     _, used = _created(led, hook, store)
     assert used["id"] == "batch_1" and cancelled == []
+
+
+QUEUE_FULL = {
+    "data": [
+        {
+            "code": "token_limit_exceeded",
+            "message": "Enqueued token limit reached for gpt-4o-mini in organization org-1. Limit: 90,000 enqueued "
+            "tokens. Please try again once some in_progress batches have been completed.",
+        }
+    ]
+}
+
+
+def test_a_limit_is_learned_from_the_record_without_searching():
+    hook, store = FakeBatchHook(), FakeStore()
+    store.set(STATE_KEY, SubmissionRecord("fp", 1, queue_limits={"gpt-4o-mini": 7}).to_json())
+    led, _ = ledger(hook, store)
+    assert led.learned_queue_limits() == {"gpt-4o-mini": 7} and hook.list_calls == 0
+
+
+def test_without_a_record_a_limit_is_learned_from_a_refused_batch_and_attach_reuses_that_search_once():
+    hook = FakeBatchHook()
+    hook.add({**tagged("refused", status="failed"), "errors": QUEUE_FULL})
+    hook.add(tagged("b0", lbl="0/2"))
+    led, _ = ledger(hook, None)
+    assert led.learned_queue_limits() == {"gpt-4o-mini": 90_000}
+    searches = hook.list_calls
+    record = led.attach("fp", 2)
+    assert hook.list_calls == searches and record.batches == {"0/2": "b0"}  # the refusal never counts
+    led.attach(
+        "fp", 2
+    )  # a later attach (a re-cut in the same try) searches again: batches were created since
+    assert hook.list_calls > searches
+
+
+def test_a_fresh_run_without_a_record_learns_nothing_and_does_not_search():
+    hook = FakeBatchHook()
+    hook.add({**tagged("refused", status="failed"), "errors": QUEUE_FULL})
+    led, _ = ledger(hook, None, fresh_run=True)
+    assert led.learned_queue_limits() == {} and hook.list_calls == 0

@@ -13,6 +13,7 @@ from airflow_provider_openai_batch.lifecycle.queue import (
     configured_limits,
     describe,
     is_queue_full,
+    learned_limits,
     limit_in,
 )
 
@@ -44,6 +45,33 @@ def test_only_a_batch_failed_for_a_full_queue_alone_is_free(batch, full):
 def test_the_limit_is_read_from_the_message():
     assert limit_in(failed("token_limit_exceeded")) == 2_000_000
     assert limit_in(failed("token_limit_exceeded", message="queue full")) is None
+
+
+@pytest.mark.parametrize(
+    ("batches", "learned"),
+    [
+        ([failed("token_limit_exceeded")], {"gpt-4o-mini": 2_000_000}),
+        # newest first: the newest refusal of a model wins
+        (
+            [
+                failed("token_limit_exceeded", message=MESSAGE.replace("2,000,000", "90,000")),
+                failed("token_limit_exceeded"),
+            ],
+            {"gpt-4o-mini": 90_000},
+        ),
+        # no model in the message: the batch's, else any model
+        (
+            [{**failed("token_limit_exceeded", message="Limit: 5 enqueued tokens"), "model": "gpt-4o"}],
+            {"gpt-4o": 5},
+        ),
+        ([failed("token_limit_exceeded", message="Limit: 5 enqueued tokens")], {"*": 5}),
+        ([failed("token_limit_exceeded", "invalid_json_line")], {}),  # a real rejection teaches nothing
+        ([failed("token_limit_exceeded", message="queue full")], {}),
+        ([{"status": "completed"}], {}),
+    ],
+)
+def test_a_refused_batch_teaches_its_models_limit(batches, learned):
+    assert learned_limits(batches) == learned
 
 
 def test_configured_limits_are_a_json_map_of_positive_tokens():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError
 from airflow_provider_openai_batch.requests_input.spool import spool_requests
-from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError
 from tests.support.builders import jsonl, line, request
 
 __all__ = ["CHAT", "EMB", "failure", "jsonl", "line", "read_ids", "req", "spool"]

@@ -8,7 +8,8 @@ import io
 import pytest
 
 from airflow_provider_openai_batch.requests_input import codec, reading
-from airflow_provider_openai_batch.requests_input.validation import InvalidRequestsError, RequestChecker
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError
+from airflow_provider_openai_batch.requests_input.validation import RequestChecker
 from tests.unit.requests_input.spooling import CHAT, EMB, line, req, spool
 
 STRICT_BAD = {

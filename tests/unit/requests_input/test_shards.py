@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError
 from airflow_provider_openai_batch.requests_input.shards import Limits
-from airflow_provider_openai_batch.requests_input.validation import (
-    InvalidRequestsError,
-    count_embedding_inputs,
-)
+from airflow_provider_openai_batch.requests_input.validation import count_embedding_inputs
 from tests.unit.requests_input.spooling import EMB, failure, jsonl, line, read_ids, req, spool
 
 

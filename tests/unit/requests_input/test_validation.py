@@ -7,13 +7,9 @@ import pickle
 import pytest
 
 from airflow_provider_openai_batch.requests_input import codec, reading
+from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError, Problem, ProblemLog
 from airflow_provider_openai_batch.requests_input.shards import Limits
-from airflow_provider_openai_batch.requests_input.validation import (
-    InvalidRequestsError,
-    Problem,
-    ProblemLog,
-    RequestChecker,
-)
+from airflow_provider_openai_batch.requests_input.validation import RequestChecker
 from tests.unit.requests_input.spooling import CHAT, failure, jsonl, line, req, spool
 
 
