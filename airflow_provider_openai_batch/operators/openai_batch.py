@@ -9,10 +9,9 @@ the trigger echoes back. Money-critical calls go through the ledger (:mod:`..lif
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,20 +23,15 @@ from airflow_provider_openai_batch import metrics, results, storage
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle import landing, outcomes, plan, submit
 from airflow_provider_openai_batch.lifecycle.ledger import Ledger
-from airflow_provider_openai_batch.lifecycle.queue import QueueState, describe
-from airflow_provider_openai_batch.lifecycle.record import RecordStore, SubmissionRecord
+from airflow_provider_openai_batch.lifecycle.queue import QueueState
+from airflow_provider_openai_batch.lifecycle.record import RecordStore
 from airflow_provider_openai_batch.lifecycle.state import Phase, RunState
-from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN, TaskIdentity
+from airflow_provider_openai_batch.lifecycle.tags import TaskIdentity
 from airflow_provider_openai_batch.lifecycle.waiting import batch_status, wait_in_place
-from airflow_provider_openai_batch.links.openai_batch import (
-    BATCH_CONN_XCOM_KEY,
-    BATCH_IDS_XCOM_KEY,
-    BATCH_URL_XCOM_KEY,
-    QUEUE_WAIT_XCOM_KEY,
-    OpenAIBatchLink,
-)
+from airflow_provider_openai_batch.links.openai_batch import OpenAIBatchLink
+from airflow_provider_openai_batch.operators.progress import Progress, counting_creates, say_waiting
 from airflow_provider_openai_batch.requests_input.shards import Limits
-from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
+from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.structured.validate import OutputSchema
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
@@ -169,11 +163,7 @@ class OpenAIBatchOperator(BaseOperator):
         )
         self.overwrite_other_results = overwrite_other_results
         self._active_batch_ids: list[str] = []  # what on_kill cancels: batches this task instance created
-        #: The page of the batch the task works on, for the extra link (read when Airflow ends the try).
-        self.batch_page_url: str | None = None
-        self._published: list[str] = []  # the batch ids last pushed to XCom by this try
-        self._queue_shown = False  # whether this try pushed a queue wait the batch pages show
-        self._finished_before: set[str] = set()  # batches already terminal when this try found them
+        self._progress: Progress | None = None  # what this try has shown of itself (XComs, gauges, log lines)
         # The policy and the job check their own arguments: built once here, a bad one fails when the DAG is
         # parsed instead of hours into a try.
         self.policy, self.job  # noqa: B018
@@ -181,6 +171,17 @@ class OpenAIBatchOperator(BaseOperator):
     @cached_property
     def hook(self) -> OpenAIBatchHook:
         return OpenAIBatchHook(openai_conn_id=self.openai_conn_id)
+
+    @property
+    def progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(self.openai_conn_id, lambda batch_id: self.hook.dashboard_url(batch_id))
+        return self._progress
+
+    @property
+    def batch_page_url(self) -> str | None:
+        """The page of the batch the task works on, for the extra link (read when Airflow ends the try)."""
+        return self._progress.batch_page_url if self._progress else None
 
     @property
     def policy(self) -> plan.Policy:
@@ -239,7 +240,7 @@ class OpenAIBatchOperator(BaseOperator):
                 overwrite=self.overwrite_other_results,
             )
             record = ledger.attach(spool.fingerprint[:32], len(spool.shards))
-            self._report_reused(ledger, record)
+            self.progress.reused(ledger, record)
             to_create = [s for s in spool.shards if s.index in record.missing_shards()]
             submit.check_budget(job, to_create, spool.model, self.max_cost_usd)
             submit.upload_shards(
@@ -274,7 +275,7 @@ class OpenAIBatchOperator(BaseOperator):
     ) -> Any:
         """Ask the planner for the next step and carry it out, until the results land or the try fails."""
         while True:
-            self._publish(context, state)
+            self.progress.publish(context, state)
             # The current round as OpenAI says now: what the ledger just saw, unless a wait came in between.
             reread = event is not None
             batches = (
@@ -288,16 +289,16 @@ class OpenAIBatchOperator(BaseOperator):
             if isinstance(action, plan.Wait):
                 event, message = self._wait(context, state)
             elif isinstance(action, plan.SubmitWave):
-                with self._counting_creates(context, state):
+                with counting_creates(context, state):
                     submit.create_wave(self.job, ledger, state, action)
             elif isinstance(action, plan.Requeue):
-                with self._counting_creates(context, state):
+                with counting_creates(context, state):
                     submit.requeue(ledger, state, action)
             elif isinstance(action, plan.Readmit):
-                with self._counting_creates(context, state):
+                with counting_creates(context, state):
                     submit.readmit(self.job, ledger, state, list(action.labels))
             elif isinstance(action, plan.WaitForRoom):
-                self._say_waiting(state)
+                say_waiting(state)
                 event, message = self._wait(context, state, room=list(action.watch))
             elif isinstance(action, plan.Recut):
                 self.log.warning(
@@ -310,12 +311,12 @@ class OpenAIBatchOperator(BaseOperator):
                 queue.limit, queue.learned = action.limit, True
                 return self._start(context, ledger, learned, queue, state.deadline)
             elif isinstance(action, plan.Resubmit):
-                with self._counting_creates(context, state):
+                with counting_creates(context, state):
                     more = submit.resubmit_round(self.job, self.hook, ledger, state, action.include_cancelled)
                 if not more:
                     return self._land(context, ledger, state)
             elif isinstance(action, plan.ResendInvalid):
-                with self._counting_creates(context, state):
+                with counting_creates(context, state):
                     more = submit.resend_invalid_round(self.job, self.hook, ledger, state, self.output_schema)
                 if not more:
                     return self._land(context, ledger, state)
@@ -343,7 +344,7 @@ class OpenAIBatchOperator(BaseOperator):
         self._active_batch_ids = [b for b in watch if b in own]
         request = submit.room_request(state, context, self.poll_interval) if room is not None else None
         deadline = state.queue.deadline(self.queue_timeout, state.deadline) if request else state.deadline
-        self._show_waiting(context, state, room is not None)
+        self.progress.waiting(context, state, room is not None)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -366,38 +367,6 @@ class OpenAIBatchOperator(BaseOperator):
             list_top=submit.list_top(self.hook),
         )
         return EventStatus(event["status"]), event["message"]
-
-    @contextlib.contextmanager
-    def _counting_creates(self, context: Context, state: RunState) -> Iterator[None]:
-        """Count the batches this task instance creates in the block (``openai_batch.batches_created``)."""
-        before = len(state.record.own_batch_ids())
-        try:
-            yield
-        finally:
-            metrics.batches_created(len(state.record.own_batch_ids()) - before, metrics.tags_of(context))
-
-    def _show_waiting(self, context: Context, state: RunState, room: bool) -> None:
-        """The gauges, and the queue wait the batch pages show (pushed while waiting for room, cleared after)."""
-        tags = metrics.tags_of(context)
-        waiting = len(state.queue.waiting) if room else 0
-        metrics.in_flight(len(state.current), tags)
-        metrics.waiting_for_queue(waiting, tags)
-        if room:
-            line = state.queue.said or f"{waiting} shard(s) wait for room in the {state.model} batch queue"
-            context["ti"].xcom_push(
-                key=QUEUE_WAIT_XCOM_KEY, value={"since": state.queue.since or time.time(), "reason": line}
-            )
-            self._queue_shown = True
-        elif self._queue_shown:
-            context["ti"].xcom_push(key=QUEUE_WAIT_XCOM_KEY, value=None)
-            self._queue_shown = False
-
-    def _say_waiting(self, state: RunState) -> None:
-        """Log what waits for room, once per change."""
-        line = describe(state.model, state.queue, state.queue.waiting)
-        if line != state.queue.said:
-            state.queue.said = line
-            self.log.info("%s", line)
 
     def _land(self, context: Context, ledger: Ledger, state: RunState) -> Any:
         """Land the results, then end the task as their outcome says; on success, assets and cleanup."""
@@ -436,7 +405,7 @@ class OpenAIBatchOperator(BaseOperator):
         if outcome is not plan.Outcome.SUCCESS:
             raise outcomes.terminal_error(outcome, result, rounds[-1], self.max_failed_ratio)
         # A repeat for consumers: this try paid and waited for nothing, every batch had finished before it began.
-        relanded = set(ids) <= self._finished_before
+        relanded = self.progress.relanded(ids)
         for outlet in self.outlets or []:
             context["outlet_events"][outlet].extra = {**results.summary(result), "relanded": relanded}
         if self.delete_files:
@@ -444,40 +413,6 @@ class OpenAIBatchOperator(BaseOperator):
             unused = [f for f in state.record.files.values() if f not in used]
             landing.delete_openai_files(self.hook, rounds, unused)
         return result
-
-    def _report_reused(self, ledger: Ledger, record: SubmissionRecord) -> None:
-        """Say which batches this try reuses (nothing new is paid for them) and remember the finished ones."""
-        for batch_id in record.batches.values():
-            batch = ledger.seen.get(batch_id) or {}
-            status = batch.get("status")
-            origin = (
-                f"created by DAG run {(batch.get('metadata') or {}).get(TAG_RUN)!r}"
-                if batch_id in record.adopted
-                else "created by an earlier try"
-            )
-            if status in TERMINAL:
-                self._finished_before.add(batch_id)
-                self.log.info("Re-landing batch %s (%s, %s): nothing new paid", batch_id, origin, status)
-            else:
-                self.log.info("Re-attaching to batch %s (%s, %s): nothing new paid", batch_id, origin, status)
-
-    def _publish(self, context: Context, state: RunState) -> None:
-        """Push the batch ids and the link's page whenever the batches the task knows change: before waiting,
-        and also on a re-land after a clear (Airflow cleared the XComs, nothing else pushes them again)."""
-        ids = [b for rnd in state.rounds for b in rnd]
-        if not ids or ids == self._published:
-            return
-        self._published = ids
-        context["ti"].xcom_push(key=BATCH_IDS_XCOM_KEY, value=ids)
-        context["ti"].xcom_push(key=BATCH_CONN_XCOM_KEY, value=self.openai_conn_id)
-        if not state.current:  # every shard of this round waits for queue room: no batch to show yet
-            return
-        try:
-            self.batch_page_url = self.hook.dashboard_url(state.current[0])
-        except Exception as err:  # a link is never worth failing a paid batch's try for
-            self.log.warning("No extra link for batch %s: %s", state.current[0], type(err).__name__)
-            return
-        context["ti"].xcom_push(key=BATCH_URL_XCOM_KEY, value=self.batch_page_url)
 
     # ------------------------------------------------------------------------------------------- kill
     def on_kill(self) -> None:

@@ -21,7 +21,7 @@ LINK_XCOM_KEY = "_link_OpenAIBatchLink"  # where Airflow keeps the link when a t
 
 @pytest.mark.parametrize("clear", [True, False], ids=["clear", "another-run-of-the-date"])
 def test_a_reland_pushes_its_link_names_the_batch_and_marks_the_asset_event(
-    run_dag, openai_conn, tmp_path, monkeypatch, capfd, clear
+    run_dag, openai_conn, tmp_path, monkeypatch, capfd, caplog, clear
 ):
     date = "2026-11-09" if clear else "2026-11-10"
     storage_env(monkeypatch, base=f"file://{tmp_path}")
@@ -37,8 +37,9 @@ def test_a_reland_pushes_its_link_names_the_batch_and_marks_the_asset_event(
     assert first.xcoms[(TASK_ID, LINK_XCOM_KEY)] == page
 
     capfd.readouterr()
+    caplog.clear()
     second = run_dag(DAG_ID, date, clear=clear, run_after=None if clear else f"{date}T06:00:00+00:00")
-    log = "".join(capfd.readouterr())
+    log = "".join(capfd.readouterr()) + caplog.text  # the task's own logger prints; module loggers reach caplog
     assert second.state == "success", second.ti_states()
     assert_paid(openai_conn, 1)  # nothing new paid
     assert_each_custom_id_once(tmp_path / "results" / date, ids)

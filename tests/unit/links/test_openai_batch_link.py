@@ -17,5 +17,5 @@ def test_link_is_the_page_the_operator_worked_out(monkeypatch):
     )
     operator = OpenAIBatchOperator(task_id="t", input_path="in.jsonl", output_path="out")
     assert OpenAIBatchLink().get_link(operator, ti_key=object()) == ""
-    operator.batch_page_url = "http://127.0.0.1:8000/batches/batch_9"
+    operator.progress.batch_page_url = "http://127.0.0.1:8000/batches/batch_9"
     assert OpenAIBatchLink().get_link(operator, ti_key=object()) == "http://127.0.0.1:8000/batches/batch_9"
