@@ -1,53 +1,40 @@
 """OpenAIBatchHook: the openai client built from an Airflow connection, one thin method per API verb.
 
 Verbs mirror openai-python's resources (keyword-only arguments, sync and async side by side); a batch leaves the
-hook as the plain JSON dict the API sent, the one shape the rest of the provider reads. The async client
-is shared per process, event loop and connection settings, so thousands of triggers polling in one triggerer use
-one client and one connection pool; a connection whose settings change gets a new client. How a connection maps
-to client arguments lives in :mod:`.connection`, the create's retry policy in :mod:`.create_retry`. The API key
-is never logged, never in a repr and never in an exception message: the clients scrub the connection's secrets
-from every error a server's answer makes (:mod:`.secrets`), and the hook registers them with Airflow's masker.
+hook as the plain JSON dict the API sent, the one shape the rest of the provider reads. How a connection maps to
+client arguments lives in :mod:`.connection`, how the clients are built and the async one shared in
+:mod:`.clients`, the create's retry policy in :mod:`.create_retry`. The API key is never logged, never in a repr
+and never in an exception message: the clients scrub the connection's secrets from every error a server's answer
+makes (:mod:`.secrets`), and the hook registers them with Airflow's masker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import logging
 import os
-import weakref
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-import httpx2
 import openai
 from airflow.sdk import BaseHook
 
-from airflow_provider_openai_batch.hooks import connection_test, create_retry, download, secrets
+from airflow_provider_openai_batch.hooks import clients, connection_test, create_retry, download, secrets
 from airflow_provider_openai_batch.hooks.connection import (
-    ClientKind,
     batch_dashboard_url,
     client_kwargs_from_connection,
     connection_form,
     safe_url,
 )
-from airflow_provider_openai_batch.version_compat import amask_secret, mask_secret
+from airflow_provider_openai_batch.version_compat import mask_secret
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
     from openai.types import Batch, FileDeleted, FileObject
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: Pool size of the shared async client. Polls are short GETs: 1,000 triggers polling every minute need about
-#: 5 connections at 300 ms latency; 50 absorbs the burst after a triggerer restart, and a request waiting for a
-#: free connection is bounded by the client's pool timeout. (httpcore scans the whole pool on every request,
-#: so a much larger pool costs CPU per poll without adding throughput.)
-ASYNC_MAX_CONNECTIONS = 50
 #: Seconds the connection test waits for its one call.
 _TEST_TIMEOUT = 30.0
 
@@ -72,63 +59,6 @@ class BatchPage(NamedTuple):
 def batch_dict(batch: Batch) -> dict[str, Any]:
     """A batch as the plain JSON dict the API sent: the one shape the provider passes around."""
     return batch.model_dump(mode="json", exclude_none=False)
-
-
-def _settings_key(kind: str, kwargs: dict[str, Any]) -> str:
-    """Digest of the client settings: the cache key, without keeping the API key in a readable key."""
-    blob = json.dumps([kind, kwargs], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def _new_sync_http_client() -> httpx2.Client | None:
-    """The sync client's HTTP client; ``None`` keeps openai's default (a seam for tests)."""
-    return None
-
-
-def _new_sync_client(kind: ClientKind, kwargs: dict[str, Any]) -> openai.OpenAI:
-    cls = secrets.AzureOpenAI if kind == "azure" else secrets.OpenAI
-    http_client = _new_sync_http_client()
-    if http_client is None:
-        return cls(**kwargs)
-    return cls(**kwargs, http_client=http_client)
-
-
-def _new_async_http_client() -> httpx2.AsyncClient:
-    """The shared async client's HTTP client (a seam for tests, which swap in an ``httpx2.MockTransport``)."""
-    limits = httpx2.Limits(
-        max_connections=ASYNC_MAX_CONNECTIONS, max_keepalive_connections=ASYNC_MAX_CONNECTIONS
-    )
-    return openai.DefaultAsyncHttpxClient(limits=limits)
-
-
-def _new_async_client(kind: ClientKind, kwargs: dict[str, Any]) -> openai.AsyncOpenAI:
-    cls = secrets.AsyncAzureOpenAI if kind == "azure" else secrets.AsyncOpenAI
-    return cls(**kwargs, http_client=_new_async_http_client())
-
-
-# One future per (event loop, settings digest): the first caller builds the client, concurrent callers await it.
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def clear_async_client_cache() -> None:
-    """Forget every shared async client (for tests and benchmarks; the clients are not closed)."""
-    _async_clients.clear()
-
-
-async def _aextra_dejson(conn: Connection) -> dict[str, Any]:
-    """
-    The connection's extras, decoded and registered with the secrets masker, from inside an event loop.
-
-    Airflow 3.3 has ``Connection.aextra_dejson``, whose masking does not block the loop. Before 3.3 there is
-    only ``extra_dejson``; there its masking is built to run inside a loop (it does not raise, and tells the
-    supervisor only where that is safe), so it is the way the older triggerers expect.
-    """
-    aextra = getattr(conn, "aextra_dejson", None)
-    if aextra is not None:
-        return dict(await aextra())
-    return dict(conn.extra_dejson)
 
 
 class OpenAIBatchHook(BaseHook):
@@ -166,7 +96,7 @@ class OpenAIBatchHook(BaseHook):
         for secret in secrets.client_kwargs_secrets(kwargs):
             mask_secret(secret)
         log.debug("Building %s client for connection %r", kind, self.openai_conn_id)
-        return _new_sync_client(kind, kwargs)
+        return clients.new_sync_client(kind, kwargs)
 
     def get_conn(self) -> openai.OpenAI:
         """Return the synchronous client."""
@@ -180,33 +110,8 @@ class OpenAIBatchHook(BaseHook):
         on connections with equal settings get the same client and its connection pool.
         """
         conn = await self.aget_connection(self.openai_conn_id)
-        kind, kwargs = client_kwargs_from_connection(conn, await _aextra_dejson(conn))
-        key = _settings_key(kind, kwargs)
-        loop = asyncio.get_running_loop()
-        per_loop = _async_clients.setdefault(loop, {})
-        future = per_loop.get(key)
-        if future is None:
-            future = loop.create_future()
-            per_loop[key] = future
-            try:
-                for secret in secrets.client_kwargs_secrets(kwargs):  # once per client, not per poll
-                    await amask_secret(secret)
-                # Building the client loads CA certificates from disk: keep that off the event loop.
-                client = await asyncio.to_thread(_new_async_client, kind, kwargs)
-            except BaseException as exc:
-                per_loop.pop(key, None)
-                # Waiters get an ordinary error, never a CancelledError that is not theirs.
-                future.set_exception(
-                    exc
-                    if isinstance(exc, Exception)
-                    else RuntimeError("building the async client was interrupted")
-                )
-                # Nobody else may be waiting; mark the exception retrieved so asyncio does not warn.
-                future.exception()
-                raise
-            log.debug("Built shared async %s client for connection %r", kind, self.openai_conn_id)
-            future.set_result(client)
-        return await asyncio.shield(future)
+        kind, kwargs = client_kwargs_from_connection(conn, await clients.aextra_dejson(conn))
+        return await clients.shared_async_client(kind, kwargs, self.openai_conn_id)
 
     # -- connection test and link -------------------------------------------------------------------------
 

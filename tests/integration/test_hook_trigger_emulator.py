@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from tests.support.builders import ENDPOINT, jsonl, request
@@ -25,9 +25,9 @@ N_REQUESTS = 30
 @pytest.fixture
 def hook(openai_emulator, monkeypatch) -> OpenAIBatchHook:
     openai_connection(monkeypatch, openai_emulator.base_url, conn_id=CONN_ID, api_key=API_KEY, max_retries=0)
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
     yield OpenAIBatchHook(CONN_ID)
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
 
 
 def requests_jsonl(n: int = N_REQUESTS) -> bytes:

@@ -555,7 +555,7 @@ def test_operator_on_kill_with_nothing_running_does_not_call_the_api(openai_conn
 
 
 def test_trigger_on_kill_cancels_a_live_batch(openai_conn, monkeypatch):
-    from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+    from airflow_provider_openai_batch.hooks import clients as clients_module
     from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 
     openai_conn.configure(rate=5)
@@ -565,7 +565,7 @@ def test_trigger_on_kill_cancels_a_live_batch(openai_conn, monkeypatch):
     trigger = OpenAIBatchTrigger(batch_ids=[batch.id], poll_interval=0.2, first_poll_jitter=0)
 
     async def run_then_kill():
-        hook_module.clear_async_client_cache()
+        clients_module.clear_async_client_cache()
         events = []
 
         async def consume():

@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_openai_batch import storage
 from airflow_provider_openai_batch.emulator.testing import wait_for
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from tests.support.assertions import assert_each_custom_id_once, assert_paid, read_jsonl
@@ -310,7 +310,7 @@ def test_7_two_runs_creating_in_the_same_moment_keep_one_batch(run_dag, emulator
     emulator.configure(validating_seconds=2)  # the younger batch is cancelled before any request runs
     transport = _AnotherRunCreatesFirst()
     monkeypatch.setattr(
-        hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=transport)
+        clients_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=transport)
     )
 
     outcome = run_dag(DAG_ID, DATE)

@@ -39,7 +39,9 @@ def test_a_reland_pushes_its_link_names_the_batch_and_marks_the_asset_event(
     capfd.readouterr()
     caplog.clear()
     second = run_dag(DAG_ID, date, clear=clear, run_after=None if clear else f"{date}T06:00:00+00:00")
-    log = "".join(capfd.readouterr()) + caplog.text  # the task's own logger prints; module loggers reach caplog
+    log = (
+        "".join(capfd.readouterr()) + caplog.text
+    )  # the task's own logger prints; module loggers reach caplog
     assert second.state == "success", second.ti_states()
     assert_paid(openai_conn, 1)  # nothing new paid
     assert_each_custom_id_once(tmp_path / "results" / date, ids)

@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import pytest
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.openai_batch import OpenAIBatchOperator
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
@@ -92,7 +92,7 @@ def test_api_key_reaches_no_log_xcom_trigger_template_or_error(
 ):
     # The search is real: the key is in the connection every task and trigger uses.
     assert TEST_API_KEY in os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"]
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
     s3, bucket = moto_s3["client"], moto_s3["bucket"]
     runs: list[tuple[str, str]] = []
 
@@ -207,7 +207,7 @@ def test_a_server_echoing_the_key_leaks_it_nowhere(
 ):
     """A gateway whose 401 quotes the whole key, on the upload (worker) and on the poll (triggerer)."""
     openai_connection(monkeypatch, openai_conn.base_url, max_retries=0)
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
     echo = f"Incorrect API key provided: {TEST_API_KEY}. You can find your API key at your gateway."
     write_input(tmp_path / "input.jsonl", [f"echo-{i}" for i in range(3)])
     dag_env(monkeypatch, "RELIABILITY", input=tmp_path / "input.jsonl", output=tmp_path / "out")

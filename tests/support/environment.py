@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from tests.integration.conftest import TEST_API_KEY
 
 
@@ -46,11 +46,11 @@ def connected_emulator(emulator: Any, monkeypatch: Any, **extra: Any) -> Iterato
     :param emulator: the (reset) emulator handle.
     :param extra: connection extras, such as ``max_retries`` and ``timeout``.
     """
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
     openai_connection(monkeypatch, emulator.base_url, **extra)
     yield emulator
     emulator.clear_faults()
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
 
 
 def dag_env(monkeypatch: Any, prefix: str, **values: Any) -> None:

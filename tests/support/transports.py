@@ -11,7 +11,7 @@ from typing import Any
 import httpx2
 import openai
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 
 
 class LoseFirstCreateAnswer(httpx2.HTTPTransport):
@@ -41,7 +41,7 @@ class LoseFirstCreateAnswer(httpx2.HTTPTransport):
     def install(self, monkeypatch: Any) -> LoseFirstCreateAnswer:
         """Make the hook's sync client send through this transport (for the test's duration)."""
         monkeypatch.setattr(
-            hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=self)
+            clients_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=self)
         )
         return self
 
@@ -90,6 +90,6 @@ class GatewayRepeatsCreate(httpx2.HTTPTransport):
     def install(self, monkeypatch: Any) -> GatewayRepeatsCreate:
         """Make the hook's sync client send through this gateway (for the test's duration)."""
         monkeypatch.setattr(
-            hook_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=self)
+            clients_module, "_new_sync_http_client", lambda: openai.DefaultHttpxClient(transport=self)
         )
         return self

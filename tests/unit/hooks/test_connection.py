@@ -13,7 +13,7 @@ import openai
 import pytest
 from airflow.sdk import Connection
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.hooks.connection import (
     base_url_from_host,
     batch_dashboard_url,
@@ -83,7 +83,9 @@ def mock_api(monkeypatch, handler) -> list[httpx2.Request]:
         return handler(request)
 
     monkeypatch.setattr(
-        hook_module, "_new_sync_http_client", lambda: httpx2.Client(transport=httpx2.MockTransport(recording))
+        clients_module,
+        "_new_sync_http_client",
+        lambda: httpx2.Client(transport=httpx2.MockTransport(recording)),
     )
     return seen
 

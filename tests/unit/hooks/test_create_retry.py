@@ -11,8 +11,8 @@ import openai
 import pytest
 from openai._constants import MAX_RETRY_AFTER_DELAY
 
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.hooks import create_retry
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from tests.support.builders import batch
 
@@ -150,7 +150,7 @@ def make_hook(monkeypatch, server: Server, max_retries: int = 2) -> OpenAIBatchH
         ),
     )
     monkeypatch.setattr(
-        hook_module, "_new_sync_http_client", lambda: httpx2.Client(transport=httpx2.MockTransport(server))
+        clients_module, "_new_sync_http_client", lambda: httpx2.Client(transport=httpx2.MockTransport(server))
     )
     return OpenAIBatchHook(CONN_ID)
 

@@ -10,6 +10,7 @@ import openai
 import pytest
 from airflow.sdk import BaseHook, Connection
 
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.hooks import openai_batch as hook_module
 from airflow_provider_openai_batch.hooks.openai_batch import (
     OpenAIBatchHook,
@@ -33,9 +34,9 @@ def set_conn(monkeypatch, conn_id: str = CONN_ID, **fields) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
     yield
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
 
 
 def use_transport(monkeypatch, handler) -> list[httpx2.Request]:
@@ -47,10 +48,12 @@ def use_transport(monkeypatch, handler) -> list[httpx2.Request]:
         return handler(request)
 
     monkeypatch.setattr(
-        hook_module, "_new_sync_http_client", lambda: httpx2.Client(transport=httpx2.MockTransport(recording))
+        clients_module,
+        "_new_sync_http_client",
+        lambda: httpx2.Client(transport=httpx2.MockTransport(recording)),
     )
     monkeypatch.setattr(
-        hook_module,
+        clients_module,
         "_new_async_http_client",
         lambda: httpx2.AsyncClient(transport=httpx2.MockTransport(recording)),
     )
@@ -87,7 +90,7 @@ def test_openai_batch_connection_maps_every_field():
         "max_retries": 4,
         "default_headers": {"X-Team": "data"},
     }
-    client = hook_module._new_sync_client(kind, kwargs)
+    client = clients_module.new_sync_client(kind, kwargs)
     assert isinstance(client, openai.OpenAI) and not isinstance(client, openai.AzureOpenAI)
     assert str(client.base_url) == "http://127.0.0.1:9999/v1/"
     assert client.organization == "org-1" and client.max_retries == 4
@@ -153,7 +156,7 @@ def test_azure_connection():
         "api_version": "2024-10-21",
         "azure_deployment": "gpt4o",
     }
-    assert isinstance(hook_module._new_sync_client(kind, kwargs), openai.AzureOpenAI)
+    assert isinstance(clients_module.new_sync_client(kind, kwargs), openai.AzureOpenAI)
 
 
 def test_azure_by_api_type_uses_host_as_endpoint_and_requires_api_version():
@@ -236,9 +239,9 @@ def test_async_client_uses_async_connection_lookup(monkeypatch):
 
 
 def test_default_async_pool_limits():
-    client = hook_module._new_async_http_client()
+    client = clients_module._new_async_http_client()
     pool = client._transport._pool
-    assert pool._max_connections == hook_module.ASYNC_MAX_CONNECTIONS
+    assert pool._max_connections == clients_module.ASYNC_MAX_CONNECTIONS
 
 
 # -- verbs ---------------------------------------------------------------------------------------------

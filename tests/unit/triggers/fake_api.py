@@ -9,7 +9,7 @@ from collections import defaultdict
 import httpx2
 import pytest
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from tests.support.builders import batch
 
 API_KEY = "sk-trigger-test-DO-NOT-LEAK-42"
@@ -19,7 +19,7 @@ CONN_ID = "openai_trigger_test"
 @pytest.fixture
 def openai_connection(monkeypatch):
     """An ``openai_batch`` connection in the environment, and a fresh shared-client cache."""
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
     conn = {
         "conn_type": "openai_batch",
         "password": API_KEY,
@@ -29,7 +29,7 @@ def openai_connection(monkeypatch):
     }
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
     yield
-    hook_module.clear_async_client_cache()
+    clients_module.clear_async_client_cache()
 
 
 def batch_json(batch_id: str, status: str, completed: int = 4) -> dict:
@@ -73,7 +73,7 @@ class FakeBatches:
         self.list_asked = asyncio.Event()
         self.ids = self.others + list(reversed(scripts))
         monkeypatch.setattr(
-            hook_module,
+            clients_module,
             "_new_async_http_client",
             lambda: httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle)),
         )

@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import BaseHook, Connection
 from airflow.triggers.base import TriggerEvent
 
-from airflow_provider_openai_batch.hooks import openai_batch as hook_module
+from airflow_provider_openai_batch.hooks import clients as clients_module
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.triggers import status_board
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
@@ -232,14 +232,14 @@ def test_a_missing_connection_is_an_error_event_after_the_budget(monkeypatch):
 
 def test_many_triggers_share_one_client_and_fire_once_each(monkeypatch):
     built = []
-    real = hook_module._new_async_client
+    real = clients_module._new_async_client
 
     def counting(kind, kwargs):
         built.append(kind)
         return real(kind, kwargs)
 
     FakeBatches(monkeypatch, {f"b{i}": ["in_progress", "completed"] for i in range(50)})
-    monkeypatch.setattr(hook_module, "_new_async_client", counting)
+    monkeypatch.setattr(clients_module, "_new_async_client", counting)
     results = run_triggers([make_trigger([f"b{i}"]) for i in range(50)])
     assert [[e.payload["batches"] for e in events] for events in results] == [
         [{f"b{i}": "completed"}] for i in range(50)
@@ -259,7 +259,7 @@ def test_a_rotated_key_moves_the_trigger_to_a_new_board(monkeypatch):
 
     def next_item(batch_id):
         if fake.looks[batch_id] == 1:  # the connection changes while the board polls: a new client
-            hook_module.clear_async_client_cache()
+            clients_module.clear_async_client_cache()
         return real_next_item(batch_id)
 
     monkeypatch.setattr(status_board, "board_for", recording)
