@@ -25,19 +25,18 @@ import contextvars
 import heapq
 import itertools
 import logging
-import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import openai
 
-from airflow_provider_openai_batch.lifecycle.queue import Admission, RoomRequest, RoomWatch
+from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
 from airflow_provider_openai_batch.lifecycle.waiting import StatusResult
 from airflow_provider_openai_batch.statuses import TERMINAL
 from airflow_provider_openai_batch.triggers.list_map import ListMap
-from airflow_provider_openai_batch.triggers.refresh import Refresher, list_page
+from airflow_provider_openai_batch.triggers.refresh import Refresher
+from airflow_provider_openai_batch.triggers.room import RoomKeeper
 from airflow_provider_openai_batch.triggers.settings import BoardSettings
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ class Subscription:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.board._rooms.discard(self)
+            self.board.room.waiting.discard(self)
             self.unwatch(list(self.batch_ids))
 
     def _wake(self, now: float) -> None:
@@ -132,9 +131,9 @@ class StatusBoard:
         self._next_summary = self.loop.time() + self.settings.summary_log_interval
         self._summarized = (0, 0, 0)  # refreshes, pages, retrieves at the last summary
         # Shards waiting for room in a model's queue; who holds each queue; admissions per model.
-        self._rooms: set[Subscription] = set()
-        self._room_watch = RoomWatch()
-        self._admissions: dict[str | None, Admission] = {}
+        self.room: RoomKeeper[Subscription] = (
+            RoomKeeper()
+        )  # the subscriptions waiting for room in a model's queue
 
     # The refresher's counters and list map, read here by tests, benchmarks and the summary.
     @property
@@ -186,7 +185,7 @@ class StatusBoard:
         for batch_id in sub.batch_ids:
             self._subs.setdefault(batch_id, set()).add(sub)
         if room is not None:
-            self._rooms.add(sub)
+            self.room.waiting.add(sub)
         heapq.heappush(self._first, (sub.first_due, next(self._seq), sub))
         if self._next_tick is not None and now + poll_interval < self._next_tick:
             self._next_tick = now + poll_interval
@@ -211,7 +210,7 @@ class StatusBoard:
                 self._entries.pop(batch_id, None)
                 self._last_fetch.pop(batch_id, None)
                 self.map.forget([batch_id])
-        if not self._subs and not self._rooms:
+        if not self._subs and not self.room.waiting:
             self._wake.set()  # let the task see that it has nothing left to do
 
     def entry_generation(self, batch_id: str) -> int:
@@ -227,7 +226,7 @@ class StatusBoard:
 
     def _cadence(self) -> float:
         intervals = [s.poll_interval for subs in self._subs.values() for s in subs]
-        return min(intervals + [s.poll_interval for s in self._rooms], default=60.0)
+        return min(intervals + [s.poll_interval for s in self.room.waiting], default=60.0)
 
     def _first_slack(self) -> float:
         """How long a first look may wait for others: a triggerer restart's thousands of registrations
@@ -236,7 +235,7 @@ class StatusBoard:
 
     async def _run(self) -> None:
         try:
-            while self._subs or self._rooms:
+            while self._subs or self.room.waiting:
                 now = self.loop.time()
                 while self._first and self._first[0][2].closed:
                     heapq.heappop(self._first)
@@ -284,7 +283,7 @@ class StatusBoard:
             changed = await self._refresh(fetch, now)
             if self._next_tick is None:
                 self._next_tick = now + cadence
-        if self._rooms:
+        if self.room.waiting:
             if self._next_tick is None:
                 self._next_tick = now + cadence
             await self._admit()
@@ -311,48 +310,9 @@ class StatusBoard:
     # -- room in a model's queue ---------------------------------------------------------------------
 
     async def _admit(self) -> None:
-        """Read the newest list page for batches leaving a queue, and let waiting shards in, per model in
-        order (earliest logical date, then shard order), up to the room known to be free. A shard let in
-        is woken and stops waiting; one that then finds the queue full again fails for free and waits anew."""
-        items: list[dict[str, Any]] = []
-        try:
-            for pages in itertools.count(1):  # older pages while a batch holding a queue has not shown
-                page, more = await list_page(
-                    self.client, items[-1]["id"] if items else None, self.settings.list_page_size
-                )
-                self.refresher.pages += 1
-                items += page
-                seen = {item["id"] for item in items}
-                if not (page and more and self._room_watch.wants_more(page, seen, pages)):
-                    break
-        except Exception as exc:
-            log.warning("Could not list batches to look for queue room: %s", type(exc).__name__)
-            return
-        departed = self._room_watch.observe(items)
-        now = time.time()
-        by_model: dict[str | None, list[Subscription]] = {}
-        for sub in self._rooms:
-            if sub.room is not None and not sub.closed:
-                by_model.setdefault(sub.room.model, []).append(sub)
-        for model, subs in by_model.items():
-            freed = departed.get(model, []) + (departed.get(None, []) if model is not None else [])
-            admission = self._admissions.setdefault(model, Admission())
-            requests = {id(s.room): s for s in subs}
-            let_in = admission.admit(
-                [s.room for s in subs if s.room], freed, self._room_watch.holds(model), now
-            )
-            for request in let_in:
-                sub = requests[id(request)]
-                sub.admitted = True
-                self._rooms.discard(sub)
-                sub._wake(self.loop.time())
-            if let_in:
-                log.info(
-                    "%s batch queue: letting %d waiting shard(s) in, %d still wait",
-                    model,
-                    len(let_in),
-                    len(subs) - len(let_in),
-                )
+        """Wake the waiting shards the room keeper lets into their model's queue (see :mod:`.room`)."""
+        for sub in await self.room.let_in(self.client, self.settings.list_page_size, self.refresher):
+            sub._wake(self.loop.time())
 
     # -- one refresh ---------------------------------------------------------------------------------
 
