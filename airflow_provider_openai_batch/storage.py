@@ -57,6 +57,11 @@ def connection_of(url_or_path: Any) -> str | None:
     return userinfo if rest and at and scheme != "file" else None
 
 
+def bucket_and_key(path: ObjectStoragePath) -> tuple[str, str]:
+    """The S3 bucket and key of an object path (Airflow 3.1 leaves ``conn_id@`` in front of its bucket)."""
+    return str(path.bucket).rpartition("@")[2], str(path.key)
+
+
 def check_connections(*urls: Any) -> None:
     """The connection named in each storage URL must exist: else the storage provider (the Amazon provider logs
     "Unable to find AWS Connection ID ... switching to empty") would read and write with the worker's own

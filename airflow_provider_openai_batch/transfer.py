@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from airflow_provider_openai_batch import storage_s3
-from airflow_provider_openai_batch.storage import connection_of
+from airflow_provider_openai_batch.storage import bucket_and_key, connection_of
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,11 @@ def _append(source: Path, out: Any) -> None:
 
 def _write_s3(sources: Sequence[Source], destination: Any, settings: TransferSettings) -> list[int]:
     client = storage_s3.client_for(connection_of(destination))
+    bucket, key = bucket_and_key(destination)
     with storage_s3.JoinedUpload(
         client,
-        destination.bucket,
-        destination.key,
+        bucket,
+        key,
         sources=len(sources),
         part_size=settings.part_size,
         concurrency=settings.concurrency,

@@ -285,7 +285,7 @@ def test_timeout_cancel_lands_partial_and_raises_timeout(
 def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
     run_dag, openai_conn, tmp_path, monkeypatch, raised
 ):
-    openai_conn.configure(rate=10)
+    openai_conn.configure(rate=2)  # 15 s of work: still running after the failed try, on a slow machine too
     ids = write_requests(tmp_path / "in.jsonl", 30)
     out = tmp_path / "out"
     kwargs = {"input_path": str(tmp_path / "in.jsonl"), "output_path": str(out)}

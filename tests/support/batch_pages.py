@@ -137,9 +137,11 @@ def push_batch_task(
         ).mappings()
         existing = {row["map_index"]: dict(row) for row in rows}
         if map_index not in existing:
+            model = next(iter(existing.values()))
+            new_id = uuid.uuid4()
             row = {
-                **next(iter(existing.values())),
-                "id": uuid.uuid4(),
+                **model,
+                "id": new_id if isinstance(model["id"], uuid.UUID) else str(new_id),  # a string on Airflow 3.1
                 "map_index": map_index,
                 "state": "deferred",
             }

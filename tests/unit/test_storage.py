@@ -32,6 +32,7 @@ def test_to_path_for_urls_and_existing_paths(tmp_path, monkeypatch):
     # Airflow 3.1 keeps the connection in storage_options (no .conn_id) and in .bucket; .path is the same.
     conn_id = getattr(s3, "conn_id", None) or s3.storage_options.get("conn_id")
     assert (s3.protocol, conn_id, s3.path) == ("s3", "aws_conn", "my-bucket/results/2026-11-01/output.jsonl")
+    assert storage.bucket_and_key(s3) == ("my-bucket", "results/2026-11-01/output.jsonl")
 
 
 def test_write_json_writes_sorted_indented_json_atomically(tmp_path):
