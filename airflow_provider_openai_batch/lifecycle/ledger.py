@@ -46,6 +46,8 @@ SEARCH_REACH_SECONDS = 25 * 3600
 SEARCH_MAX_PAGES = 100
 #: Our clock against OpenAI's, when an intent's time bounds a search.
 CLOCK_SKEW_SECONDS = 300
+#: How long a search made to learn the queue limit stands in for attach's (reading a big input takes longer).
+SEARCH_REUSE_SECONDS = 60.0
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -97,17 +99,15 @@ class Ledger:
     now: Callable[[], float] = time.time
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)  # batches of a changed input, already dealt with
-    searched: tuple[float, list[dict[str, Any]]] | None = None  # a search to reuse once: since, batches
+    searched: tuple[float, float, list[dict[str, Any]]] | None = None  # to reuse once: at, since, found
 
     def _search(self, since: float, keep: bool = False) -> list[dict[str, Any]]:
         earlier, self.searched = self.searched, None
-        if (
-            earlier is not None and earlier[0] <= since
-        ):  # searched as far back just before, with nothing created
-            return earlier[1]
+        if earlier is not None and earlier[1] <= since and self.now() - earlier[0] < SEARCH_REUSE_SECONDS:
+            return earlier[2]  # searched as far back moments ago, with nothing created since
         found = search(self.hook, key=self.identity.partition_key, since=since, max_pages=self.max_pages)
         if keep:
-            self.searched = (since, found)
+            self.searched = (self.now(), since, found)
         return found
 
     def learned_queue_limits(self) -> dict[str, int]:

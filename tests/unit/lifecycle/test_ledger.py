@@ -389,3 +389,13 @@ def test_a_fresh_run_without_a_record_learns_nothing_and_does_not_search():
     hook.add({**tagged("refused", status="failed"), "errors": QUEUE_FULL})
     led, _ = ledger(hook, None, fresh_run=True)
     assert led.learned_queue_limits() == {} and hook.list_calls == 0
+
+
+def test_a_search_older_than_the_reuse_window_is_made_again():
+    hook, clock = FakeBatchHook(), [NOW]
+    hook.add(tagged("b0", lbl="0/1"))
+    led = Ledger(hook, RecordStore(None), ME, now=lambda: clock[0])
+    led.learned_queue_limits()
+    searches = hook.list_calls
+    clock[0] += 61  # reading the input took a minute: another run may have created a batch meanwhile
+    assert led.attach("fp", 1).batches == {"0/1": "b0"} and hook.list_calls > searches
