@@ -5,7 +5,8 @@ every stream was written whole; any failure aborts it, and a worker killed midwa
 that no reader sees (a bucket lifecycle rule, ``AbortIncompleteMultipartUpload``, clears its parts). Each
 stream (shard, round) writes its own range of part numbers, so the join costs nothing: no temporary object,
 no server-side copy. S3 wants every part but the last to be at least 5 MiB; a stream's tail rides with its
-last part, and streams shorter than a part are gathered into parts after every range.
+last part, and streams shorter than a part are gathered into parts after every range. So the lines of a short
+stream may come after those of a longer one that follows it: each line whole, each line once.
 """
 
 from __future__ import annotations
@@ -60,7 +61,14 @@ class JoinedUpload:
         self, client: Any, bucket: str, key: str, *, sources: int, part_size: int, concurrency: int
     ) -> None:
         self.client, self.bucket, self.key, self.part_size = client, bucket, key, part_size
-        self.span = MAX_PARTS // (sources + 1)
+        # Gathered parts hold at least part_size bytes of streams each shorter than part_size: at most one
+        # per two streams, plus the rest. The ranges share what is left of S3's 10,000 part numbers.
+        self.span = (MAX_PARTS - sources // 2 - 2) // max(sources, 1)
+        if self.span < 2:
+            raise ValueError(
+                f"Expected at most {(MAX_PARTS - 2) * 2 // 5} files to join into one S3 object but received "
+                f"{sources}: S3 allows {MAX_PARTS} parts in one upload"
+            )
         self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
         self._room = threading.BoundedSemaphore(concurrency)
@@ -78,6 +86,8 @@ class JoinedUpload:
             self.abort()
 
     def _put(self, number: int, body: bytes) -> Future[tuple[int, str]]:
+        if not 1 <= number <= MAX_PARTS:  # never sent: S3 would refuse it, after the batches were paid for
+            raise ValueError(f"Part number {number} is outside S3's 1 to {MAX_PARTS}")
         self._room.acquire()
 
         def put() -> tuple[int, str]:

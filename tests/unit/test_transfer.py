@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from airflow_provider_openai_batch import storage, transfer
+from airflow_provider_openai_batch import storage, storage_s3, transfer
 from airflow_provider_openai_batch.hooks.download import ContentStream, _IncompleteDownload
 
 SETTINGS = transfer.TransferSettings(part_size=5 * 2**20, concurrency=2)
@@ -95,3 +95,39 @@ def test_a_short_body_fails_its_reader_at_the_end():
 def test_part_size_below_s3s_minimum_is_refused():
     with pytest.raises(ValueError, match="landing_part_size_mb to be at least 5"):
         transfer.TransferSettings(part_size=2**20)
+
+
+class _RecordingS3:
+    """What JoinedUpload asks of S3, recorded: the part numbers it uploads and the parts it completes with."""
+
+    def __init__(self):
+        self.created, self.numbers, self.completed = 0, [], None
+
+    def create_multipart_upload(self, **_):
+        self.created += 1
+        return {"UploadId": "u1"}
+
+    def upload_part(self, PartNumber, Body, **_):
+        self.numbers.append(PartNumber)
+        return {"ETag": f"e{PartNumber}"}
+
+    def complete_multipart_upload(self, MultipartUpload, **_):
+        self.completed = [p["PartNumber"] for p in MultipartUpload["Parts"]]
+
+
+def test_part_numbers_stay_within_s3s_ten_thousand_however_many_short_files():
+    # 199 files each a little over half a part: pairs of them fill a gathered part, after 199 ranges.
+    client, part = _RecordingS3(), 100
+    with storage_s3.JoinedUpload(client, "b", "k", sources=199, part_size=part, concurrency=2) as upload:
+        for index in range(199):
+            upload.write(index, io.BytesIO(b"x" * 60), 60)
+        upload.complete()
+    assert len(client.numbers) == 100 and max(client.numbers) <= storage_s3.MAX_PARTS
+    assert client.completed == sorted(client.numbers)
+
+
+def test_too_many_files_for_one_object_are_refused_before_an_upload_starts():
+    client = _RecordingS3()
+    with pytest.raises(ValueError, match="at most 3999 files"):
+        storage_s3.JoinedUpload(client, "b", "k", sources=4000, part_size=100, concurrency=2)
+    assert client.created == 0
