@@ -79,7 +79,7 @@ def write_joined(
     destination: Any,
     settings: TransferSettings,
 ) -> list[int]:
-    """Land ``sources``, joined in order, at ``destination`` (an ObjectStoragePath); return each one's lines.
+    """Land ``sources``, joined, at ``destination`` (an ObjectStoragePath); return each one's lines.
 
     Nothing appears at ``destination`` before every source landed whole; on any failure the hidden pieces are
     removed and the error raised.
@@ -104,9 +104,11 @@ def _parallel(
         return [sources[0](sink(0))]
     with ThreadPoolExecutor(max_workers=min(workers, len(sources)), thread_name_prefix="landing") as pool:
         futures = [pool.submit(source, sink(i)) for i, source in enumerate(sources)]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in futures:
-            future.cancel()
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # a failure, or this thread interrupted (a task timeout): nothing more starts
+            for future in futures:
+                future.cancel()
         for future in futures:
             if future.done() and not future.cancelled() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]

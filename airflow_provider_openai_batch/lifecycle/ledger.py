@@ -275,17 +275,24 @@ class Ledger:
                 raise
 
         failure: BaseException | None = None
+        getattr(self.hook, "client", None)  # the sync client built once, before the threads share it
         with ThreadPoolExecutor(
             max_workers=max(1, min(concurrency, len(missing))), thread_name_prefix="openai-batch-upload"
         ) as pool:
             running = {pool.submit(send, f): f.label for f in missing}
-            for done in as_completed(running):
-                error = done.exception()
-                if error is not None:
-                    failure = failure or error
-                elif (file_id := done.result()) is not None:
-                    record.files[running[done]] = file_id
-                    self.store.save(record)
+            try:
+                for done in as_completed(running):
+                    error = done.exception()
+                    if error is not None:
+                        failure = failure or error
+                    elif (file_id := done.result()) is not None:
+                        record.files[running[done]] = file_id
+                        self.store.save(record)
+            except (
+                BaseException
+            ):  # this thread interrupted (a task timeout) or the save failed: start no more
+                failed.set()
+                raise
         if failure is not None:
             raise failure
 

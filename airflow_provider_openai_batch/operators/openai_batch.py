@@ -33,6 +33,7 @@ from airflow_provider_openai_batch.operators.progress import Progress, counting_
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.statuses import EventStatus
 from airflow_provider_openai_batch.structured.validate import OutputSchema
+from airflow_provider_openai_batch.transfer import TransferSettings
 from airflow_provider_openai_batch.triggers.openai_batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import conf
 
@@ -212,6 +213,7 @@ class OpenAIBatchOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         """Validate, prove the output writable, attach to what was paid for, upload the rest once; then run."""
         storage.check_connections(self.input_path, self.output_path)
+        TransferSettings.from_config()  # a bad landing setting fails now, not once the batches are paid for
         deadline = time.time() + self.timeout_seconds if self.timeout_seconds else None
         # A limit an earlier try learned from a full queue cuts the shards now, unless one is configured.
         ledger = self._ledger(context)

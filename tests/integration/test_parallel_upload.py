@@ -14,7 +14,7 @@ from airflow_provider_openai_batch.emulator.settings import DEFAULT_MAX_FILE_BYT
 from tests.support.assertions import assert_each_custom_id_once, assert_paid
 from tests.support.builders import request
 from tests.support.environment import has_task_state_store
-from tests.support.operator_runs import OUTCOME_DAG, configure_outcome_dag
+from tests.support.operator_runs import OUTCOME_DAG, configure_outcome_dag, raised_fixture  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +99,18 @@ def test_a_refused_upload_pays_nothing_and_the_retry_uploads_only_that_shard(
     batches = assert_paid(openai_conn, 3)
     assert sorted(outcome.xcoms[("run_batch", "return_value")]["batch_ids"]) == sorted(batches)
     assert_each_custom_id_once(out, ids)
+
+
+def test_a_bad_landing_setting_fails_the_task_before_anything_is_uploaded(
+    run_dag, openai_conn, tmp_path, monkeypatch, raised
+):
+    """Landing settings are read when the task starts: a wrong one must not wait until the batches are paid."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out"
+    write_three_shards(source)
+    configure_outcome_dag(monkeypatch, input_path=str(source), output_path=str(out))
+    monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__LANDING_PART_SIZE_MB", "1")
+
+    assert run_dag(OUTCOME_DAG, DATE).state == "failed"
+    assert len(raised) == 1 and "landing_part_size_mb to be at least 5" in str(raised[0])
+    assert uploads(openai_conn) == []
+    assert_paid(openai_conn, 0)
