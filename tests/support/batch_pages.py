@@ -138,10 +138,12 @@ def push_batch_task(
         existing = {row["map_index"]: dict(row) for row in rows}
         if map_index not in existing:
             model = next(iter(existing.values()))
-            new_id = uuid.uuid4()
+            new_id: uuid.UUID | str = uuid.uuid4()
+            if not isinstance(model["id"], uuid.UUID):  # Airflow 3.1's column takes a string
+                new_id = str(new_id)
             row = {
                 **model,
-                "id": new_id if isinstance(model["id"], uuid.UUID) else str(new_id),  # a string on Airflow 3.1
+                "id": new_id,
                 "map_index": map_index,
                 "state": "deferred",
             }
