@@ -26,6 +26,8 @@ from airflow_provider_openai_batch.statuses import QUEUED, BatchStatus, ErrorCod
 
 #: Most list pages one look for queue room reads (100 batches a page at most).
 ROOM_MAX_PAGES = 10
+#: Whole looks in a row a queue holder may be missing from before it is taken to have left.
+UNSEEN_LOOKS = 3
 _LIMIT = re.compile(r"Limit:\s*([\d,]+)\s*enqueued tokens", re.IGNORECASE)
 _MODEL = re.compile(r"limit reached for (\S+) in organization", re.IGNORECASE)
 CONFIG_OPTION = "enqueued_token_limits"
@@ -218,6 +220,7 @@ class RoomWatch:
     live: dict[str, str | None] = field(default_factory=dict)
     ran: set[str] = field(default_factory=set)
     looked: bool = False  # whether a whole look (all the pages it needed) was taken before
+    unseen: dict[str, int] = field(default_factory=dict)  # holder -> whole looks in a row it did not show in
 
     def wants_more(self, page: Sequence[Mapping[str, Any]], seen: set[str], pages: int) -> bool:
         """Whether a look should read the next (older) list page after ``pages`` of them: a batch known to
@@ -230,9 +233,26 @@ class RoomWatch:
         return not self.looked and any(item.get("status") in QUEUED for item in page)
 
     def observe(self, items: Sequence[Mapping[str, Any]]) -> dict[str | None, list[int | None]]:
-        """Take one look's list pages (newest first); model to the tokens each departed batch freed."""
+        """Take one look's list pages (newest first); model to the tokens each departed batch freed.
+
+        A holder that shows in none of :data:`UNSEEN_LOOKS` whole looks in a row (pushed past the pages a
+        look reads by a busy organisation) is taken to have left, freeing a size not known: else it would
+        hold its model's queue in this watch for ever. If it had not, the shard let in is refused for free
+        and waits again.
+        """
         departed: dict[str | None, list[int | None]] = {}
         self.looked = True
+        shown = {item.get("id") for item in items}
+        for holder, model in list(self.live.items()):
+            if holder in shown:
+                self.unseen.pop(holder, None)
+                continue
+            self.unseen[holder] = self.unseen.get(holder, 0) + 1
+            if self.unseen[holder] >= UNSEEN_LOOKS:
+                del self.live[holder], self.unseen[holder]
+                if holder in self.ran:
+                    self.ran.discard(holder)
+                    departed.setdefault(model, []).append(None)
         for item in items:
             batch_id, status = item.get("id"), item.get("status")
             if not isinstance(batch_id, str):

@@ -210,9 +210,15 @@ def room_request(state: RunState, context: Any, poll_interval: float) -> RoomReq
     )
 
 
-def list_top(hook: Any) -> Callable[[], list[dict[str, Any]]]:
-    """The newest page of ``GET /batches``, as dicts: where batches leaving a queue show."""
-    return lambda: hook.list_batches(limit=100).data
+def list_page(hook: Any) -> Callable[[str | None], tuple[list[dict[str, Any]], bool]]:
+    """One page of ``GET /batches`` (newest first) after a batch id, as dicts, and whether older ones follow:
+    where batches leaving a queue show."""
+
+    def page(after: str | None) -> tuple[list[dict[str, Any]], bool]:
+        got = hook.list_batches(after=after, limit=100)
+        return got.data, got.has_more
+
+    return page
 
 
 def resubmit_round(job: Job, hook: Any, ledger: Ledger, state: RunState, include_cancelled: bool) -> bool:

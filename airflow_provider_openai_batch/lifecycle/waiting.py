@@ -7,6 +7,7 @@ only fetch statuses (their own way) and sleep; so the two waits cannot drift apa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -160,14 +161,14 @@ def wait_in_place(
     max_consecutive_errors: int = 5,
     sleep: Any = time.sleep,
     room: RoomRequest | None = None,
-    list_top: Any = None,
+    list_page: Any = None,
 ) -> dict[str, Any]:
     """The non-deferrable wait on the worker: the trigger's loop, with a blocking ``get_status(batch_id)``.
 
     :param get_status: returns a :data:`StatusResult` for one batch, or raises.
     :param room: a shard waiting for room in its model's queue: the wait also ends (``room``) when it is let in.
-    :param list_top: returns the newest page of ``GET /batches`` as dicts (where departures from the queue
-        show); needed with ``room``.
+    :param list_page: returns the page of ``GET /batches`` after a batch id (None: the newest) as dicts, and
+        whether older ones follow (where departures from the queue show); needed with ``room``.
     :return: the event dict the trigger would have fired.
     """
     tracker = WaitTracker(batch_ids, deadline=deadline, max_consecutive_errors=max_consecutive_errors)
@@ -175,7 +176,7 @@ def wait_in_place(
     rates = RateMeter()
     sleep(min(first_poll_delay(poll_interval, None), max(tracker.remaining() or 5.0, 0.0)))
     while True:
-        if room is not None and _let_in(room, watch, admission, list_top):
+        if room is not None and _let_in(room, watch, admission, list_page):
             return tracker.event(EventStatus.ROOM, f"Room in the {room.model} batch queue")
         pending = tracker.pending()
         answers: list[StatusResult | BaseException] = []
@@ -203,10 +204,16 @@ def wait_in_place(
         sleep(poll_interval if remaining is None else max(0.0, min(poll_interval, remaining)))
 
 
-def _let_in(room: RoomRequest, watch: RoomWatch, admission: Admission, list_top: Any) -> bool:
-    """One look at the newest batches: is the waiting shard let into its model's queue now?"""
+def _let_in(room: RoomRequest, watch: RoomWatch, admission: Admission, list_page: Any) -> bool:
+    """One look at the newest batches (older pages while a queue holder has not shown, as the status board
+    looks): is the waiting shard let into its model's queue now?"""
+    items: list[dict[str, Any]] = []
     try:
-        items = list_top()
+        for pages in itertools.count(1):
+            page, more = list_page(items[-1]["id"] if items else None)
+            items += page
+            if not (page and more and watch.wants_more(page, {item["id"] for item in items}, pages)):
+                break
     except Exception as err:  # the batches' own polls decide about errors; room is looked for again next time
         log.warning("Could not list batches to look for room: %s", type(err).__name__)
         return False

@@ -366,7 +366,7 @@ class OpenAIBatchOperator(BaseOperator):
             deadline=deadline,
             poll_interval=self.poll_interval,
             room=request,
-            list_top=submit.list_top(self.hook),
+            list_page=submit.list_page(self.hook),
         )
         return EventStatus(event["status"]), event["message"]
 

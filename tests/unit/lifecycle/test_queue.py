@@ -119,6 +119,28 @@ def test_a_departure_is_a_batch_seen_running_then_not():
     assert watch.holds("m") == 0
 
 
+def test_a_holder_missing_from_three_looks_in_a_row_is_taken_to_have_left():
+    # Pushed past the pages a look reads: without this rule it would hold the queue in the watch for ever.
+    watch = RoomWatch()
+    watch.observe(page(("a", "in_progress", 0), ("v", "validating", 0)))
+    assert watch.observe(page(("a", "in_progress", 0))) == {}  # v missing once
+    assert watch.observe([]) == {}  # a once, v twice
+    assert watch.observe([]) == {}  # v three times: gone, but it never ran, so it frees nothing
+    assert watch.holds("m") == 1
+    assert watch.observe([]) == {"m": [None]}  # a three times: it ran, size unknown
+    assert watch.holds("m") == 0
+
+
+def test_a_holder_that_shows_again_starts_its_count_over():
+    watch = RoomWatch()
+    watch.observe(page(("a", "in_progress", 0)))
+    watch.observe([])
+    watch.observe([])
+    watch.observe(page(("a", "in_progress", 0)))
+    watch.observe([])
+    assert watch.observe([]) == {} and watch.holds("m") == 1
+
+
 def request(date: str, shard: int, tokens: int, not_before: float = 0.0) -> RoomRequest:
     return RoomRequest(model="m", tokens=tokens, limit=1000, order=(date, shard), not_before=not_before)
 
