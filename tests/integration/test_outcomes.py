@@ -332,7 +332,9 @@ def test_non_deferrable_end_to_end(run_dag, openai_conn, tmp_path, monkeypatch, 
 # ------------------------------------------------------------------------------------- input change
 @pytest.mark.parametrize("policy", ["resubmit", "fail"])
 def test_input_change_policy_on_rerun(run_dag, openai_conn, tmp_path, monkeypatch, raised, policy):
-    openai_conn.configure(rate=5)
+    openai_conn.configure(
+        rate=2
+    )  # the stale batch runs 20 s: still running when the rerun decides, under load too
     source = tmp_path / "in.jsonl"
     write_requests(source, 40)
     out = tmp_path / "out"
@@ -344,7 +346,6 @@ def test_input_change_policy_on_rerun(run_dag, openai_conn, tmp_path, monkeypatc
     (stale,) = batch_ids(openai_conn)
     raised.clear()
 
-    openai_conn.configure(rate=500)
     new_ids = write_requests(source, 3, prefix="changed")
     configure_outcome_dag(monkeypatch, **kwargs)
     second = run_dag(DAG_ID, date, clear=True)

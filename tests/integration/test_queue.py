@@ -205,9 +205,11 @@ def test_a_follow_up_round_refused_by_a_full_queue_waits_for_room_instead_of_fai
     # two requests does not fit: refused (free), it must wait until that batch leaves, then run.
     requests = [request(f"f{i}") for i in range(10)]
     retried = [r for r in requests if r["custom_id"] in ("f1", "f3")]
-    others = [request(f"other-{i}") for i in range(12)]
+    others = [request(f"other-{i}") for i in range(24)]
     limit = tokens(others) + tokens(retried) - 1
-    openai_conn.configure(rate=5, fail_custom_id_regex=r"^f(1|3)$", fail_status=500)
+    # Round 0 runs 5 s, the outside batch 12 s from soon after: it still holds the queue when the follow-up
+    # round is created, on a loaded machine too.
+    openai_conn.configure(rate=2, fail_custom_id_regex=r"^f(1|3)$", fail_status=500)
     out = tmp_path / "out"
     configure_outcome_dag(
         monkeypatch,
@@ -221,7 +223,7 @@ def test_a_follow_up_round_refused_by_a_full_queue_waits_for_room_instead_of_fai
     def fill_the_queue_while_round_0_runs():
         wait_for(lambda: batch_ids(openai_conn), timeout=180)
         openai_conn.configure(fail_custom_id_regex=None, enqueued_token_limits={MODEL: limit}, rate=2)
-        outside.append(outside_batch(openai_conn, others))  # about 6 s, longer than the rest of round 0
+        outside.append(outside_batch(openai_conn, others))  # about 12 s, longer than the rest of round 0
         openai_conn.configure(rate=20)
 
     thread = in_background(fill_the_queue_while_round_0_runs)
