@@ -288,10 +288,8 @@ class Ledger:
                     elif (file_id := done.result()) is not None:
                         record.files[running[done]] = file_id
                         self.store.save(record)
-            except (
-                BaseException
-            ):  # this thread interrupted (a task timeout) or the save failed: start no more
-                failed.set()
+            except BaseException:
+                failed.set()  # this thread was interrupted (a task timeout) or a save failed: start no more
                 raise
         if failure is not None:
             raise failure
