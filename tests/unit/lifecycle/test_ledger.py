@@ -399,3 +399,22 @@ def test_a_search_older_than_the_reuse_window_is_made_again():
     searches = hook.list_calls
     clock[0] += 61  # reading the input took a minute: another run may have created a batch meanwhile
     assert led.attach("fp", 1).batches == {"0/1": "b0"} and hook.list_calls > searches
+
+
+class _SaveFails(FakeStore):
+    """A store whose save raises once a record holds a file id: the calling thread stops mid-upload."""
+
+    def set(self, key, value):
+        if value.get("files"):
+            raise KeyboardInterrupt  # as a task timeout's signal would, in the thread saving the record
+        super().set(key, value)
+
+
+def test_an_interrupted_upload_starts_no_more_uploads():
+    hook = FakeBatchHook()
+    led, _ = ledger(hook, _SaveFails())
+    record = led.attach("fp", 3)
+    with pytest.raises(KeyboardInterrupt):
+        led.upload(record, _three_uploads(), concurrency=1)
+    # The first finished; the second may have started before the interrupt; the third never starts.
+    assert 1 <= len(hook.uploaded) <= 2, hook.uploaded
