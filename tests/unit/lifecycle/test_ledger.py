@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -410,8 +411,17 @@ class _SaveFails(FakeStore):
         super().set(key, value)
 
 
+class _SlowAfterFirst(FakeBatchHook):
+    """Uploads after the first take 0.3 s: the interrupt reaches the saving thread while the second runs."""
+
+    def upload_file(self, **kwargs):
+        if self.uploads:
+            time.sleep(0.3)
+        return super().upload_file(**kwargs)
+
+
 def test_an_interrupted_upload_starts_no_more_uploads():
-    hook = FakeBatchHook()
+    hook = _SlowAfterFirst()
     led, _ = ledger(hook, _SaveFails())
     record = led.attach("fp", 3)
     with pytest.raises(KeyboardInterrupt):
