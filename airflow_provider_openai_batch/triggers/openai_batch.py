@@ -262,6 +262,26 @@ class OpenAIBatchTrigger(BaseTrigger):
         work.add_done_callback(_KILLS.discard)
         await asyncio.shield(work)
 
+    async def _not_finished(self, hook: OpenAIBatchHook, batch_ids: list[str]) -> list[str]:
+        """The batches the API does not report finished now (a batch it cannot be asked about counts).
+
+        What this trigger saw may be old: a triggerer frozen past its heartbeat loses its triggers to another,
+        which lands them, and when it wakes Airflow cancels its copies "by user action" while the task has
+        already resumed. Cancelling a finished batch changes nothing at OpenAI but a refused call, retried.
+        """
+        looks = await asyncio.gather(
+            *(asyncio.wait_for(hook.aget_batch(batch_id=b), _CANCEL_TIMEOUT) for b in batch_ids),
+            return_exceptions=True,
+        )
+        finished = {
+            b: look["status"]
+            for b, look in zip(batch_ids, looks, strict=True)
+            if not isinstance(look, BaseException) and look.get("status") in TERMINAL
+        }
+        if finished:
+            self.log.info("Not cancelling batches that already finished: %s", finished)
+        return [b for b in batch_ids if b not in finished]
+
     async def _cancel_own(self) -> None:
         mine = self.batch_ids if self.cancel_on_kill is None else self.cancel_on_kill
         to_cancel = [b for b in mine if self._statuses.get(b) not in TERMINAL]
@@ -274,6 +294,7 @@ class OpenAIBatchTrigger(BaseTrigger):
             return
         try:
             hook = self.hook
+            to_cancel = await self._not_finished(hook, to_cancel)
             results = await asyncio.gather(
                 *(asyncio.wait_for(hook.acancel_batch(batch_id=b), _CANCEL_TIMEOUT) for b in to_cancel),
                 return_exceptions=True,

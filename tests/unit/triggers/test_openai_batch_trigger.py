@@ -302,6 +302,20 @@ def test_on_kill_cancels_only_the_batches_of_this_task(monkeypatch):
     assert sorted(fake.cancels) == ["mine_1", "mine_2", "mine_done"]
 
 
+def test_on_kill_spares_batches_that_finished_since_the_trigger_last_looked(monkeypatch, capsys):
+    """A triggerer frozen past its heartbeat wakes up with an old view: the other triggerer landed the batches
+    meanwhile and Airflow cancels the stale copies "by user action". Only a batch still running is cancelled."""
+    fake = FakeBatches(
+        monkeypatch,
+        {"landed": ["completed"], "expired": ["expired"], "running": ["in_progress"], "unknown": [500]},
+    )
+    trigger = make_trigger(["landed", "expired", "running", "unknown"])
+    trigger._statuses.update({b: "in_progress" for b in ("landed", "expired", "running", "unknown")})
+    asyncio.run(trigger.on_kill())
+    assert sorted(fake.cancels) == ["running", "unknown"]  # a batch that cannot be looked at is cancelled
+    assert "Not cancelling batches that already finished" in capsys.readouterr().out
+
+
 def test_on_kill_with_an_empty_list_cancels_nothing(monkeypatch):
     fake = FakeBatches(monkeypatch, {"adopted": ["in_progress"]})
     asyncio.run(make_trigger(["adopted"], cancel_on_kill=[]).on_kill())
