@@ -12,7 +12,9 @@ lands them, in a fresh child process, to (a) a local folder and (b) S3: a moto_s
   boto3's ``upload_fileobj`` with a ``TransferConfig`` (parallel parts); one object per file, no join.
 
 Reported per variant: wall time; peak local disk of the child's scratch (``TMPDIR``, sampled every 20 ms); peak
-RSS over idle (``VmHWM`` at the end minus ``VmRSS`` after imports, before landing).
+RSS over idle (``VmHWM`` at the end minus ``VmRSS`` after imports, before landing); CPU seconds of the landing
+process and of each server (emulator, moto_server, proxy) during it: on a shared 2-core machine the servers' CPU
+is part of the wall time, so these say where a gap comes from.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def child(
 
         to_path(destination)  # the storage filesystem's import too
     idle = read_status_kb("self", "VmRSS")
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), sum(os.times()[:2])
     if variant == "bare":
         client = openai.OpenAI()
         files = [b["output_file_id"] for rnd in rounds for b in rnd]
@@ -120,7 +122,12 @@ def child(
             landing.land(OpenAIBatchHook(), destination, rounds, [], work)
     print(
         json.dumps(
-            {"wall": time.monotonic() - started, "idle_kb": idle, "hwm_kb": read_status_kb("self", "VmHWM")}
+            {
+                "wall": time.monotonic() - started,
+                "cpu": sum(os.times()[:2]) - cpu_started,
+                "idle_kb": idle,
+                "hwm_kb": read_status_kb("self", "VmHWM"),
+            }
         ),
         flush=True,
     )
@@ -140,8 +147,20 @@ def disk_bytes(folder: Path) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(
-    variant: str, rounds: Any, destination: str, env: dict[str, str], s3: dict[str, str] | None, scratch: Path
+    variant: str,
+    rounds: Any,
+    destination: str,
+    env: dict[str, str],
+    s3: dict[str, str] | None,
+    scratch: Path,
+    servers: dict[str, int],
 ) -> dict[str, Any]:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -157,6 +176,7 @@ def run_child(
     ]
     if s3:
         args += ["--s3", json.dumps(s3)]
+    before = {name: cpu_seconds(pid) for name, pid in servers.items()}
     proc = subprocess.Popen(args, env={**env, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -166,9 +186,14 @@ def run_child(
     if proc.returncode:
         raise RuntimeError(f"{variant} failed ({proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
+    cpu = {
+        "landing": result["cpu"],
+        **{name: cpu_seconds(pid) - before[name] for name, pid in servers.items()},
+    }
     return {
         "variant": variant,
         "wall_s": round(result["wall"], 2),
+        "cpu_s": {name: round(seconds, 1) for name, seconds in cpu.items()},
         "peak_disk_mb": round(peak / MB, 1),
         "peak_rss_over_idle_mb": round((result["hwm_kb"] - result["idle_kb"]) * 1024 / MB, 1),
     }
@@ -261,6 +286,7 @@ def main() -> None:
             )
             variants.append("today")
         s3 = None
+        servers: dict[str, int] = {"emulator": emulator.pid} if emulator.pid else {}
         if "s3" in args.targets:
             import boto3
 
@@ -286,6 +312,7 @@ def main() -> None:
                 "PROXY_URL=",
             )
             procs.append(proxy)
+            servers.update(moto=procs[0].pid, proxy=proxy.pid)
             direct = boto3.client(
                 "s3",
                 endpoint_url=f"http://127.0.0.1:{port}",
@@ -314,23 +341,33 @@ def main() -> None:
                 if target == "local":
                     dest = str(work / "landed" / variant)
                     shutil.rmtree(dest, ignore_errors=True)
-                    row = run_child(variant, rounds, dest, venv, None, work / "scratch")
+                    row = run_child(variant, rounds, dest, venv, None, work / "scratch", servers)
                 else:
                     dest = f"{variant}" if variant == "bare" else f"s3://aws_bench@{BUCKET}/{variant}/"
                     row = run_child(
-                        variant, rounds, dest, venv, s3 if variant == "bare" else None, work / "scratch"
+                        variant,
+                        rounds,
+                        dest,
+                        venv,
+                        s3 if variant == "bare" else None,
+                        work / "scratch",
+                        servers,
                     )
                 rows.append({"target": target, **row})
                 print(json.dumps(rows[-1]), flush=True)
                 if target == "local":
                     shutil.rmtree(work / "landed" / variant, ignore_errors=True)
-        print("\n| target | variant | wall (s) | × bare | peak local disk (MB) | peak RSS over idle (MB) |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "\n| target | variant | wall (s) | × bare | peak local disk (MB) | peak RSS over idle (MB) "
+            "| CPU s (landing, servers) |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for row in rows:
             bare = next(r for r in rows if r["target"] == row["target"] and r["variant"] == "bare")
             print(
                 f"| {row['target']} | {row['variant']} | {row['wall_s']} | {row['wall_s'] / bare['wall_s']:.2f} "
-                f"| {row['peak_disk_mb']} | {row['peak_rss_over_idle_mb']} |"
+                f"| {row['peak_disk_mb']} | {row['peak_rss_over_idle_mb']} "
+                f"| {', '.join(f'{k} {v}' for k, v in row['cpu_s'].items())} |"
             )
     finally:
         for proc in procs:
