@@ -13,13 +13,15 @@ lands them, in a fresh child process, to (a) a local folder and (b) S3: a moto_s
 
 Reported per variant: wall time; peak local disk of the child's scratch (``TMPDIR``, sampled every 20 ms); peak
 RSS over idle (``VmHWM`` at the end minus ``VmRSS`` after imports, before landing); CPU seconds of the landing
-process and of each server (emulator, moto_server, proxy) during it: on a shared 2-core machine the servers' CPU
-is part of the wall time, so these say where a gap comes from.
+process and of each server (emulator, moto_server, proxy) during it, and the wall time spent in S3's
+``CompleteMultipartUpload`` calls: on a shared 2-core machine the servers' CPU is part of the wall time (moto
+joins an upload's parts in Python), so these say where a gap comes from.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -65,9 +67,36 @@ class _Body(io.RawIOBase):
         return out
 
 
+class _Completions:
+    """Times S3's CompleteMultipartUpload calls of the boto3 clients it is attached to: the wall time covered
+    by at least one of them (moto joins the parts in Python, on the machine's own cores)."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+
+    def attach(self, client: Any) -> Any:
+        def before(context: dict[str, Any], **_: Any) -> None:
+            context["bench_started"] = time.monotonic()
+
+        def after(context: dict[str, Any], **_: Any) -> None:
+            self.spans.append((context["bench_started"], time.monotonic()))
+
+        client.meta.events.register("before-call.s3.CompleteMultipartUpload", before)
+        client.meta.events.register("after-call.s3.CompleteMultipartUpload", after)
+        return client
+
+    def covered(self) -> float:
+        total, end = 0.0, float("-inf")
+        for start, stop in sorted(self.spans):
+            total += max(0.0, stop - max(start, end))
+            end = max(end, stop)
+        return total
+
+
 def child(
     variant: str, rounds: list[list[dict[str, Any]]], destination: str, s3: dict[str, str] | None
 ) -> None:
+    completions = _Completions()
     import openai
 
     if variant != "bare":  # Airflow's import is not landing
@@ -76,6 +105,13 @@ def child(
         from airflow_provider_openai_batch.storage import to_path
 
         to_path(destination)  # the storage filesystem's import too
+        try:
+            storage_s3: Any = importlib.import_module("airflow_provider_openai_batch.storage_s3")
+        except ImportError:  # the code of --today may not have it
+            pass
+        else:
+            client_for = storage_s3.client_for
+            storage_s3.client_for = lambda conn_id: completions.attach(client_for(conn_id))
     idle = read_status_kb("self", "VmRSS")
     started, cpu_started = time.monotonic(), sum(os.times()[:2])
     if variant == "bare":
@@ -92,6 +128,7 @@ def child(
                 aws_secret_access_key="testing",
                 region_name="us-east-1",
             )
+            completions.attach(s3c)
             config = TransferConfig(multipart_chunksize=8 * 2**20, max_concurrency=10)
 
             def one(i_file: tuple[int, str]) -> None:
@@ -125,6 +162,7 @@ def child(
             {
                 "wall": time.monotonic() - started,
                 "cpu": sum(os.times()[:2]) - cpu_started,
+                "complete": completions.covered(),
                 "idle_kb": idle,
                 "hwm_kb": read_status_kb("self", "VmHWM"),
             }
@@ -193,6 +231,7 @@ def run_child(
     return {
         "variant": variant,
         "wall_s": round(result["wall"], 2),
+        "s3_complete_s": round(result["complete"], 2),
         "cpu_s": {name: round(seconds, 1) for name, seconds in cpu.items()},
         "peak_disk_mb": round(peak / MB, 1),
         "peak_rss_over_idle_mb": round((result["hwm_kb"] - result["idle_kb"]) * 1024 / MB, 1),
@@ -359,15 +398,15 @@ def main() -> None:
                     shutil.rmtree(work / "landed" / variant, ignore_errors=True)
         print(
             "\n| target | variant | wall (s) | × bare | peak local disk (MB) | peak RSS over idle (MB) "
-            "| CPU s (landing, servers) |"
+            "| CPU s (landing, servers) | in S3 complete (s) |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for row in rows:
             bare = next(r for r in rows if r["target"] == row["target"] and r["variant"] == "bare")
             print(
                 f"| {row['target']} | {row['variant']} | {row['wall_s']} | {row['wall_s'] / bare['wall_s']:.2f} "
                 f"| {row['peak_disk_mb']} | {row['peak_rss_over_idle_mb']} "
-                f"| {', '.join(f'{k} {v}' for k, v in row['cpu_s'].items())} |"
+                f"| {', '.join(f'{k} {v}' for k, v in row['cpu_s'].items())} | {row['s3_complete_s']} |"
             )
     finally:
         for proc in procs:
