@@ -10,6 +10,7 @@ line holds the same bytes as the same dicts passed as an iterable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from airflow_provider_openai_batch.requests_input import codec
@@ -22,12 +23,35 @@ BOM = b"\xef\xbb\xbf"
 
 _FLUSH_ITEMS = 1024
 
-Batch = tuple[list[Any], int, Any]
-"""``(lines, head, region)``: see :func:`read_line_batches`."""
-
 
 class TooLong(int):
     """Stands in for a line too long to keep in memory; its value is the line's length."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Request lines read together: ``head``, then the lines of ``region``.
+
+    :param head: whole lines without their newline (bytes, :class:`TooLong` or :class:`Unusable`): all the
+        lines of an iterable's group, or the line of a file that began in an earlier chunk.
+    :param region: a memoryview of the read chunk holding the rest, each line with its newline, exactly as read
+        (so lines that are all accepted are written without splitting, joining or copying); None for none.
+    :param count: the lines in ``region``.
+    """
+
+    head: list[Any]
+    region: memoryview | None = None
+    count: int = 0
+
+    def region_lines(self) -> list[bytes]:
+        """The lines of ``region``, without their newline (split on demand: the common case never needs them)."""
+        if not self.count or self.region is None:
+            return []
+        return bytes(self.region[:-1]).split(b"\n")
+
+    def lines(self) -> list[Any]:
+        """Every line, ``head`` first."""
+        return self.head + self.region_lines() if self.count else self.head
 
 
 class Unusable:
@@ -45,58 +69,62 @@ class Unusable:
 
 
 def read_line_batches(fileobj: Any, chunk_size: int, max_line: int) -> Iterator[Batch]:
-    """Yield ``(lines, head, region)`` read from ``fileobj`` in chunks; lines come without their newline.
+    """Yield the lines of ``fileobj`` as :class:`Batch` es, one per chunk read; lines come without their newline.
 
-    ``region`` is a memoryview of the chunk holding ``lines[head:]`` with their newlines, exactly as read
-    (``head`` is 1 when ``lines[0]`` began in an earlier chunk), so a batch whose lines are all accepted
-    is written without joining or copying; None when there is no such region.
-    A line longer than ``max_line`` that spans chunks is yielded as a :class:`TooLong` instead of being
-    assembled, so memory stays bounded by the chunk size and the limit whatever the input.
+    A chunk's lines are found with ``find``/``count``, not split (see :meth:`Batch.region_lines`). A line longer
+    than ``max_line`` that spans chunks is yielded as a :class:`TooLong` instead of being assembled, so memory
+    stays bounded by the chunk size and the limit whatever the input.
 
     :param fileobj: a binary file object (``read`` returning bytes; str or other buffers are converted).
     :param chunk_size: bytes per ``read`` call.
     :param max_line: longest line, without its newline, that is assembled across chunks.
     """
-    read = fileobj.read
+
+    def read() -> bytes:
+        chunk = fileobj.read(chunk_size)
+        if type(chunk) is not bytes:
+            chunk = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+        return chunk
+
     pending: list[bytes] = []  # pieces of a line that began in an earlier chunk
     pending_len = 0
     first = True
     while True:
-        chunk = read(chunk_size)
+        chunk = read()
         if not chunk:
             break
-        if type(chunk) is not bytes:
-            chunk = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
         if first:
             first = False
+            while len(chunk) < len(BOM) and (more := read()):  # tiny reads: the mark may come in pieces
+                chunk += more
             if chunk.startswith(BOM):
                 chunk = chunk[len(BOM) :]
-        lines: list[Any] = chunk.split(b"\n")  # bytes, and a TooLong where the first line is too long
-        tail: bytes = lines.pop()
-        if not lines:  # no newline in this chunk: the pending line goes on
-            pending_len += len(tail)
+                if not chunk:
+                    continue
+        end = chunk.rfind(b"\n") + 1  # the region and a head line end here; the tail starts here
+        if not end:  # no newline in this chunk: the pending line goes on
+            pending_len += len(chunk)
             if pending_len <= max_line:
-                pending.append(tail)
+                pending.append(chunk)
             else:
                 pending.clear()
             continue
-        head = 0
+        head: list[Any] = []
+        start = 0
         if pending_len:
-            head = 1
-            start = len(lines[0]) + 1
-            line_len = pending_len + len(lines[0])
+            start = chunk.find(b"\n") + 1
+            line_len = pending_len + start - 1
             if line_len > max_line:
-                lines[0] = TooLong(line_len)
+                head.append(TooLong(line_len))
             else:
-                pending.append(lines[0])
-                lines[0] = b"".join(pending)
-        else:
-            start = 0
+                pending.append(chunk[: start - 1])
+                head.append(b"".join(pending))
+        tail = chunk[end:]
         pending = [tail] if tail else []
         pending_len = len(tail)
-        yield lines, head, memoryview(chunk)[start : len(chunk) - len(tail)]
+        yield Batch(head, memoryview(chunk)[start:end], chunk.count(b"\n", start, end))
     if pending_len:
-        yield [TooLong(pending_len) if pending_len > max_line else b"".join(pending)], 1, None
+        yield Batch([TooLong(pending_len) if pending_len > max_line else b"".join(pending)])
 
 
 def iter_jsonl_lines(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -108,8 +136,8 @@ def iter_jsonl_lines(fileobj: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterato
     :param fileobj: a binary file object.
     :param chunk_size: bytes per ``read`` call.
     """
-    for lines, _, _ in read_line_batches(fileobj, chunk_size, 1 << 62):
-        yield from lines
+    for batch in read_line_batches(fileobj, chunk_size, 1 << 62):
+        yield from batch.lines()
 
 
 def item_batches(items: Iterable[Any], endpoint: str, prefix: str | None) -> Iterator[Batch]:
@@ -153,7 +181,7 @@ def item_batches(items: Iterable[Any], endpoint: str, prefix: str | None) -> Ite
             )
         out.append(raw)
         if len(out) >= _FLUSH_ITEMS:
-            yield out, 0, None
+            yield Batch(out)
             out = []
     if out:
-        yield out, 0, None
+        yield Batch(out)

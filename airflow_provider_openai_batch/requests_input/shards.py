@@ -155,6 +155,24 @@ class ShardWriter:
         else:
             self._add_line_by_line(lines, embs, tokens)
 
+    def add_read(self, count: int, as_read: tuple[Any, ...]) -> bool:
+        """Append ``count`` lines given only as read (with their newlines) if they fit in the open shard, which
+        holds no embedding inputs or counted tokens; False, writing nothing, when they do not."""
+        size = sum(map(len, as_read))
+        if (
+            self.file is None
+            or self.requests + count > self.req_cap
+            or self.bytes + size > self.byte_cap
+            or self.tok_cap is not None
+            or self.embedding_inputs
+        ):
+            return False
+        for data in as_read:
+            self._write(data)
+        self.requests += count
+        self.bytes += size
+        return True
+
     def _add_line_by_line(self, lines: list[bytes], embs: list[int] | None, tokens: list[int] | None) -> None:
         req_cap, byte_cap, emb_cap = self.req_cap, self.byte_cap, self.emb_cap
         tok_cap = self.tok_cap if self.tok_cap is not None else float("inf")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from airflow_provider_openai_batch.requests_input import reading
 from airflow_provider_openai_batch.requests_input.duplicates import IdHashes, confirm_duplicates
@@ -138,39 +138,47 @@ def _spool(batches: Iterable[Batch], checker: RequestChecker, writer: ShardWrite
     """Check each batch, file its ids, write what was accepted; returns the ids' hashes."""
     id_hashes = IdHashes()
     byte_cap = writer.byte_cap
-    for lines, head, region in batches:
+    for batch in batches:
+        head, region = batch.head, batch.region
         # A line in the region is no longer than the region; the head line was assembled from pieces.
         # When neither can exceed a file, the checker skips measuring every line.
         check_size = (
             region is None
             or len(region) > byte_cap
-            or (head > 0 and type(lines[0]) is bytes and len(lines[0]) >= byte_cap)
+            or (bool(head) and type(head[0]) is bytes and len(head[0]) >= byte_cap)
         )
         if region is None:
-            accepted, ids, embs, tokens = checker.check(lines, check_size)
+            accepted, ids, embs, tokens = checker.check(head, check_size)
+            whole = False
         else:
-            utf8 = _utf8(lines, head, region)
-            accepted, ids, embs, tokens = checker.check_read(lines, head, region, check_size, utf8)
+            utf8 = _utf8(head, region)
+            accepted, ids, embs, tokens, whole = checker.check_read(batch, check_size, utf8)
         if tokens is not None and writer.tok_cap is None and checker.token_limit is not None:
             writer.tok_cap = max(
                 1, int(checker.token_limit * writer.margin)
             )  # the limit of the model just seen
         id_hashes.add(ids)
+        if whole:  # the region's lines all accepted, and not split: written as read when they fit
+            assert region is not None
+            read = (accepted[0] + b"\n", region) if accepted else (region,)
+            if not writer.add_read(len(accepted) + batch.count, read):
+                writer.add(accepted + batch.region_lines(), None)
+            continue
         as_read = None
-        if region is not None and len(accepted) == len(lines):
+        if region is not None and len(accepted) == len(head) + batch.count:
             # Every line accepted: write the chunk as read rather than joining its lines again.
             as_read = (accepted[0] + b"\n", region) if head else (region,)
         writer.add(accepted, embs, as_read, tokens)
     return id_hashes
 
 
-def _utf8(lines: list[Any], head: int, region: Any) -> bool:
+def _utf8(head: list[Any], region: memoryview) -> bool:
     """Whether a read chunk's lines are all valid UTF-8 (``region``, and the line that began in an earlier chunk)."""
     try:
-        if not region.obj.isascii():  # the whole chunk; all ASCII is common, and checked fastest
+        if not cast(bytes, region.obj).isascii():  # the whole chunk; all ASCII is common, and checked fastest
             str(region, "utf-8")
         if head:
-            lines[0].decode("utf-8")
+            head[0].decode("utf-8")
     except (UnicodeDecodeError, AttributeError):  # AttributeError: a TooLong stands in for the first line
         return False
     return True

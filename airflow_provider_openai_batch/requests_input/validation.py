@@ -23,7 +23,7 @@ import msgspec
 
 from airflow_provider_openai_batch.requests_input import codec
 from airflow_provider_openai_batch.requests_input.problems import ProblemLog, show
-from airflow_provider_openai_batch.requests_input.reading import BOM, TooLong, Unusable
+from airflow_provider_openai_batch.requests_input.reading import BOM, Batch, TooLong, Unusable
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.structured.formats import strict_problems, strict_schema_of
 
@@ -133,24 +133,27 @@ class RequestChecker:
         self._typed: tuple[str, Any] | None = None  # (model, the decoder of accepted lines of that model)
 
     def check_read(
-        self, lines: list[Any], head: int, region: Any, check_size: bool, utf8: bool
-    ) -> tuple[list[Any], list[str], list[int] | None, list[int] | None]:
-        """:meth:`check` for the lines of a read chunk, whose ``lines[head:]`` are ``region`` (see
-        :func:`.reading.read_line_batches`). Once the model is known, a chunk of UTF-8 lines is first
-        decoded at once against a type that only valid requests fit; if any line does not fit, the chunk is
-        checked line by line, which names each problem.
+        self, batch: Batch, check_size: bool, utf8: bool
+    ) -> tuple[list[Any], list[str], list[int] | None, list[int] | None, bool]:
+        """:meth:`check` for a batch read from a file, plus whether its region was accepted whole.
+
+        Once the model is known, the region of a chunk of UTF-8 lines is first decoded at once against a type
+        that only valid requests fit, without splitting it into lines. If every line fits, the last value is
+        True and the accepted lines returned are only the head's (the region is written as read); else the
+        lines are split and checked one by one, which names each problem.
         """
         decoder = None if check_size or not utf8 else self._chunk_decoder()
         if decoder is None:
-            return self.check(lines, check_size, utf8)
-        accepted, ids, _, _ = self.check(lines[:head], check_size, utf8) if head else ([], [], None, None)
-        fit = self._fit(decoder, region, len(lines) - head)
+            return (*self.check(batch.lines(), check_size, utf8), False)
+        head = batch.head
+        accepted, ids, _, _ = self.check(head, check_size, utf8) if head else ([], [], None, None)
+        fit = self._fit(decoder, batch.region, batch.count)
         if fit is None:
-            more = self.check(lines[head:] if head else lines, check_size, utf8)
-            return accepted + more[0], ids + more[1], None, None
+            more = self.check(batch.region_lines(), check_size, utf8)
+            return accepted + more[0], ids + more[1], None, None, False
         self.line += len(fit)
         self.accepted += len(fit)
-        return (accepted + lines[head:] if head else lines), ids + fit, None, None
+        return accepted, ids + fit, None, None, True
 
     def _fit(self, decoder: Any, region: Any, count: int) -> list[str] | None:
         """The ``custom_id`` of every line of ``region`` if all ``count`` fit the typed decoder and pass the
@@ -161,7 +164,10 @@ class RequestChecker:
             return None
         if len(reqs) != count:  # a blank line, which decode_lines skips and check() records
             return None
-        if self.structured:
+        # A body may ask for strict structured output only with one of these in its bytes (a key written with
+        # escapes has a backslash-u): when the chunk holds none, no line needs the strict-schema check.
+        chunk = region.obj
+        if self.structured and (b"json_schema" in chunk or b'"text"' in chunk or b"\\u" in chunk):
             for req in reqs:
                 body = req.body
                 rf = body.response_format

@@ -119,3 +119,11 @@ def test_once_the_model_is_known_whole_chunks_fit_at_once(tmp_path, monkeypatch)
     assert [(p.line, p.field) for p in info.value.problems] == [
         (501, "body.response_format.json_schema.schema")
     ]
+    # The same, its type written with an escape: the chunk's bytes hold no "json_schema", yet it is checked.
+    escaped = line(req(500, response_format=STRICT_BAD)).replace(b'"json_schema"', b'"json\\u005fschema"', 1)
+    assert b"\\u005f" in escaped
+    with pytest.raises(InvalidRequestsError) as info:
+        spool(io.BytesIO(data + escaped + b"\n"), tmp_path, workdir="escaped")
+    assert [(p.line, p.field) for p in info.value.problems] == [
+        (501, "body.response_format.json_schema.schema")
+    ]

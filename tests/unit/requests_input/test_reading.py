@@ -104,3 +104,35 @@ def test_source_read_error_leaves_nothing(tmp_path):
     with pytest.raises(OSError, match="connection reset"):
         spool(Broken(), tmp_path)
     assert not (tmp_path / "spool").exists()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, 64, 1 << 20])
+def test_read_batches_hold_every_line_once_in_order(chunk_size):
+    """Each batch is its head lines, then a region of whole lines as read (newlines in place, counted
+    without splitting); together they are the file's lines, whatever the chunk size."""
+    data = (
+        b"\xef\xbb\xbf" + b'{"a": 1}\n\n  \r\n' + b'{"b": "' + b"x" * 150 + b'"}\n{"c": 3}'
+    )  # no final newline
+    batches = list(reading.read_line_batches(io.BytesIO(data), chunk_size, 1 << 20))
+    lines = [got for batch in batches for got in batch.lines()]
+    assert lines == data[3:].split(b"\n")
+    for batch in batches:
+        if batch.region is not None:
+            region = bytes(batch.region)
+            assert region.count(b"\n") == batch.count and (not region or region.endswith(b"\n"))
+            assert len(batch.head) <= 1
+
+
+def test_a_chunk_whose_lines_all_fit_is_written_without_splitting(tmp_path, monkeypatch):
+    """Once the shard is open and the model known, a read chunk of valid lines goes to the shard as read:
+    its lines are never split (only the first chunk, which opens the shard, is)."""
+    monkeypatch.setattr(reading, "CHUNK_SIZE", 4096)
+    splits = []
+    real = reading.Batch.region_lines
+    monkeypatch.setattr(reading.Batch, "region_lines", lambda self: splits.append(self.count) or real(self))
+    data = jsonl(*(req(i) for i in range(500)))
+
+    result = spool(io.BytesIO(data), tmp_path)
+
+    assert result.total_requests == 500 and Path(result.shards[0].path).read_bytes() == data
+    assert len(data) // 4096 > 10 and len(splits) == 1, splits
