@@ -164,10 +164,7 @@ class RequestChecker:
             return None
         if len(reqs) != count:  # a blank line, which decode_lines skips and check() records
             return None
-        # A body may ask for strict structured output only with one of these in its bytes (a key written with
-        # escapes has a backslash-u): when the chunk holds none, no line needs the strict-schema check.
-        chunk = region.obj
-        if self.structured and (b"json_schema" in chunk or b'"text"' in chunk or b"\\u" in chunk):
+        if self.structured:
             for req in reqs:
                 body = req.body
                 rf = body.response_format
