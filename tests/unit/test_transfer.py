@@ -131,3 +131,43 @@ def test_too_many_files_for_one_object_are_refused_before_an_upload_starts():
     with pytest.raises(ValueError, match="at most 3999 files"):
         storage_s3.JoinedUpload(client, "b", "k", sources=4000, part_size=100, concurrency=2)
     assert client.created == 0
+
+
+@pytest.mark.parametrize("stop", ["failure", "interrupt"])
+def test_after_a_failure_or_an_interrupt_no_queued_file_starts(tmp_path, monkeypatch, stop):
+    """One file at a time, three queued: the first fails (or the task's thread is interrupted while it runs),
+    and the other two never start; nothing appears at the destination."""
+    import threading
+
+    started: list[int] = []
+    release = threading.Event()
+
+    def make(index: int):
+        def run(sink):
+            started.append(index)
+            if stop == "failure":
+                raise OSError("disk full")
+            release.wait(1)
+            sink(ContentStream(iter([b"x\n"]), 2))
+            return 1
+
+        return run
+
+    if stop == "interrupt":  # the wait in the task's thread is interrupted (a task timeout raises there)
+        real_wait = transfer.wait
+
+        def interrupted(futures, return_when):
+            while not started:
+                threading.Event().wait(0.01)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(transfer, "wait", interrupted)
+    settings = transfer.TransferSettings(part_size=5 * 2**20, concurrency=1)
+    dest = storage.to_path(tmp_path / "output.jsonl")
+    with pytest.raises(OSError if stop == "failure" else KeyboardInterrupt):
+        transfer.write_joined([make(0), make(1), make(2)], dest, settings)
+    release.set()
+    if stop == "interrupt":
+        monkeypatch.setattr(transfer, "wait", real_wait)
+    assert started == [0]
+    assert list(tmp_path.iterdir()) == []
