@@ -1,7 +1,8 @@
-"""Turn a source into batches of raw request lines: a binary JSONL file object is read in chunks and split on
-newlines by hand (one ``bytes.split`` per chunk instead of a Python ``readline`` per line, which is what
-fsspec/S3 files run), and an iterable of dicts or lines is serialized in groups. Lines are never re-serialized:
-a chunk's lines come with the chunk itself, so a chunk whose lines are all accepted is written as it was read.
+"""Turn a source into batches of raw request lines: a binary JSONL file object is read in chunks whose lines are
+found by hand (``find`` and ``count`` per chunk instead of a Python ``readline`` per line, which is what fsspec/S3
+files run; the chunk is split only when a line needs a look of its own), and an iterable of dicts or lines is
+serialized in groups. Lines are never re-serialized: a chunk's lines come with the chunk itself, so a chunk whose
+lines are all accepted is written as it was read.
 Memory stays bounded by the chunk size whatever the input, since a line too long to be valid is measured, not
 assembled. Dict items are serialized compactly (see :mod:`.codec`), so a file written with ``orjson.dumps`` per
 line holds the same bytes as the same dicts passed as an iterable.
