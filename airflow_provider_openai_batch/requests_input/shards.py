@@ -136,42 +136,42 @@ class ShardWriter:
         emb = sum(embs) if embs is not None else 0
         tok = sum(tokens) if tokens is not None else 0
         size = sum(map(len, as_read)) if as_read is not None else sum(map(len, lines)) + n
-        if (
-            self.file is not None
-            and self.requests + n <= self.req_cap
-            and self.bytes + size <= self.byte_cap
-            and self.embedding_inputs + emb <= self.emb_cap
-            and (self.tok_cap is None or self.tokens + tok <= self.tok_cap)
-        ):
-            if as_read is not None:
-                for data in as_read:
-                    self._write(data)
-            else:
-                self._write_lines(lines)
-            self.requests += n
-            self.bytes += size
-            self.embedding_inputs += emb
-            self.tokens += tok
-        else:
+        if not self._fits(n, size, emb, tok):
             self._add_line_by_line(lines, embs, tokens)
+            return
+        if as_read is not None:
+            for data in as_read:
+                self._write(data)
+        else:
+            self._write_lines(lines)
+        self._count(n, size, emb, tok)
 
     def add_read(self, count: int, as_read: tuple[Any, ...]) -> bool:
-        """Append ``count`` lines given only as read (with their newlines) if they fit in the open shard, which
-        holds no embedding inputs or counted tokens; False, writing nothing, when they do not."""
+        """Append ``count`` lines given only as read (with their newlines, no embedding inputs or tokens
+        counted) if they fit in the open shard; False, writing nothing, when they do not."""
         size = sum(map(len, as_read))
-        if (
-            self.file is None
-            or self.requests + count > self.req_cap
-            or self.bytes + size > self.byte_cap
-            or self.tok_cap is not None
-            or self.embedding_inputs
-        ):
+        if not self._fits(count, size, 0, 0):
             return False
         for data in as_read:
             self._write(data)
-        self.requests += count
-        self.bytes += size
+        self._count(count, size, 0, 0)
         return True
+
+    def _fits(self, requests: int, size: int, emb: int, tok: int) -> bool:
+        """Whether this much more fits in the open shard (False when none is open)."""
+        return (
+            self.file is not None
+            and self.requests + requests <= self.req_cap
+            and self.bytes + size <= self.byte_cap
+            and self.embedding_inputs + emb <= self.emb_cap
+            and (self.tok_cap is None or self.tokens + tok <= self.tok_cap)
+        )
+
+    def _count(self, requests: int, size: int, emb: int, tok: int) -> None:
+        self.requests += requests
+        self.bytes += size
+        self.embedding_inputs += emb
+        self.tokens += tok
 
     def _add_line_by_line(self, lines: list[bytes], embs: list[int] | None, tokens: list[int] | None) -> None:
         req_cap, byte_cap, emb_cap = self.req_cap, self.byte_cap, self.emb_cap
