@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 StatusResult = tuple[str, Any, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class Looks:
+    """What the looks at one batch came to since a wait last took an answer for it: whether one succeeded,
+    and how many failed after the last success. The status board polls on its own clock, so a trigger may
+    take one answer for several looks; its error budget still counts every failed look, and a success in
+    between still clears it."""
+
+    succeeded: bool = False
+    failed: int = 1
+
+
 class PermanentPollError(Exception):
     """Polling this batch cannot succeed (unknown or malformed id): a later poll will not change it."""
 
@@ -65,13 +76,18 @@ class WaitTracker:
         """The batches still worth polling."""
         return [b for b in self.batch_ids if self.statuses[b] not in TERMINAL and b not in self.permanent]
 
-    def record(self, batch_id: str, result: StatusResult | BaseException) -> bool:
-        """Take one poll's answer for ``batch_id``; True when its status or counts changed (worth a log line)."""
+    def record(self, batch_id: str, result: StatusResult | BaseException, looks: Looks | None = None) -> bool:
+        """Take one poll's answer for ``batch_id``; True when its status or counts changed (worth a log line).
+
+        :param looks: for an error, the looks it stands for (default: this one failed look).
+        """
         if isinstance(result, BaseException):
             if is_permanent(result):
                 self.permanent[batch_id] = result
             else:
-                self.errors[batch_id] = self.errors.get(batch_id, 0) + 1
+                looks = looks or Looks()
+                before = 0 if looks.succeeded else self.errors.get(batch_id, 0)
+                self.errors[batch_id] = before + looks.failed
                 self.last_error[batch_id] = result
             return False
         _, status, counts = result
@@ -82,10 +98,15 @@ class WaitTracker:
         return changed
 
     def record_all(
-        self, batch_ids: Iterable[str], results: Iterable[StatusResult | BaseException]
+        self,
+        batch_ids: Iterable[str],
+        results: Iterable[StatusResult | BaseException],
+        looks: Iterable[Looks | None] | None = None,
     ) -> list[str]:
         """Record answers in order; returns the ids whose status or counts changed."""
-        return [b for b, r in zip(batch_ids, results, strict=True) if self.record(b, r)]
+        ids, answers = list(batch_ids), list(results)
+        each = [None] * len(ids) if looks is None else list(looks)
+        return [b for b, r, k in zip(ids, answers, each, strict=True) if self.record(b, r, k)]
 
     def is_unknown(self, batch_id: str) -> bool:
         """True once per (batch, status) the API documents no such status for (log it, keep waiting)."""

@@ -20,7 +20,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
-from airflow_provider_openai_batch.lifecycle.waiting import StatusResult, WaitTracker, first_poll_delay
+from airflow_provider_openai_batch.lifecycle.waiting import Looks, StatusResult, WaitTracker, first_poll_delay
 from airflow_provider_openai_batch.progress import RateMeter, progress_line
 from airflow_provider_openai_batch.statuses import TERMINAL, EventStatus
 from airflow_provider_openai_batch.triggers import status_board
@@ -137,24 +137,25 @@ class OpenAIBatchTrigger(BaseTrigger):
             while True:
                 ids: list[str] = []
                 results: list[StatusResult | Exception] = []
+                looks: list[Looks] | None = None
                 try:
                     if sub is None:
                         sub = await self._subscribe(first_delay)
                         first_delay = 0.0
                     remaining = tracker.remaining()
                     if remaining is None:
-                        ids, results = await sub.next()
+                        ids, results, looks = await sub.next()
                     elif remaining > 0:
-                        ids, results = await asyncio.wait_for(sub.next(), remaining)
+                        ids, results, looks = await asyncio.wait_for(sub.next(), remaining)
                 except TimeoutError:
                     pass  # the deadline: outcome() below says so
                 except Exception as exc:  # no client (connection lookup failed) or the board stopped
                     ids = tracker.pending()
-                    results = [exc] * len(ids)
+                    results, looks = [exc] * len(ids), None
                     if sub is not None:
                         sub.close()
                         sub = None
-                self._log_news(ids, results, tracker.record_all(ids, results))
+                self._log_news(ids, results, tracker.record_all(ids, results, looks))
                 if sub is not None and sub.admitted:
                     sub.close()
                     sub = None

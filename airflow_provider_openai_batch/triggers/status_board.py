@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import openai
 
 from airflow_provider_openai_batch.lifecycle.queue import RoomRequest
-from airflow_provider_openai_batch.lifecycle.waiting import StatusResult
+from airflow_provider_openai_batch.lifecycle.waiting import Looks, StatusResult
 from airflow_provider_openai_batch.statuses import TERMINAL
 from airflow_provider_openai_batch.triggers.list_map import ListMap
 from airflow_provider_openai_batch.triggers.refresh import Refresher
@@ -47,11 +47,13 @@ NOTIFY_CHUNK = 200
 
 @dataclass
 class Entry:
-    """The board's latest word on one batch."""
+    """The board's latest word on one batch, with its failed looks since the last success."""
 
     generation: int
     result: StatusResult | None = None
     error: Exception | None = None
+    failures: int = 0
+    ok_generation: int = 0  # the refresh of the last successful look
 
 
 class Subscription:
@@ -73,18 +75,21 @@ class Subscription:
         self.room = room
         self.admitted = False
         self.delivered: dict[str, int] = {}
+        self.delivered_failures: dict[str, int] = {}
         self.last_wake = float("-inf")
         self.closed = False
         self._ready = asyncio.Event()
 
-    async def next(self) -> tuple[list[str], list[StatusResult | Exception]]:
-        """The batch ids with news and, in the same order, each one's status or the error fetching it."""
+    async def next(self) -> tuple[list[str], list[StatusResult | Exception], list[Looks]]:
+        """The batch ids with news and, in the same order, each one's status or the error fetching it, and
+        what the board's looks at it came to since the last delivery."""
         while True:
             await self._ready.wait()
             self._ready.clear()
             ids = [b for b in self.batch_ids if self.board.entry_generation(b) > self.delivered.get(b, 0)]
             if ids or self.admitted:
-                return ids, [self.board.take(self, b) for b in ids]
+                taken = [self.board.take(self, b) for b in ids]
+                return ids, [answer for answer, _ in taken], [looks for _, looks in taken]
             if self.board.closed:
                 raise RuntimeError("the status board stopped")
 
@@ -217,10 +222,17 @@ class StatusBoard:
         entry = self._entries.get(batch_id)
         return 0 if entry is None else entry.generation
 
-    def take(self, sub: Subscription, batch_id: str) -> StatusResult | Exception:
+    def take(self, sub: Subscription, batch_id: str) -> tuple[StatusResult | Exception, Looks]:
+        """The latest answer for ``sub``, and the looks since it last took one (a success in between and
+        every failed look count, however late the trigger comes)."""
         entry = self._entries[batch_id]
+        succeeded = entry.ok_generation > sub.delivered.get(batch_id, 0)
+        seen = 0 if succeeded else sub.delivered_failures.get(batch_id, 0)
         sub.delivered[batch_id] = entry.generation
-        return entry.error if entry.error is not None else entry.result  # type: ignore[return-value]
+        sub.delivered_failures[batch_id] = entry.failures
+        if entry.error is None:
+            return entry.result, Looks(succeeded=True, failed=0)  # type: ignore[return-value]
+        return entry.error, Looks(succeeded=succeeded, failed=entry.failures - seen)
 
     # -- the schedule --------------------------------------------------------------------------------
 
@@ -332,7 +344,11 @@ class StatusBoard:
                 changed[batch_id] = "status"
             elif old.result[2] != result[2]:  # type: ignore[index]
                 changed.setdefault(batch_id, "counts")
-            self._entries[batch_id] = Entry(self.generation, result, error)
+            if error is None:
+                self._entries[batch_id] = Entry(self.generation, result, ok_generation=self.generation)
+            else:
+                failures, ok = (0, 0) if old is None else (old.failures, old.ok_generation)
+                self._entries[batch_id] = Entry(self.generation, None, error, failures + 1, ok)
             self._last_fetch[batch_id] = started
 
         pages, retrieves = self.pages, self.retrieves

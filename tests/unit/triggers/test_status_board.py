@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.lifecycle.waiting import Looks
 from airflow_provider_openai_batch.triggers import status_board
 from tests.unit.triggers.fake_api import CONN_ID, FakeBatches
 from tests.unit.triggers.test_list_map import cheapest_by_depth
@@ -25,7 +26,7 @@ async def settle(subs, statuses: dict[str, str]) -> None:
     for sub in subs:
         left = set(sub.batch_ids)
         while left:
-            ids, results = await sub.next()
+            ids, results, _ = await sub.next()
             for batch_id, result in zip(ids, results, strict=True):
                 assert not isinstance(result, Exception), result
                 statuses[batch_id] = result[1]
@@ -99,7 +100,7 @@ def test_a_finished_batch_wakes_its_trigger_on_the_refresh_that_saw_it_and_nobod
         await settle([sub_a, sub_bc], {})
         fake.scripts["b"] = ["completed"]
         refreshes = board.refreshes
-        ids, results = await sub_bc.next()
+        ids, results, _ = await sub_bc.next()
         assert dict(zip(ids, [r[1] for r in results], strict=True))["b"] == "completed"
         assert board.refreshes == refreshes + 1  # pushed by the refresh that saw it
         with pytest.raises(TimeoutError):  # nothing changed for "a": its trigger sleeps on
@@ -119,7 +120,7 @@ def test_a_failed_refresh_reaches_every_subscriber_as_an_error(monkeypatch):
         subs = [board.subscribe([b], 0.02) for b in ours(5)]
         await settle(subs, {})
         for sub in subs:
-            ids, results = await sub.next()
+            ids, results, _ = await sub.next()
             assert len(ids) == 1 and "503" in str(results[0])
             sub.close()
 
@@ -313,7 +314,7 @@ def test_waiting_shards_are_let_in_in_order_as_a_batch_leaves_the_queue(monkeypa
         # The queue is held: nobody is let in until the batch that holds it leaves.
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(earlier.next(), 0.08)
-        assert await asyncio.wait_for(earlier.next(), 2) == ([], [])
+        assert await asyncio.wait_for(earlier.next(), 2) == ([], [], [])
         assert earlier.admitted and not later.admitted  # one left, one let in: the earliest date
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(later.next(), 0.3)
@@ -333,10 +334,37 @@ def test_a_batch_holding_the_queue_below_the_first_list_page_is_seen_leaving(mon
     async def main():
         board = await new_board()
         sub = board.subscribe([], 0.05, room=RoomRequest(model="gpt-4o-mini", tokens=600, limit=1000))
-        assert await asyncio.wait_for(sub.next(), 3) == ([], [])
+        assert await asyncio.wait_for(sub.next(), 3) == ([], [], [])
         assert sub.admitted
         sub.close()
 
     run(main())
     assert fake.listed["holder"] >= 4  # read on the second page each time, until it left
     assert "other_1" in fake.list_afters  # the page after the first
+
+
+def test_a_trigger_that_takes_news_late_still_learns_of_every_failed_look_and_any_success(monkeypatch):
+    """The board polls on its own clock: an answer taken late stands for several looks. A success among
+    them clears the trigger's error budget; each failed look after it counts (CI once saw a 503 after an
+    unread success counted as the fourth failure in a row)."""
+    fake = FakeBatches(monkeypatch, {"a": ["in_progress", 500, "in_progress", 503]})
+
+    async def looks_reach(n: int) -> None:
+        while fake.looks["a"] < n:
+            await asyncio.sleep(0.001)
+
+    async def main():
+        board = await new_board()
+        sub = board.subscribe(["a"], 0.01)
+        await settle([sub], {})  # look 1
+        await looks_reach(5)  # 500, in_progress, 503, 503 unread
+        ids, results, looks = await sub.next()
+        assert ids == ["a"] and "503" in str(results[0])
+        assert looks == [Looks(succeeded=True, failed=fake.looks["a"] - 3)]
+        taken = fake.looks["a"]
+        await looks_reach(taken + 2)  # two more 503s, no success in between
+        ids, results, looks = await sub.next()
+        assert looks == [Looks(succeeded=False, failed=fake.looks["a"] - taken)]
+        sub.close()
+
+    run(main())
