@@ -349,13 +349,14 @@ def test_a_trigger_that_takes_news_late_still_learns_of_every_failed_look_and_an
     unread success counted as the fourth failure in a row)."""
     fake = FakeBatches(monkeypatch, {"a": ["in_progress", 500, "in_progress", 503]})
 
-    async def looks_reach(n: int) -> None:
-        while fake.looks["a"] < n:
-            await asyncio.sleep(0.001)
-
     async def main():
         board = await new_board()
-        sub = board.subscribe(["a"], 0.01)
+
+        async def looks_reach(n: int) -> None:
+            while fake.looks["a"] < n:
+                await next_refresh(board)
+
+        sub = board.subscribe(["a"], 0.05)  # a look in flight while news is taken would need a 50 ms stall
         await settle([sub], {})  # look 1
         await looks_reach(5)  # 500, in_progress, 503, 503 unread
         ids, results, looks = await sub.next()
