@@ -112,7 +112,8 @@ def test_polls_through_statuses_to_one_terminal_event(monkeypatch, capsys, coale
             "batch_b": ["in_progress", "expired"],
         },
     )
-    trigger = make_trigger(["batch_a", "batch_b"], context={"phase": "run"})
+    # 50 ms apart: the log lines below need the trigger to take each refresh's news before the next refresh
+    trigger = make_trigger(["batch_a", "batch_b"], context={"phase": "run"}, poll_interval=0.05)
     events = run_trigger(trigger)
     assert len(events) == 1
     assert events[0].payload == {
@@ -138,7 +139,7 @@ def test_polls_through_statuses_to_one_terminal_event(monkeypatch, capsys, coale
 def test_counts_are_logged_when_the_progress_interval_allows(monkeypatch, capsys):
     monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__PROGRESS_LOG_INTERVAL", "0.001")
     FakeBatches(monkeypatch, {"b": [("in_progress", 1), ("in_progress", 1), ("in_progress", 5), "completed"]})
-    run_trigger(make_trigger(["b"]))
+    run_trigger(make_trigger(["b"], poll_interval=0.05))  # 50 ms: each refresh's news taken before the next
     out = capsys.readouterr().out
     assert out.count("Batch b in_progress: 2/10") == 1 and out.count("Batch b in_progress: 6/10") == 1
     # The second line has a rate (4 more requests done since the first look) and an ETA.
