@@ -3,10 +3,11 @@ destination that appears only when whole.
 
 Each source (one output or error file on OpenAI) is streamed straight into its place: on S3 into its own range
 of parts of the destination's one multipart upload (:mod:`.storage_s3`), completed once every source is whole;
-on local disk into a hidden file beside the destination, the files then appended and renamed into place; on
-other object stores into hidden objects, then joined. Sources are fetched ``concurrency`` at a time; a source
-whose download drops starts over on its own. Peak memory is set by ``part_size × concurrency`` and no local
-disk is used for remote destinations; both are ``[openai_batch]`` options (docs/results.md).
+on local disk at its own offset of one hidden file beside the destination (the sum of the sizes before it, from
+each download's ``content-length``), renamed into place; on other object stores into hidden objects, then
+joined. Sources are fetched ``concurrency`` at a time; a source whose download drops starts over on its own.
+Peak memory is set by ``part_size × concurrency`` and no local disk is used for remote destinations; both are
+``[openai_batch]`` options (docs/results.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -91,7 +93,7 @@ def write_joined(
     return _write_other(sources, destination, settings)
 
 
-def _hidden(name: str, index: int, tag: str) -> str:
+def _hidden(name: str, index: int | str, tag: str) -> str:
     return f".partial-{tag}-{index}.{name}"
 
 
@@ -118,45 +120,154 @@ def _parallel(
 # -- local disk ------------------------------------------------------------------------------------------
 
 
+class _Abandoned(Exception):
+    """An earlier source failed: a later one stops waiting for its offset (the earlier failure is raised)."""
+
+
+@dataclass
+class _Piece:
+    """Where one source's bytes went: ``written`` bytes at ``offset`` of the joined file, out of the ``reserved``
+    ones, then ``tail`` (a newline added to a last line that lacked one); or, with ``path``, a file of its own."""
+
+    offset: int = 0
+    reserved: int = 0
+    written: int = 0
+    tail: bytes = b""
+    path: Path | None = None
+
+    @property
+    def in_place(self) -> bool:
+        return self.path is None and self.written == self.reserved and not self.tail
+
+
+class _Layout:
+    """Each source's offset in the joined file: the sum of the sizes of the sources before it, known once each of
+    them has started (sources start in order, so an earlier one is running or done when a later one asks). A
+    source whose size is not known up front (lines filtered, a compressed body), and every one after it, gets a
+    file of its own."""
+
+    def __init__(self, count: int) -> None:
+        self._sizes: list[int | None] = [None] * count
+        self._said = [False] * count
+        self._abandoned = False
+        self._changed = threading.Condition()
+
+    def say(self, index: int, size: int | None) -> int | None:
+        """Record source ``index``'s size (its first attempt's; a retry keeps it) and return it."""
+        with self._changed:
+            if not self._said[index]:
+                self._sizes[index], self._said[index] = size, True
+                self._changed.notify_all()
+            return self._sizes[index]
+
+    def offset(self, index: int) -> int | None:
+        """Where source ``index`` starts, once every earlier one said its size; None when one of them could not."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._abandoned or all(self._said[:index]))
+            if self._abandoned:
+                raise _Abandoned
+            earlier = self._sizes[:index]
+            return None if None in earlier else sum(earlier)  # type: ignore[arg-type]
+
+    def abandon(self) -> None:
+        with self._changed:
+            self._abandoned = True
+            self._changed.notify_all()
+
+
 def _write_local(sources: Sequence[Source], destination: Path, settings: TransferSettings) -> list[int]:
+    """Each source written at its own offset of one hidden file, renamed into place when all are whole: no
+    bytes are copied after download. A source that did not fill its range exactly (a newline added, a size that
+    changed on retry, a size not known) makes one sequential rewrite of the whole file, in the kernel."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
-    pieces = [destination.with_name(_hidden(destination.name, i, tag)) for i in range(max(1, len(sources)))]
+    joined = destination.with_name(_hidden(destination.name, "joined", tag))
+    rebuilt = destination.with_name(_hidden(destination.name, "rebuilt", tag))
+    own = [destination.with_name(_hidden(destination.name, i, tag)) for i in range(len(sources))]
+    pieces = [_Piece() for _ in sources]
+    layout = _Layout(len(sources))
 
     def sink(index: int) -> Callable[[BinaryIO], None]:
         def write(stream: BinaryIO) -> None:
-            with open(pieces[index], "wb") as out:  # truncated: a retried download starts over
-                shutil.copyfileobj(stream, out, COPY_BUFFER)
+            size = getattr(stream, "passed_size", None)
+            said, start = layout.say(index, size), layout.offset(index)
+            if start is None or size is None or size != said:
+                pieces[index] = _Piece(path=own[index])
+                with open(own[index], "wb") as out:  # truncated: a retry starts over
+                    shutil.copyfileobj(stream, out, COPY_BUFFER)
+                return
+            piece = pieces[index] = _Piece(offset=start, reserved=size)  # a retry starts over
+            fd = os.open(joined, os.O_WRONLY)
+            try:
+                while data := stream.read(COPY_BUFFER):
+                    fits = max(0, min(len(data), size - piece.written))
+                    _pwrite(fd, memoryview(data)[:fits], start + piece.written)
+                    piece.written += fits
+                    piece.tail += data[fits:]
+            finally:
+                os.close(fd)
 
         return write
 
+    def run(index: int, source: Source) -> Source:
+        def started(sink_: Callable[[BinaryIO], None]) -> int:
+            try:
+                lines = source(sink_)
+            except BaseException:
+                layout.abandon()
+                raise
+            layout.say(index, None)  # a source that never called its sink holds no later one up
+            return lines
+
+        return started
+
     try:
-        lines = _parallel(sources, sink, settings.concurrency) if sources else []
-        pieces[0].touch()
-        with open(pieces[0], "r+b", buffering=0) as out:
-            out.seek(0, os.SEEK_END)
-            for piece in pieces[1:]:
-                _append(piece, out)
-                piece.unlink()
-        pieces[0].replace(destination)
+        joined.write_bytes(b"")  # the sources write into it at their offsets
+        runs = [run(i, source) for i, source in enumerate(sources)]
+        lines = _parallel(runs, sink, settings.concurrency) if runs else []
+        if not all(piece.in_place for piece in pieces):
+            _rebuild(joined, pieces, rebuilt)
+            rebuilt.replace(joined)
+        joined.replace(destination)
     except BaseException:
-        for piece in pieces:
-            piece.unlink(missing_ok=True)
+        joined.unlink(missing_ok=True)
+        rebuilt.unlink(missing_ok=True)
         raise
+    finally:
+        for path in own:
+            path.unlink(missing_ok=True)
     return lines
 
 
-def _append(source: Path, out: Any) -> None:
-    """Append file ``source`` to ``out`` (unbuffered, positioned at its end)."""
-    with open(source, "rb", buffering=0) as src:
-        left = os.fstat(src.fileno()).st_size
-        try:  # in the kernel, without passing the bytes through Python
-            while left and (sent := os.copy_file_range(src.fileno(), out.fileno(), left)):
-                left -= sent
-        except (AttributeError, OSError):  # not there: through Python, from where it stopped
-            pass
-        if left:
-            shutil.copyfileobj(src, out, COPY_BUFFER)
+def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _rebuild(joined: Path, pieces: Sequence[_Piece], path: Path) -> None:
+    """Write every piece, in order, into the new file ``path``: its range of ``joined`` and tail, or its own
+    file."""
+    with open(joined, "rb", buffering=0) as src, open(path, "wb", buffering=0) as out:
+        for piece in pieces:
+            if piece.path is None:
+                _copy(src.fileno(), out, piece.offset, piece.written)
+                out.write(piece.tail)
+                continue
+            with open(piece.path, "rb", buffering=0) as own:
+                _copy(own.fileno(), out, 0, os.fstat(own.fileno()).st_size)
+
+
+def _copy(src: int, out: Any, offset: int, count: int) -> None:
+    """Append ``count`` bytes of ``src`` from ``offset`` to ``out`` (unbuffered, at its end)."""
+    try:  # in the kernel, without passing the bytes through Python
+        while count and (sent := os.copy_file_range(src, out.fileno(), count, offset)):
+            offset, count = offset + sent, count - sent
+    except (AttributeError, OSError):  # not there: through Python, from where it stopped
+        pass
+    while count and (data := os.pread(src, min(count, COPY_BUFFER), offset)):
+        out.write(data)
+        offset, count = offset + len(data), count - len(data)
 
 
 # -- S3 --------------------------------------------------------------------------------------------------

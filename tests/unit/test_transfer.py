@@ -7,7 +7,7 @@ import io
 import pytest
 
 from airflow_provider_openai_batch import storage, storage_s3, transfer
-from airflow_provider_openai_batch.hooks.download import ContentStream, _IncompleteDownload
+from airflow_provider_openai_batch.hooks.download import ContentStream, _IncompleteDownload, count_lines
 
 SETTINGS = transfer.TransferSettings(part_size=5 * 2**20, concurrency=2)
 
@@ -170,4 +170,108 @@ def test_after_a_failure_or_an_interrupt_no_queued_file_starts(tmp_path, monkeyp
     if stop == "interrupt":
         monkeypatch.setattr(transfer, "wait", real_wait)
     assert started == [0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"",
+        b"no newline",
+        b"\n",
+        b"\n" * 5000,
+        (b"x" * 116_000 + b"\n") * 9,
+        (b"x" * 99 + b"\n") * 20_000 + b"tail",
+        (b"x" * 1023 + b"\n") * 1024 + b"x" * 10,
+        b"x" * 3000 + b"\n" + b"y\n" * 3,
+    ],
+    ids=["empty", "no-newline", "one", "only-newlines", "long-lines", "short-lines", "at-the-switch", "mixed"],
+)
+def test_count_lines_agrees_with_bytes_count(chunk):
+    assert count_lines(chunk) == chunk.count(b"\n")
+
+
+def sized(data: bytes, keep=None):
+    """A source streaming ``data`` in 4-byte chunks with its content-length (and a line filter)."""
+
+    def run(sink):
+        stream = ContentStream(iter([data[i : i + 4] for i in range(0, len(data), 4)]), len(data), keep)
+        sink(stream)
+        return stream.lines
+
+    return run
+
+
+def test_whole_sources_are_written_at_their_offsets_and_never_rewritten(tmp_path, monkeypatch):
+    def no_rewrite(*_):
+        raise AssertionError("every source filled its range: nothing should be rewritten")
+
+    monkeypatch.setattr(transfer, "_rebuild", no_rewrite)
+    datas = [b'{"a": 1}\n' * 300, b"", b'{"b": 22}\n', b'{"c": 333}\n' * 1000]
+    settings = transfer.TransferSettings(part_size=5 * 2**20, concurrency=4)
+    lines = transfer.write_joined([sized(d) for d in datas], storage.to_path(tmp_path / "output.jsonl"), settings)
+    assert lines == [300, 0, 1, 1000]
+    assert (tmp_path / "output.jsonl").read_bytes() == b"".join(datas)
+    assert [p.name for p in tmp_path.iterdir()] == ["output.jsonl"]
+
+
+def test_a_source_of_unknown_size_and_the_ones_after_it_get_files_of_their_own(tmp_path):
+    drop_b = lambda raw: raw != b"b\n"  # noqa: E731
+    sources = [sized(b"first\n"), sized(b"a\nb\nc\n", keep=drop_b), sized(b"last\n"), sized(b"end")]
+    lines = transfer.write_joined(sources, storage.to_path(tmp_path / "output.jsonl"), SETTINGS)
+    assert lines == [1, 2, 1, 1]
+    assert (tmp_path / "output.jsonl").read_bytes() == b"first\na\nc\nlast\nend\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["output.jsonl"]
+
+
+def test_a_retry_that_brings_another_size_lands_what_it_brought(tmp_path):
+    """The first attempt reserved 20 bytes and dropped midway; the retry is 9 bytes: the file holds the retry's
+    bytes, then the next source's, with nothing of the dropped attempt between them."""
+    attempts = []
+
+    def changing(sink):
+        while True:
+            attempts.append(1)
+            data = b"first-try-long-line\n" if len(attempts) == 1 else b"retry-ok\n"
+            chunks = iter([data[:7]]) if len(attempts) == 1 else iter([data])
+            stream = ContentStream(chunks, len(data))
+            try:
+                sink(stream)
+            except _IncompleteDownload:
+                continue
+            return stream.lines
+
+    lines = transfer.write_joined(
+        [sized(b"zero\n"), changing, sized(b"two\n")], storage.to_path(tmp_path / "output.jsonl"), SETTINGS
+    )
+    assert (lines, len(attempts)) == ([1, 1, 1], 2)
+    assert (tmp_path / "output.jsonl").read_bytes() == b"zero\nretry-ok\ntwo\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["output.jsonl"]
+
+
+def test_an_earlier_failure_frees_a_later_source_waiting_for_its_offset(tmp_path):
+    """Source 1 waits for source 0's size; source 0 fails before it has one. The landing ends with source 0's
+    error (not a hang), and nothing is left behind."""
+    import threading
+
+    class Gone(Exception):
+        pass
+
+    def failing(sink):
+        threading.Event().wait(0.2)  # source 1 is waiting by now
+        raise Gone
+
+    outcome: list[BaseException] = []
+
+    def land():
+        try:
+            transfer.write_joined([failing, sized(b"x\n")], storage.to_path(tmp_path / "output.jsonl"), SETTINGS)
+        except BaseException as err:  # noqa: BLE001  # recorded for the assertion
+            outcome.append(err)
+
+    thread = threading.Thread(target=land, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the later source still waits for an offset that will never come"
+    assert [type(e) for e in outcome] == [Gone]
     assert list(tmp_path.iterdir()) == []
