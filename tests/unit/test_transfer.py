@@ -185,7 +185,16 @@ def test_after_a_failure_or_an_interrupt_no_queued_file_starts(tmp_path, monkeyp
         (b"x" * 1023 + b"\n") * 1024 + b"x" * 10,
         b"x" * 3000 + b"\n" + b"y\n" * 3,
     ],
-    ids=["empty", "no-newline", "one", "only-newlines", "long-lines", "short-lines", "at-the-switch", "mixed"],
+    ids=[
+        "empty",
+        "no-newline",
+        "one",
+        "only-newlines",
+        "long-lines",
+        "short-lines",
+        "at-the-switch",
+        "mixed",
+    ],
 )
 def test_count_lines_agrees_with_bytes_count(chunk):
     assert count_lines(chunk) == chunk.count(b"\n")
@@ -209,7 +218,9 @@ def test_whole_sources_are_written_at_their_offsets_and_never_rewritten(tmp_path
     monkeypatch.setattr(transfer, "_rebuild", no_rewrite)
     datas = [b'{"a": 1}\n' * 300, b"", b'{"b": 22}\n', b'{"c": 333}\n' * 1000]
     settings = transfer.TransferSettings(part_size=5 * 2**20, concurrency=4)
-    lines = transfer.write_joined([sized(d) for d in datas], storage.to_path(tmp_path / "output.jsonl"), settings)
+    lines = transfer.write_joined(
+        [sized(d) for d in datas], storage.to_path(tmp_path / "output.jsonl"), settings
+    )
     assert lines == [300, 0, 1, 1000]
     assert (tmp_path / "output.jsonl").read_bytes() == b"".join(datas)
     assert [p.name for p in tmp_path.iterdir()] == ["output.jsonl"]
@@ -265,7 +276,9 @@ def test_an_earlier_failure_frees_a_later_source_waiting_for_its_offset(tmp_path
 
     def land():
         try:
-            transfer.write_joined([failing, sized(b"x\n")], storage.to_path(tmp_path / "output.jsonl"), SETTINGS)
+            transfer.write_joined(
+                [failing, sized(b"x\n")], storage.to_path(tmp_path / "output.jsonl"), SETTINGS
+            )
         except BaseException as err:  # noqa: BLE001  # recorded for the assertion
             outcome.append(err)
 
