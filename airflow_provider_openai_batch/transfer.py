@@ -247,27 +247,30 @@ def _pwrite(fd: int, data: memoryview, offset: int) -> None:
 
 def _rebuild(joined: Path, pieces: Sequence[_Piece], path: Path) -> None:
     """Write every piece, in order, into the new file ``path``: its range of ``joined`` and tail, or its own
-    file."""
+    file. Every write is positioned, so no short write can shift what follows."""
     with open(joined, "rb", buffering=0) as src, open(path, "wb", buffering=0) as out:
+        at = 0
         for piece in pieces:
             if piece.path is None:
-                _copy(src.fileno(), out, piece.offset, piece.written)
-                out.write(piece.tail)
+                at = _copy(src.fileno(), piece.offset, piece.written, out.fileno(), at)
+                _pwrite(out.fileno(), memoryview(piece.tail), at)
+                at += len(piece.tail)
                 continue
             with open(piece.path, "rb", buffering=0) as own:
-                _copy(own.fileno(), out, 0, os.fstat(own.fileno()).st_size)
+                at = _copy(own.fileno(), 0, os.fstat(own.fileno()).st_size, out.fileno(), at)
 
 
-def _copy(src: int, out: Any, offset: int, count: int) -> None:
-    """Append ``count`` bytes of ``src`` from ``offset`` to ``out`` (unbuffered, at its end)."""
+def _copy(src: int, offset: int, count: int, dst: int, at: int) -> int:
+    """Copy ``count`` bytes of ``src`` from ``offset`` into ``dst`` at ``at``; return where they end in ``dst``."""
     try:  # in the kernel, without passing the bytes through Python
-        while count and (sent := os.copy_file_range(src, out.fileno(), count, offset)):
-            offset, count = offset + sent, count - sent
+        while count and (sent := os.copy_file_range(src, dst, count, offset, at)):
+            offset, at, count = offset + sent, at + sent, count - sent
     except (AttributeError, OSError):  # not there: through Python, from where it stopped
         pass
     while count and (data := os.pread(src, min(count, COPY_BUFFER), offset)):
-        out.write(data)
-        offset, count = offset + len(data), count - len(data)
+        _pwrite(dst, memoryview(data), at)
+        offset, at, count = offset + len(data), at + len(data), count - len(data)
+    return at
 
 
 # -- S3 --------------------------------------------------------------------------------------------------

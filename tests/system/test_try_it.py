@@ -121,6 +121,16 @@ def _ti(dep: Airflow, dag_id: str, run_id: str, task_id: str) -> tuple | None:
     return rows[0] if rows else None
 
 
+def _asset_events(dep: Airflow, run_id: str) -> list[tuple[list[str], bool]]:
+    """The results asset's events from run ``run_id``, oldest first: (batch ids, relanded)."""
+    events = dep.query(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+        " WHERE a.name = 'openai_batch_daily_results' AND e.source_run_id = ? ORDER BY e.id",
+        run_id,
+    )
+    return [(extra["batch_ids"], extra["relanded"]) for extra in (json.loads(e[0]) for e in events)]
+
+
 def _xcoms(dep: Airflow, dag_id: str, run_id: str, task_id: str) -> dict[str, object]:
     rows = dep.query(
         "SELECT key, value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ?", dag_id, run_id, task_id
@@ -159,6 +169,14 @@ def test_the_readme_recipe_runs_and_a_clear_and_two_triggers_log_what_a_newcomer
     (batch_id,) = before["openai_batch_ids"]
     page = f"{dep.emulator.root_url}/batches/{batch_id}"
     assert before["_link_OpenAIBatchLink"] == page
+    # On a loaded machine Airflow's LocalExecutor can report a resumed task's deferred workload as finished while
+    # it runs again, and the scheduler fails that try (apache/airflow#72716); the example DAG's retry re-lands the
+    # batch, paying nothing more. So the clear makes the try after whichever one succeeded.
+    state, tries = _ti(dep, DAG_ID, run_id, "run_batch")  # type: ignore[misc]
+    assert state == "success", (state, tries)
+    events_before = _asset_events(dep, run_id)
+    assert [ids for ids, _ in events_before] == [[batch_id]], events_before  # one success, one event
+    assert tries > 1 or events_before == [([batch_id], False)], events_before  # a first try landed it anew
     api = _rest_api(dep)  # as fast as a UI click, where each CLI call starts Airflow anew
     cleared = api.post(
         f"/dags/{DAG_ID}/clearTaskInstances",
@@ -167,27 +185,23 @@ def test_the_readme_recipe_runs_and_a_clear_and_two_triggers_log_what_a_newcomer
     assert cleared.status_code == 200, cleared.text
     wait_until(
         dep,
-        "the cleared run_batch to succeed on its second try",
-        lambda: _ti(dep, DAG_ID, run_id, "run_batch") == ("success", 2),
+        f"the cleared run_batch to succeed on try {tries + 1}",
+        lambda: _ti(dep, DAG_ID, run_id, "run_batch") == ("success", tries + 1),
         STEP_TIMEOUT,
         interval=1,
     )
     after = _xcoms(dep, DAG_ID, run_id, "run_batch")
     assert after["openai_batch_ids"] == [batch_id] and after["openai_batch_url"] == page
     assert after["_link_OpenAIBatchLink"] == page  # the UI's extra link
-    (log,) = [p for p in (dep.home / "logs").rglob("attempt=2.log") if f"run_id={run_id}" in str(p)]
+    (log,) = [
+        p for p in (dep.home / "logs").rglob(f"attempt={tries + 1}.log") if f"run_id={run_id}" in str(p)
+    ]
     assert (
         f"Re-landing batch {batch_id} (created by an earlier try, completed): nothing new paid"
         in log.read_text()
     )
     assert dep.emulator.paid_creates() == paid
-    events = dep.query(
-        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
-        " WHERE a.name = 'openai_batch_daily_results' AND e.source_run_id = ? ORDER BY e.id",
-        run_id,
-    )
-    extras = [json.loads(e[0]) for e in events]
-    assert [(e["batch_ids"], e["relanded"]) for e in extras] == [([batch_id], False), ([batch_id], True)]
+    assert _asset_events(dep, run_id) == [*events_before, ([batch_id], True)]
     # No task asked for an XCom that was not there (the link reads none): not in the scheduler's output, where
     # its LocalExecutor workers' supervisors write, nor in a task log.
     for path in [dep.home / "try-it-logs" / "scheduler.log", *(dep.home / "logs").rglob("*.log")]:

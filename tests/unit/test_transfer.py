@@ -200,11 +200,12 @@ def test_count_lines_agrees_with_bytes_count(chunk):
     assert count_lines(chunk) == chunk.count(b"\n")
 
 
-def sized(data: bytes, keep=None):
-    """A source streaming ``data`` in 4-byte chunks with its content-length (and a line filter)."""
+def sized(data: bytes, keep=None, chunk: int = 4):
+    """A source streaming ``data`` in ``chunk``-byte chunks with its content-length (and a line filter)."""
 
     def run(sink):
-        stream = ContentStream(iter([data[i : i + 4] for i in range(0, len(data), 4)]), len(data), keep)
+        pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+        stream = ContentStream(iter(pieces), len(data), keep)
         sink(stream)
         return stream.lines
 
@@ -288,3 +289,24 @@ def test_an_earlier_failure_frees_a_later_source_waiting_for_its_offset(tmp_path
     assert not thread.is_alive(), "the later source still waits for an offset that will never come"
     assert [type(e) for e in outcome] == [Gone]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "through-python"])
+def test_a_rewrite_keeps_every_byte_in_order_with_or_without_the_kernels_copy(
+    tmp_path, monkeypatch, kernel_copy
+):
+    """Pieces that did not fill their ranges (a newline added, a filtered file) are rewritten in order; where
+    ``copy_file_range`` is refused (another file system, another OS) the bytes go through Python instead."""
+    if not kernel_copy:
+
+        def refused(*_):
+            raise OSError(18, "Invalid cross-device link")
+
+        monkeypatch.setattr(transfer.os, "copy_file_range", refused)
+    big = b"".join(b'{"n": %d}\n' % i for i in range(300_000))  # several COPY_BUFFERs
+    drop_odd = lambda raw: not raw.endswith(b"1}\n")  # noqa: E731
+    sources = [sized(big, chunk=2**16), sized(b"no newline"), sized(big, drop_odd, 2**16), sized(b"last\n")]
+    transfer.write_joined(sources, storage.to_path(tmp_path / "output.jsonl"), SETTINGS)
+    kept = b"".join(line for line in big.splitlines(keepends=True) if not line.endswith(b"1}\n"))
+    assert (tmp_path / "output.jsonl").read_bytes() == big + b"no newline\n" + kept + b"last\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["output.jsonl"]
