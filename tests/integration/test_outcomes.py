@@ -314,6 +314,7 @@ def test_timeout_keep_leaves_batch_running_and_rerun_reattaches(
 
 
 # -------------------------------------------------------------------------------------- non-deferrable
+@pytest.mark.openai_emulator(validating_seconds=2)  # still live after the look that follows its create
 def test_non_deferrable_end_to_end(run_dag, openai_conn, tmp_path, monkeypatch, raised):
     ids, out = outcome_job(tmp_path, monkeypatch, 5, fail={2: 500}, deferrable=False, max_failed_ratio=0.25)
 
