@@ -17,6 +17,7 @@ import httpx2
 import openai
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
+from airflow_provider_openai_batch.requests_input.reading import count_lines
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,6 @@ EndCheck = Callable[["ContentStream"], None]
 
 class _IncompleteDownload(Exception):
     pass
-
-
-def count_lines(chunk: bytes) -> int:
-    """The newlines in ``chunk``: found one by one with ``find`` (``memchr``, many GB/s) while lines are long,
-    as embedding outputs' are, and counted with ``bytes.count`` (about 1 GB/s, one byte at a time) once they
-    prove short (at most one ``find`` a KiB), so files of short lines pay about the count alone."""
-    one_by_one, at, find = len(chunk) // 1024 + 1, 0, chunk.find  # at most a line per KiB, one by one
-    for found in range(one_by_one):
-        at = find(b"\n", at) + 1
-        if not at:
-            return found
-    return one_by_one + chunk.count(b"\n", at)
 
 
 class ContentStream:

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from airflow_provider_openai_batch import storage, storage_s3, transfer
-from airflow_provider_openai_batch.hooks.download import ContentStream, _IncompleteDownload, count_lines
+from airflow_provider_openai_batch.hooks.download import ContentStream, _IncompleteDownload
 
 SETTINGS = transfer.TransferSettings(part_size=5 * 2**20, concurrency=2)
 
@@ -171,33 +171,6 @@ def test_after_a_failure_or_an_interrupt_no_queued_file_starts(tmp_path, monkeyp
         monkeypatch.setattr(transfer, "wait", real_wait)
     assert started == [0]
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    "chunk",
-    [
-        b"",
-        b"no newline",
-        b"\n",
-        b"\n" * 5000,
-        (b"x" * 116_000 + b"\n") * 9,
-        (b"x" * 99 + b"\n") * 20_000 + b"tail",
-        (b"x" * 1023 + b"\n") * 1024 + b"x" * 10,
-        b"x" * 3000 + b"\n" + b"y\n" * 3,
-    ],
-    ids=[
-        "empty",
-        "no-newline",
-        "one",
-        "only-newlines",
-        "long-lines",
-        "short-lines",
-        "at-the-switch",
-        "mixed",
-    ],
-)
-def test_count_lines_agrees_with_bytes_count(chunk):
-    assert count_lines(chunk) == chunk.count(b"\n")
 
 
 def sized(data: bytes, keep=None, chunk: int = 4):

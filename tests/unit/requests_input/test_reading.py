@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch.requests_input import reading
-from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_lines
+from airflow_provider_openai_batch.requests_input.reading import count_lines, iter_jsonl_lines
 from airflow_provider_openai_batch.requests_input.shards import Limits
 from airflow_provider_openai_batch.requests_input.spool import spool_requests
 from tests.unit.requests_input.spooling import CHAT, failure, jsonl, line, read_ids, req, spool
@@ -136,3 +136,32 @@ def test_a_chunk_whose_lines_all_fit_is_written_without_splitting(tmp_path, monk
 
     assert result.total_requests == 500 and Path(result.shards[0].path).read_bytes() == data
     assert len(data) // 4096 > 10 and len(splits) == 1, splits
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"",
+        b"no newline",
+        b"\n",
+        b"\n" * 5000,
+        (b"x" * 116_000 + b"\n") * 9,
+        (b"x" * 99 + b"\n") * 20_000 + b"tail",
+        (b"x" * 1023 + b"\n") * 1024 + b"x" * 10,
+        b"x" * 3000 + b"\n" + b"y\n" * 3,
+    ],
+    ids=[
+        "empty",
+        "no-newline",
+        "one",
+        "only-newlines",
+        "long-lines",
+        "short-lines",
+        "at-the-switch",
+        "mixed",
+    ],
+)
+def test_count_lines_agrees_with_bytes_count(chunk):
+    assert count_lines(chunk) == chunk.count(b"\n")
+    for start, end in [(0, len(chunk) // 2), (len(chunk) // 3, len(chunk)), (1, max(1, len(chunk) - 1))]:
+        assert count_lines(chunk, start, end) == chunk.count(b"\n", start, end), (start, end)
