@@ -75,6 +75,14 @@ class _Head(msgspec.Struct):
     body: _Fields | None = None
 
 
+class _PlainFormat(msgspec.Struct, tag_field="type", tag="text"):
+    """A ``response_format`` asking for plain text; its other fields are not read."""
+
+
+class _JsonObjectFormat(msgspec.Struct, tag_field="type", tag="json_object"):
+    """A ``response_format`` asking for any JSON object: no schema to check."""
+
+
 class _EmbeddingsHead(_Head):
     body: _EmbeddingsFields | None = None
 
@@ -130,7 +138,9 @@ class RequestChecker:
         self._head_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
             _EmbeddingsHead if self.embeddings else _Head
         )
-        self._typed: tuple[str, Any] | None = None  # (model, the decoder of accepted lines of that model)
+        # (model, the decoders of accepted lines of that model: asking for no structured output, and any)
+        self._typed: tuple[str, tuple[Any, Any]] | None = None
+        self._plain = True  # no region has yet missed the decoder of bodies asking for no structured output
 
     def check_read(
         self, batch: Batch, check_size: bool, utf8: bool
@@ -155,14 +165,23 @@ class RequestChecker:
         self.accepted += len(fit)
         return accepted, ids + fit, None, None, True
 
-    def _fit(self, decoder: Any, region: Any, count: int) -> list[str] | None:
+    def _fit(self, decoders: tuple[Any, Any], region: Any, count: int) -> list[str] | None:
         """The ``custom_id`` of every line of ``region`` if all ``count`` fit the typed decoder and pass the
-        strict-schema check; else None (nothing recorded)."""
-        try:
-            reqs = decoder.decode_lines(region)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return None
-        if len(reqs) != count:  # a blank line, which decode_lines skips and check() records
+        strict-schema check; else None (nothing recorded).
+
+        On an endpoint of structured output, the region is first decoded against a type whose bodies ask for
+        none (no ``text``, a ``response_format`` of type ``text`` or ``json_object``), so no line needs a
+        look of its own. Once a region does not fit it, the rest of the input takes the general type, and each
+        body asking for a schema has the schema checked.
+        """
+        plain, general = decoders
+        if self.structured and self._plain:
+            reqs = self._decode(plain, region, count)
+            if reqs is not None:
+                return [req.custom_id for req in reqs]
+            self._plain = False
+        reqs = self._decode(general, region, count)
+        if reqs is None:
             return None
         if self.structured:
             for req in reqs:
@@ -174,31 +193,44 @@ class RequestChecker:
                         return None
         return [req.custom_id for req in reqs]
 
-    def _chunk_decoder(self) -> Any:
-        """A decoder of request lines that only accepted ones fit, once the model is known (None before,
-        or where lines need the whole body: embedding inputs and prompt tokens are counted per line)."""
+    @staticmethod
+    def _decode(decoder: Any, region: Any, count: int) -> list[Any] | None:
+        """Every line of ``region`` decoded, if all ``count`` of them fit ``decoder``; else None."""
+        try:
+            reqs: list[Any] = decoder.decode_lines(region)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return None
+        if len(reqs) != count:  # a blank line, which decode_lines skips and check() records
+            return None
+        return reqs
+
+    def _chunk_decoder(self) -> tuple[Any, Any] | None:
+        """The decoders of request lines that only accepted ones fit, once the model is known: one whose bodies
+        ask for no structured output, and the general one (None before the model is known, or where lines
+        need the whole body: embedding inputs and prompt tokens are counted per line)."""
         if self.model is None or self.embeddings or self.token_limit is not None or self.token_limits:
             return None
         if self._typed is None or self._typed[0] != self.model:
             model: Any = Literal[self.model]
-            body = msgspec.defstruct(
-                "AcceptedBody",
-                [
-                    ("model", model | None, None) if self.model_optional else ("model", model),
-                    ("response_format", Any, None),
-                    ("text", Any, None),
-                ],
-            )
-            request = msgspec.defstruct(
-                "AcceptedRequest",
-                [
-                    ("custom_id", Annotated[str, msgspec.Meta(min_length=1)]),
-                    ("method", Literal["POST"]),
-                    ("url", Literal[self.endpoint]),
-                    ("body", body),
-                ],
-            )
-            self._typed = (self.model, msgspec.json.Decoder(request))
+            model_field = ("model", model | None, None) if self.model_optional else ("model", model)
+            decoders = []
+            for formats in ((_PlainFormat | _JsonObjectFormat | None, None), (Any, Any)):
+                response_format, text = formats
+                body = msgspec.defstruct(
+                    "AcceptedBody",
+                    [model_field, ("response_format", response_format, None), ("text", text, None)],
+                )
+                request = msgspec.defstruct(
+                    "AcceptedRequest",
+                    [
+                        ("custom_id", Annotated[str, msgspec.Meta(min_length=1)]),
+                        ("method", Literal["POST"]),
+                        ("url", Literal[self.endpoint]),
+                        ("body", body),
+                    ],
+                )
+                decoders.append(msgspec.json.Decoder(request))
+            self._typed = (self.model, (decoders[0], decoders[1]))
         return self._typed[1]
 
     def check(

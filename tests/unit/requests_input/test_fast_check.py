@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import msgspec
 import pytest
 
 from airflow_provider_openai_batch.requests_input import codec, reading
@@ -127,3 +128,50 @@ def test_once_the_model_is_known_whole_chunks_fit_at_once(tmp_path, monkeypatch)
     assert [(p.line, p.field) for p in info.value.problems] == [
         (501, "body.response_format.json_schema.schema")
     ]
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        line(req(500, response_format=STRICT_BAD)),
+        line(req(500, text=TEXT_BAD)),
+        line(req(500, response_format=STRICT_BAD)).replace(b'"json_schema"', b'"json\\u005fschema"', 1),
+    ],
+    ids=["strict-schema", "text-format", "escaped-type"],
+)
+def test_bodies_asking_for_no_schema_fit_whole_and_a_late_schema_is_still_checked(
+    tmp_path, monkeypatch, late
+):
+    monkeypatch.setattr(reading, "CHUNK_SIZE", 4096)
+    fitted, looked = [], []
+    fit = RequestChecker._fit
+    monkeypatch.setattr(RequestChecker, "_fit", lambda self, *a: fitted.append(r := fit(self, *a)) or r)
+    strict = RequestChecker._strict_problem
+    monkeypatch.setattr(
+        RequestChecker, "_strict_problem", lambda self, f: looked.append(f) or strict(self, f)
+    )
+    used = []
+    decode = RequestChecker._decode
+    monkeypatch.setattr(
+        RequestChecker, "_decode", staticmethod(lambda d, *a: used.append(d) or decode(d, *a))
+    )
+    formats = [None, {"type": "json_object"}, {"type": "text"}, {"type": "json\u005fobject"}]
+    data = b"".join(
+        line(req(i, **({"response_format": formats[i % 4]} if formats[i % 4] else {}))) + b"\n"
+        for i in range(500)
+    )
+
+    result = spool(io.BytesIO(data), tmp_path)
+
+    assert result.total_requests == 500 and open(result.shards[0].path, "rb").read() == data
+    assert sum(len(f) for f in fitted if f is not None) > 400 and looked == []  # no body looked at alone
+    (plain,) = set(used)  # one decoder took every chunk: the one whose bodies cannot ask for a schema
+    body = {f.name: f.type for f in msgspec.structs.fields(plain.type)}["body"]
+    assert {f.name: f.type for f in msgspec.structs.fields(body)}["text"] is type(None)
+    with pytest.raises(InvalidRequestsError) as info:
+        spool(io.BytesIO(data + late + b"\n"), tmp_path, workdir="late")
+    assert [p.line for p in info.value.problems] == [501]
+    assert info.value.problems[0].field in (
+        "body.response_format.json_schema.schema",
+        "body.text.format.schema",
+    )
