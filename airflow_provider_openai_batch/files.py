@@ -5,13 +5,18 @@ A results folder holds ``output.jsonl``, ``errors.jsonl`` (only when there are e
 reader reads them, and every read (an input, a landed file, a price table) goes through :func:`open_binary`.
 Local paths and plain fsspec URLs (``s3://bucket/key``, ``file:///...``) need no Airflow; a URL naming an Airflow
 connection (``s3://aws_conn@bucket/key``, as the operator writes them) needs Airflow's ``ObjectStoragePath`` to
-find its credentials, so Airflow is imported for those only. Remote files are read and written in 5 MiB blocks.
+find its credentials, so Airflow is imported for those only. Remote files are read and written in 5 MiB blocks;
+a remote file read once from start to end (an input) can have :data:`READ_AHEAD` blocks of 8 MiB fetched at once,
+so that reading it costs about one round trip per :data:`READ_AHEAD` blocks rather than one per block.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from typing import Any, BinaryIO
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -22,6 +27,10 @@ MANIFEST = "_manifest.json"
 #: Few round trips and small buffers (fsspec's S3 default buffers 50 MiB per open file, and S3 multipart
 #: parts need at least 5 MiB).
 BLOCK_SIZE = 5 * 2**20
+#: A remote file read in order is fetched in blocks of this size (boto3's own transfer default), this many at
+#: once: memory is READ_AHEAD_BLOCK × (READ_AHEAD + 1) = 40 MiB.
+READ_AHEAD_BLOCK = 8 * 2**20
+READ_AHEAD = 4
 
 
 def is_storage_path(location: Any) -> bool:
@@ -62,11 +71,13 @@ def local_path(location: Any) -> str | None:
     return None
 
 
-def open_binary(location: Any, *, what: str = "a results file") -> BinaryIO:
+def open_binary(location: Any, *, what: str = "a results file", in_order: bool = False) -> BinaryIO:
     """Open a file for streaming binary reads.
 
     :param location: a local path, an fsspec URL, an Airflow connection URL or an ObjectStoragePath.
     :param what: what the file is, for the error when it is missing.
+    :param in_order: the file is read once, from start to end, with ``read`` only: a remote one then has
+        its next blocks fetched at once (:class:`ReadAhead`).
     :raises FileNotFoundError: naming the location when it does not exist.
     """
     missing = f"Expected {what} at {display(location)} but found none"
@@ -87,11 +98,92 @@ def open_binary(location: Any, *, what: str = "a results file") -> BinaryIO:
         if not fs.exists(path_in_fs):
             raise FileNotFoundError(missing)
         remote: BinaryIO = fs.open(path_in_fs, "rb", block_size=BLOCK_SIZE)
-        return remote
+        return ReadAhead.over(remote) if in_order else remote
     if not path.exists():
         raise FileNotFoundError(missing)
     stored: BinaryIO = path.open("rb", block_size=BLOCK_SIZE)
-    return stored
+    return ReadAhead.over(stored) if in_order else stored
+
+
+class ReadAhead(io.RawIOBase):
+    """A remote file read once in order: its blocks are fetched by ranged reads, ``depth`` at a time on helper
+    threads, and handed out in order. The ranged reads are the opened file's own (fsspec's ``_fetch_range``, what
+    its block cache calls), so they keep its pinning: s3fs sends the ETag seen at open (``If-Match``), and an
+    object replaced mid-read fails the read. A block that comes back short is an error too, never a silently
+    shorter file.
+
+    :param remote: the opened fsspec file (its ranged reads, ``path`` and ``size`` are used; closed with this one).
+    :param block: bytes per ranged read (default :data:`READ_AHEAD_BLOCK`).
+    :param depth: ranged reads in flight at once (default :data:`READ_AHEAD`).
+    """
+
+    def __init__(self, remote: Any, block: int | None = None, depth: int | None = None) -> None:
+        super().__init__()
+        self._remote = remote
+        self._path, self._size = remote.path, int(remote.size)
+        self._block_size = block or READ_AHEAD_BLOCK
+        self._depth = depth or READ_AHEAD
+        self._next = 0  # where the next ranged read starts
+        self._pending: deque[Future[bytes]] = deque()
+        self._block = b""
+        self._at = 0  # read so far of self._block
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def over(cls, remote: Any) -> BinaryIO:
+        """``remote`` read ahead, when it is an fsspec buffered file (others, which have no ranged reads, as
+        they are)."""
+        if callable(getattr(remote, "_fetch_range", None)) and getattr(remote, "size", None) is not None:
+            return cast(BinaryIO, cls(remote))
+        return cast(BinaryIO, remote)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError(f"I/O operation on closed file {self._path}")
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(self._block_size), b""))
+        if self._at >= len(self._block):
+            self._block, self._at = self._take(), 0
+        start = self._at
+        self._at = min(len(self._block), start + size)
+        return self._block if start == 0 and self._at == len(self._block) else self._block[start : self._at]
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _take(self) -> bytes:
+        """The next block (b"" at the end), after starting the reads that keep ``depth`` in flight."""
+        while len(self._pending) < self._depth and self._next < self._size:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._depth, thread_name_prefix="read-ahead")
+            end = min(self._size, self._next + self._block_size)
+            self._pending.append(self._pool.submit(self._fetch, self._next, end))
+            self._next = end
+        return self._pending.popleft().result() if self._pending else b""
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        data = cast(bytes, self._remote._fetch_range(start, end))
+        if len(data) != end - start:
+            raise OSError(
+                f"Expected bytes {start}-{end} of {self._path} ({self._size} bytes) but received {len(data)} "
+                "bytes: the file changed while it was read"
+            )
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            for pending in self._pending:
+                pending.cancel()
+            self._pending.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._remote.close()
+        super().close()
 
 
 def exists(location: Any) -> bool:

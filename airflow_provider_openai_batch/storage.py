@@ -102,7 +102,7 @@ def about(what: str, url: Any, *, keep: tuple[type[Exception], ...] = ()) -> Ite
 def open_input(url_or_path: str | Path) -> BinaryIO:
     """Open an input for streaming reads; raises FileNotFoundError naming the path."""
     with about("open the input", url_or_path, keep=(FileNotFoundError,)):
-        return open_binary(to_path(url_or_path), what="an input file")
+        return open_binary(to_path(url_or_path), what="an input file", in_order=True)
 
 
 def _open_write(path: ObjectStoragePath) -> BinaryIO:
