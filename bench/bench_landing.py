@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_emulator import read_status_kb  # noqa: E402
+from s3_server import start_s3  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bench"
@@ -289,13 +290,6 @@ def make_batches(base_url: str, shards: int, mb: int) -> list[dict[str, Any]]:
         time.sleep(1)
 
 
-def start(args: list[str], prefix: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()  # type: ignore[union-attr]
-    assert line.startswith(prefix), line
-    return proc, line.partition("=")[2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shards", type=int, default=3)
@@ -354,48 +348,11 @@ def main() -> None:
         s3 = None
         servers: dict[str, int] = {"emulator": emulator.pid} if emulator.pid else {}
         if "s3" in args.targets:
-            import boto3
-
-            moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-            port = 47000 + os.getpid() % 1000
-            procs.append(
-                subprocess.Popen(
-                    [moto, "-H", "127.0.0.1", "-p", str(port)],
-                    stderr=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-            time.sleep(3)
-            proxy, proxy_url = start(
-                [
-                    sys.executable,
-                    str(ROOT / "bench" / "latency_proxy.py"),
-                    "--target",
-                    f"127.0.0.1:{port}",
-                    "--delay",
-                    str(args.delay),
-                ],
-                "PROXY_URL=",
-            )
-            procs.append(proxy)
-            servers.update(moto=procs[0].pid, proxy=proxy.pid)
-            direct = boto3.client(
-                "s3",
-                endpoint_url=f"http://127.0.0.1:{port}",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                region_name="us-east-1",
-            )
-            direct.create_bucket(Bucket=BUCKET)
-            s3 = {"endpoint": proxy_url}
-            env["AIRFLOW_CONN_AWS_BENCH"] = json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": "testing",
-                    "password": "testing",
-                    "extra": {"endpoint_url": proxy_url, "region_name": "us-east-1"},
-                }
-            )
+            s3_server = start_s3(BUCKET, args.delay)
+            procs += s3_server.procs
+            servers.update(s3_server.pids)
+            s3 = {"endpoint": s3_server.proxy_url}
+            env["AIRFLOW_CONN_AWS_BENCH"] = s3_server.connection()
         rows = []
         for target, _round, variant in (
             (t, r, v) for t in args.targets for r in range(args.repeat) for v in variants

@@ -1,6 +1,7 @@
 """Benchmark the operator's whole submit step (validate, spool, upload every shard, create the batches): peak memory.
 
     python bench/bench_submit.py --mb 50 200 1000
+    python bench/bench_submit.py --parallel-mb 570 [--s3]   # multi-shard submit, parallel uploads
 
 The inputs are bench_input.py's generated chat-completions JSONL (``--dir``, generated once and reused).
 The emulator runs once, as a subprocess (``--rate 0``; batches are left in ``validating`` so that the
@@ -92,9 +93,20 @@ elif mode in ("ours-parallel", "bare-parallel"):
     from airflow_provider_openai_batch.lifecycle.tags import TaskIdentity, label
 
     limits = Limits(max_requests=int(os.environ["BENCH_MAX_REQUESTS"]))
+    input_url = os.environ.get("BENCH_INPUT_URL")
     if mode == "bare-parallel":  # the shard files ours would upload, sent by the bare client, all at once
         shards = json.loads(os.environ["BENCH_SHARDS"])
         start = time.perf_counter()
+        if input_url:  # the input is on S3: first fetched whole, by boto3's parallel ranged reads
+            import boto3
+            from boto3.s3.transfer import TransferConfig
+
+            s3 = boto3.client("s3", endpoint_url=os.environ["BENCH_S3_ENDPOINT"], aws_access_key_id="testing",
+                              aws_secret_access_key="testing", region_name="us-east-1")
+            bucket, key = input_url.split("@", 1)[1].split("/", 1)
+            with tempfile.TemporaryFile(dir=os.environ.get("BENCH_WORKDIR")) as fetched:
+                s3.download_fileobj(bucket, key, fetched, Config=TransferConfig())
+            out["fetch_s"] = time.perf_counter() - start
 
         def send(shard_path):
             with open(shard_path, "rb") as fh:
@@ -108,8 +120,12 @@ elif mode in ("ours-parallel", "bare-parallel"):
     else:  # read_input's spool, then Ledger.upload (what upload_shards runs), then one create per shard
         concurrency = int(os.environ["BENCH_CONCURRENCY"])
         ledger = Ledger(hook, RecordStore(None), TaskIdentity("bench", "submit", "bench"))
+        if os.environ.get("BENCH_NO_READ_AHEAD"):  # as before the read-ahead: fsspec's own block cache
+            from airflow_provider_openai_batch import files
+            files.ReadAhead.over = staticmethod(lambda remote: remote)
+        from airflow_provider_openai_batch import storage
         with tempfile.TemporaryDirectory(prefix="openai-batch-spool-", dir=os.environ.get("BENCH_WORKDIR")) as workdir:
-            with open(path, "rb") as f:
+            with (storage.open_input(input_url) if input_url else open(path, "rb")) as f:
                 spool = spool_requests(f, endpoint={endpoint!r}, workdir=workdir, source_name=path, limits=limits)
             out["spool_s"] = time.perf_counter() - start
             n = len(spool.shards)
@@ -137,59 +153,98 @@ def run_child(mode: str, path: Path, env: dict[str, str]) -> dict:
 def parallel(args: argparse.Namespace, data_dir: Path, env: dict[str, str]) -> None:
     """Wall time of a whole multi-shard submit (spool + uploads + creates), with parallel uploads
     (``upload_concurrency`` 4, the default) and one at a time (1), against the bare client uploading the same
-    shard files all at once and creating their batches; the runs interleaved, ``--rounds`` of each."""
+    shard files all at once and creating their batches; the runs interleaved, ``--rounds`` of each.
+
+    With ``--s3`` the input is read from S3 (moto_server behind the latency proxy, ``--delay`` a request): ours
+    spools it as the operator does (``storage.open_input``, read ahead), and once more as before the read-ahead
+    (fsspec's block cache, one block at a time); the bare client first fetches it whole with boto3's parallel
+    ranged reads (``download_fileobj``), then uploads the shard files all at once.
+    """
     from airflow_provider_openai_batch.batch_input import Limits, spool_requests
 
-    print()
-    print(
-        "| input | shards | runs | | bare parallel upload | ours, 4 at once (spool + upload) | ours / bare "
-        "| ours, 1 at a time (spool + upload) | ours 1 / bare | peak RSS over idle: ours 4 / bare |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    s3_server = None
+    if args.s3:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from s3_server import start_s3
+
+        s3_server = start_s3("bench", args.delay)
+        env = {
+            **env,
+            "AIRFLOW_CONN_AWS_BENCH": s3_server.connection(),
+            "BENCH_S3_ENDPOINT": s3_server.proxy_url,
+        }
+        variants = {
+            "bare": ("bare-parallel", {}, "bare: fetch + parallel upload"),
+            "ours4": ("ours-parallel", {"BENCH_CONCURRENCY": "4"}, "ours, read ahead, 4 at once"),
+            "before": (
+                "ours-parallel",
+                {"BENCH_CONCURRENCY": "4", "BENCH_NO_READ_AHEAD": "1"},
+                "ours, no read-ahead, 4 at once",
+            ),
+        }
+    else:
+        variants = {
+            "bare": ("bare-parallel", {}, "bare parallel upload"),
+            "ours4": ("ours-parallel", {"BENCH_CONCURRENCY": "4"}, "ours, 4 at once"),
+            "ours1": ("ours-parallel", {"BENCH_CONCURRENCY": "1"}, "ours, 1 at a time"),
+        }
+    where = f"S3 behind a {args.delay * 1000:.0f} ms proxy" if args.s3 else "local disk"
+    print(f"\ninput on {where}; each ours cell: total (spool + upload)\n")
+    names = list(variants)
+    head = " | ".join(f"{variants[n][2]} | × bare" for n in names[1:])
+    print(f"| input | shards | runs | | {variants['bare'][2]} | {head} | peak RSS over idle: ours 4 / bare |")
+    print("|---|---|---|---|---|" + "---|---|" * (len(names) - 1) + "---|")
     env = {**env, "BENCH_MAX_REQUESTS": str(args.max_requests)}
-    for mb in args.parallel_mb:
-        path = data_dir / f"chat-{mb}mb.jsonl"
-        if not path.exists():
-            generate(path, mb)
-        shard_dir = tempfile.mkdtemp(prefix="bench-shards-", dir=env["BENCH_WORKDIR"])
-        try:
-            with open(path, "rb") as f:  # the shard files, for the bare client (not timed)
-                spool = spool_requests(
-                    f,
-                    endpoint=ENDPOINT,
-                    workdir=shard_dir,
-                    source_name=str(path),
-                    limits=Limits(max_requests=args.max_requests),
+    try:
+        for mb in args.parallel_mb:
+            path = data_dir / f"chat-{mb}mb.jsonl"
+            if not path.exists():
+                generate(path, mb)
+            run_env = dict(env)
+            if s3_server is not None:  # not timed: the input put in place
+                s3_server.direct.upload_file(str(path), "bench", f"input/{path.name}")
+                run_env["BENCH_INPUT_URL"] = f"s3://aws_bench@bench/input/{path.name}"
+            shard_dir = tempfile.mkdtemp(prefix="bench-shards-", dir=env["BENCH_WORKDIR"])
+            try:
+                with open(path, "rb") as f:  # the shard files, for the bare client (not timed)
+                    spool = spool_requests(
+                        f,
+                        endpoint=ENDPOINT,
+                        workdir=shard_dir,
+                        source_name=str(path),
+                        limits=Limits(max_requests=args.max_requests),
+                    )
+                shard_env = {**run_env, "BENCH_SHARDS": json.dumps([s.path for s in spool.shards])}
+                idle = run_child("idle", path, env)["peak_kib"] / 1024
+                runs: dict[str, list[dict]] = {name: [] for name in names}
+                for round_no in range(args.rounds):
+                    for name in names if round_no % 2 == 0 else reversed(names):
+                        mode, extra, _ = variants[name]
+                        runs[name].append(run_child(mode, path, {**shard_env, **extra}))
+            finally:
+                shutil.rmtree(shard_dir, ignore_errors=True)
+            for pick_name, pick in (("best", min), ("median", statistics.median)):
+                bare = pick(r["seconds"] for r in runs["bare"])
+                bare_cell = f"{bare:.2f} s"
+                if args.s3:
+                    bare_cell += f" (fetch {pick(r['fetch_s'] for r in runs['bare']):.2f} s)"
+                cells = []
+                for name in names[1:]:
+                    total = pick(r["seconds"] for r in runs[name])
+                    spool_s = pick(r["spool_s"] for r in runs[name])
+                    upload_s = pick(r["upload_s"] for r in runs[name])
+                    cells += [f"{total:.2f} s ({spool_s:.2f} + {upload_s:.2f} s)", f"{total / bare:.2f}x"]
+                peak_ours = max(r["peak_kib"] for r in runs["ours4"]) / 1024 - idle
+                peak_bare = max(r["peak_kib"] for r in runs["bare"]) / 1024 - idle
+                print(
+                    f"| {path.stat().st_size / 1e6:,.0f} MB | {runs['ours4'][0]['shards']} | {args.rounds} "
+                    f"| wall, {pick_name} | {bare_cell} | {' | '.join(cells)} "
+                    f"| {peak_ours:,.1f} / {peak_bare:,.1f} MB |",
+                    flush=True,
                 )
-            shard_env = {**env, "BENCH_SHARDS": json.dumps([s.path for s in spool.shards])}
-            idle = run_child("idle", path, env)["peak_kib"] / 1024
-            runs: dict[str, list[dict]] = {"bare": [], "ours4": [], "ours1": []}
-            for round_no in range(args.rounds):
-                order = ["bare", "ours4", "ours1"]
-                for name in order if round_no % 2 == 0 else reversed(order):
-                    if name == "bare":
-                        runs[name].append(run_child("bare-parallel", path, shard_env))
-                    else:
-                        runs[name].append(
-                            run_child("ours-parallel", path, {**env, "BENCH_CONCURRENCY": name[-1]})
-                        )
-        finally:
-            shutil.rmtree(shard_dir, ignore_errors=True)
-        for pick_name, pick in (("best", min), ("median", statistics.median)):
-            bare = pick(r["seconds"] for r in runs["bare"])
-            cells = []
-            for name in ("ours4", "ours1"):
-                total = pick(r["seconds"] for r in runs[name])
-                spool_s = pick(r["spool_s"] for r in runs[name])
-                upload_s = pick(r["upload_s"] for r in runs[name])
-                cells += [f"{total:.2f} s ({spool_s:.2f} + {upload_s:.2f} s)", f"{total / bare:.2f}x"]
-            peak_ours = max(r["peak_kib"] for r in runs["ours4"]) / 1024 - idle
-            peak_bare = max(r["peak_kib"] for r in runs["bare"]) / 1024 - idle
-            print(
-                f"| {path.stat().st_size / 1e6:,.0f} MB | {runs['ours4'][0]['shards']} | {args.rounds} "
-                f"| wall, {pick_name} | {bare:.2f} s | {' | '.join(cells)} | {peak_ours:,.1f} / {peak_bare:,.1f} MB |",
-                flush=True,
-            )
+    finally:
+        if s3_server is not None:
+            s3_server.close()
 
 
 def main() -> None:
@@ -216,6 +271,14 @@ def main() -> None:
         help="with --parallel-mb: Limits.max_requests, high so that shards are cut by bytes (190 MiB)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="with --parallel-mb: runs of each, interleaved")
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="with --parallel-mb: the input is read from S3 (moto behind a proxy)",
+    )
+    parser.add_argument(
+        "--delay", type=float, default=0.02, help="with --s3: seconds of round trip a request"
+    )
     args = parser.parse_args()
 
     data_dir = Path(args.dir)
