@@ -59,7 +59,7 @@ def _record(line: Any, number: int, name: str) -> dict[str, Any]:
 
 def _lines(location: Any) -> Iterator[dict[str, Any]]:
     name = files.display(location)
-    with files.open_binary(location) as fh:
+    with files.open_binary(location, in_order=True) as fh:
         for number, raw in enumerate(iter_jsonl_lines(fh), start=1):
             if not raw.strip():
                 continue

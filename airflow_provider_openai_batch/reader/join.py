@@ -59,7 +59,10 @@ class RequestIndex:
             local = files.local_path(requests)
             if local is None:
                 local = os.path.join(self._dir, "requests.jsonl")
-                with files.open_binary(requests) as src, open(local, "wb") as dst:
+                with (
+                    files.open_binary(requests, what="a requests file", in_order=True) as src,
+                    open(local, "wb") as dst,
+                ):
                     shutil.copyfileobj(src, dst, 2**20)
             path, generated = local, False
         elif isinstance(requests, Iterable) and not isinstance(requests, (bytes, dict)):
