@@ -138,8 +138,7 @@ class RequestChecker:
         self._head_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
             _EmbeddingsHead if self.embeddings else _Head
         )
-        # (model, the decoders of accepted lines of that model: asking for no structured output, and any)
-        self._typed: tuple[str, tuple[Any, Any]] | None = None
+        self._typed: tuple[str, tuple[Any, Any]] | None = None  # (model, its decoders: see _chunk_decoder)
         self._plain = True  # no region has yet missed the decoder of bodies asking for no structured output
 
     def check_read(
@@ -205,17 +204,15 @@ class RequestChecker:
         return reqs
 
     def _chunk_decoder(self) -> tuple[Any, Any] | None:
-        """The decoders of request lines that only accepted ones fit, once the model is known: one whose bodies
-        ask for no structured output, and the general one (None before the model is known, or where lines
-        need the whole body: embedding inputs and prompt tokens are counted per line)."""
+        """The decoders that only accepted lines fit (see :meth:`_fit`), once the model is known (None before, or
+        where lines need the whole body: embedding inputs and prompt tokens are counted per line)."""
         if self.model is None or self.embeddings or self.token_limit is not None or self.token_limits:
             return None
         if self._typed is None or self._typed[0] != self.model:
             model: Any = Literal[self.model]
             model_field = ("model", model | None, None) if self.model_optional else ("model", model)
             decoders = []
-            for formats in ((_PlainFormat | _JsonObjectFormat | None, None), (Any, Any)):
-                response_format, text = formats
+            for response_format, text in ((_PlainFormat | _JsonObjectFormat | None, None), (Any, Any)):
                 body = msgspec.defstruct(
                     "AcceptedBody",
                     [model_field, ("response_format", response_format, None), ("text", text, None)],
