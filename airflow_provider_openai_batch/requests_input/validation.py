@@ -5,23 +5,21 @@ model sets it (on :data:`MODEL_OPTIONAL_ENDPOINTS` it may be left out, but lines
 On ``/v1/embeddings``, ``body.input`` must hold from one to a shard's limit of embedding inputs. Problems are all
 counted, the first :data:`.problems.MAX_PROBLEMS` kept, each named by line number and field.
 
-Lines from a file are checked without building them: msgspec decodes only the fields checked (checking the JSON
-syntax of the rest), which costs far less than a full parse, and the caller checks UTF-8 once per read chunk (a
-skipped string is not decoded, so its UTF-8 is not checked by the decoder). Once the model is known, a whole
-chunk is decoded at once against a type that only valid requests fit. A line that does not pass is parsed in full
-(orjson) and diagnosed field by field, as iterable sources always are, so the problems named are the same. The
-one difference: a number beyond a double's range (``1e400``) in a field the check does not read passes here,
-where a full parse refuses it. Counting prompt tokens needs the whole body, so it takes the full parse.
+Lines from a file first take the fast check of :mod:`.fast_check` (msgspec decodes only the checked fields, a
+whole chunk at once once the model is known). A line that does not pass it is parsed in full (orjson) and diagnosed
+field by field, as iterable sources always are, so the problems named are the same. Counting prompt tokens needs
+the whole body, so it takes the full parse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 
 from airflow_provider_openai_batch.requests_input import codec
+from airflow_provider_openai_batch.requests_input.fast_check import ChunkFit, head_decoder
 from airflow_provider_openai_batch.requests_input.problems import ProblemLog, show
 from airflow_provider_openai_batch.requests_input.reading import BOM, Batch, TooLong, Unusable
 from airflow_provider_openai_batch.requests_input.shards import Limits
@@ -52,39 +50,6 @@ def count_embedding_inputs(body_input: Any) -> int | None:
     if type(body_input) is list and body_input:
         return 1 if type(body_input[0]) is int else len(body_input)
     return None
-
-
-class _Fields(msgspec.Struct):
-    """The body fields the accept check reads; a missing one, like JSON null, is None (as ``dict.get``)."""
-
-    model: Any = None
-    response_format: Any = None
-    text: Any = None
-
-
-class _EmbeddingsFields(_Fields):
-    input: Any = None
-
-
-class _Head(msgspec.Struct):
-    """The request fields the accept check reads; the rest of the line is checked for JSON syntax, not built."""
-
-    custom_id: Any = None
-    method: Any = None
-    url: Any = None
-    body: _Fields | None = None
-
-
-class _PlainFormat(msgspec.Struct, tag_field="type", tag="text"):
-    """A ``response_format`` asking for plain text; its other fields are not read."""
-
-
-class _JsonObjectFormat(msgspec.Struct, tag_field="type", tag="json_object"):
-    """A ``response_format`` asking for any JSON object: no schema to check."""
-
-
-class _EmbeddingsHead(_Head):
-    body: _EmbeddingsFields | None = None
 
 
 def _json_type(value: Any) -> str:
@@ -135,11 +100,8 @@ class RequestChecker:
         # model -> enqueued-token limit ("*": any model); the input's limit is picked once its model is known.
         self.token_limits = dict(token_limits or {})
         self._count: Any = None  # the prompt-token counter, made once the model is known
-        self._head_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
-            _EmbeddingsHead if self.embeddings else _Head
-        )
-        self._typed: tuple[str, tuple[Any, Any]] | None = None  # (model, its decoders: see _chunk_decoder)
-        self._plain = True  # no region has yet missed the decoder of bodies asking for no structured output
+        self._head_decoder = head_decoder(self.embeddings)
+        self._fast: ChunkFit | None = None  # the whole-chunk check of the input's model
 
     def check_read(
         self, batch: Batch, check_size: bool, utf8: bool
@@ -151,12 +113,12 @@ class RequestChecker:
         True and the accepted lines returned are only the head's (the region is written as read); else the
         lines are split and checked one by one, which names each problem.
         """
-        decoder = None if check_size or not utf8 else self._chunk_decoder()
-        if decoder is None:
+        fast = None if check_size or not utf8 else self._chunk_fit()
+        if fast is None:
             return (*self.check(batch.lines(), check_size, utf8), False)
         head = batch.head
         accepted, ids, _, _ = self.check(head, check_size, utf8) if head else ([], [], None, None)
-        fit = self._fit(decoder, batch.region, batch.count)
+        fit = fast.ids(batch.region, batch.count, self._strict_problem)
         if fit is None:
             more = self.check(batch.region_lines(), check_size, utf8)
             return accepted + more[0], ids + more[1], None, None, False
@@ -164,71 +126,14 @@ class RequestChecker:
         self.accepted += len(fit)
         return accepted, ids + fit, None, None, True
 
-    def _fit(self, decoders: tuple[Any, Any], region: Any, count: int) -> list[str] | None:
-        """The ``custom_id`` of every line of ``region`` if all ``count`` fit the typed decoder and pass the
-        strict-schema check; else None (nothing recorded).
-
-        On an endpoint of structured output, the region is first decoded against a type whose bodies ask for
-        none (no ``text``, a ``response_format`` of type ``text`` or ``json_object``), so no line needs a
-        look of its own. Once a region does not fit it, the rest of the input takes the general type, and each
-        body asking for a schema has the schema checked.
-        """
-        plain, general = decoders
-        if self.structured and self._plain:
-            reqs = self._decode(plain, region, count)
-            if reqs is not None:
-                return [req.custom_id for req in reqs]
-            self._plain = False
-        reqs = self._decode(general, region, count)
-        if reqs is None:
-            return None
-        if self.structured:
-            for req in reqs:
-                body = req.body
-                rf = body.response_format
-                if body.text is not None or (type(rf) is dict and rf.get("type") == "json_schema"):
-                    # A body may ask for strict structured output: its schema is then checked.
-                    if self._strict_problem({"response_format": rf, "text": body.text}) is not None:
-                        return None
-        return [req.custom_id for req in reqs]
-
-    @staticmethod
-    def _decode(decoder: Any, region: Any, count: int) -> list[Any] | None:
-        """Every line of ``region`` decoded, if all ``count`` of them fit ``decoder``; else None."""
-        try:
-            reqs: list[Any] = decoder.decode_lines(region)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return None
-        if len(reqs) != count:  # a blank line, which decode_lines skips and check() records
-            return None
-        return reqs
-
-    def _chunk_decoder(self) -> tuple[Any, Any] | None:
-        """The decoders that only accepted lines fit (see :meth:`_fit`), once the model is known (None before, or
-        where lines need the whole body: embedding inputs and prompt tokens are counted per line)."""
+    def _chunk_fit(self) -> ChunkFit | None:
+        """The whole-chunk check, once the model is known (None before, or where lines need the whole body:
+        embedding inputs and prompt tokens are counted per line)."""
         if self.model is None or self.embeddings or self.token_limit is not None or self.token_limits:
             return None
-        if self._typed is None or self._typed[0] != self.model:
-            model: Any = Literal[self.model]
-            model_field = ("model", model | None, None) if self.model_optional else ("model", model)
-            decoders = []
-            for response_format, text in ((_PlainFormat | _JsonObjectFormat | None, None), (Any, Any)):
-                body = msgspec.defstruct(
-                    "AcceptedBody",
-                    [model_field, ("response_format", response_format, None), ("text", text, None)],
-                )
-                request = msgspec.defstruct(
-                    "AcceptedRequest",
-                    [
-                        ("custom_id", Annotated[str, msgspec.Meta(min_length=1)]),
-                        ("method", Literal["POST"]),
-                        ("url", Literal[self.endpoint]),
-                        ("body", body),
-                    ],
-                )
-                decoders.append(msgspec.json.Decoder(request))
-            self._typed = (self.model, (decoders[0], decoders[1]))
-        return self._typed[1]
+        if self._fast is None or self._fast.model != self.model:
+            self._fast = ChunkFit(self.endpoint, self.model, self.model_optional, self.structured)
+        return self._fast
 
     def check(
         self, lines: list[Any], check_size: bool = True, utf8: bool = False

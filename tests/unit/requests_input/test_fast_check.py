@@ -8,7 +8,8 @@ import io
 import msgspec
 import pytest
 
-from airflow_provider_openai_batch.requests_input import codec, reading
+from airflow_provider_openai_batch.requests_input import codec, fast_check, reading
+from airflow_provider_openai_batch.requests_input.fast_check import ChunkFit
 from airflow_provider_openai_batch.requests_input.problems import InvalidRequestsError
 from airflow_provider_openai_batch.requests_input.validation import RequestChecker
 from tests.unit.requests_input.spooling import CHAT, EMB, line, req, spool
@@ -104,8 +105,8 @@ def test_valid_lines_of_a_file_take_the_fast_check(tmp_path, monkeypatch, endpoi
 def test_once_the_model_is_known_whole_chunks_fit_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(reading, "CHUNK_SIZE", 4096)
     fitted = []
-    fit = RequestChecker._fit
-    monkeypatch.setattr(RequestChecker, "_fit", lambda self, *a: fitted.append(r := fit(self, *a)) or r)
+    fit = ChunkFit.ids
+    monkeypatch.setattr(ChunkFit, "ids", lambda self, *a: fitted.append(r := fit(self, *a)) or r)
     data = b"".join(line(req(i, response_format=STRICT_OK)) + b"\n" for i in range(500))
 
     result = spool(io.BytesIO(data), tmp_path)
@@ -144,17 +145,15 @@ def test_bodies_asking_for_no_schema_fit_whole_and_a_late_schema_is_still_checke
 ):
     monkeypatch.setattr(reading, "CHUNK_SIZE", 4096)
     fitted, looked = [], []
-    fit = RequestChecker._fit
-    monkeypatch.setattr(RequestChecker, "_fit", lambda self, *a: fitted.append(r := fit(self, *a)) or r)
+    fit = ChunkFit.ids
+    monkeypatch.setattr(ChunkFit, "ids", lambda self, *a: fitted.append(r := fit(self, *a)) or r)
     strict = RequestChecker._strict_problem
     monkeypatch.setattr(
         RequestChecker, "_strict_problem", lambda self, f: looked.append(f) or strict(self, f)
     )
     used = []
-    decode = RequestChecker._decode
-    monkeypatch.setattr(
-        RequestChecker, "_decode", staticmethod(lambda d, *a: used.append(d) or decode(d, *a))
-    )
+    decode = fast_check._decode
+    monkeypatch.setattr(fast_check, "_decode", lambda d, *a: used.append(d) or decode(d, *a))
     formats = [None, {"type": "json_object"}, {"type": "text"}, {"type": "json\u005fobject"}]
     data = b"".join(
         line(req(i, **({"response_format": formats[i % 4]} if formats[i % 4] else {}))) + b"\n"
