@@ -151,11 +151,6 @@ class ReadAhead(io.RawIOBase):
         self._at = min(len(self._block), start + size)
         return self._block if start == 0 and self._at == len(self._block) else self._block[start : self._at]
 
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def _take(self) -> bytes:
         """The next block (b"" at the end), after starting the reads that keep ``depth`` in flight."""
         while len(self._pending) < self._depth and self._next < self._size:
