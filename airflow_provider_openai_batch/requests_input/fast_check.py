@@ -48,9 +48,16 @@ class _JsonObjectFormat(msgspec.Struct, tag_field="type", tag="json_object"):
     """A ``response_format`` asking for any JSON object: no schema to check."""
 
 
+# Made at import: msgspec resolves the string annotations of these types in their module when a decoder is made.
+_HEAD_DECODERS: dict[bool, msgspec.json.Decoder[Any]] = {
+    False: msgspec.json.Decoder(_Head),
+    True: msgspec.json.Decoder(_EmbeddingsHead),
+}
+
+
 def head_decoder(embeddings: bool) -> msgspec.json.Decoder[Any]:
     """The decoder of one line's checked fields (with ``body.input`` on ``/v1/embeddings``)."""
-    return msgspec.json.Decoder(_EmbeddingsHead if embeddings else _Head)
+    return _HEAD_DECODERS[embeddings]
 
 
 class ChunkFit:
