@@ -165,15 +165,26 @@ print(peak_kib())
 
 def load_spool_requests(root: str):
     """Import ``spool_requests`` from the checkout at ``root``, forgetting any copy of the package imported
-    before: the function keeps its own modules, so two checkouts' versions can be timed in one process."""
-    for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
+    before, so that two checkouts' versions can be timed in one process. Each call puts its checkout's modules
+    back in ``sys.modules`` first: msgspec looks up a type's string annotations there when a decoder is made."""
+
+    def package_modules() -> list[str]:
+        return [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]
+
+    for name in package_modules():
         del sys.modules[name]
     sys.path.insert(0, root)
     try:
         module = importlib.import_module(PACKAGE + ".batch_input")
     finally:
         sys.path.remove(root)
-    return module.spool_requests
+    modules = {name: sys.modules[name] for name in package_modules()}
+
+    def spool_requests(*args, **kwargs):
+        sys.modules.update(modules)
+        return module.spool_requests(*args, **kwargs)
+
+    return spool_requests
 
 
 def compare(args: argparse.Namespace, data_dir: Path) -> None:
