@@ -1,6 +1,6 @@
 """Duplicate ``custom_id`` detection in flat memory: 8 bytes per request. Each accepted id's 64-bit ``hash()``
 (SipHash, salted per process: fine, since both passes run in one process, and cheaper than ``blake2b``) is
-filed into one of 64 ``array('q')`` buckets by its top bits, rather than kept in a set of strings (a set of a
+filed into one of 64 ``array('q')`` buckets by its low bits, rather than kept in a set of strings (a set of a
 million ids costs about 100 MB). At the end each bucket is checked for repeated hashes; only if there are any
 are the shard files read a second time, to confirm with the ids themselves (so a hash collision is never
 reported) and to name both line numbers.
@@ -18,36 +18,26 @@ from airflow_provider_openai_batch.requests_input.reading import iter_jsonl_line
 from airflow_provider_openai_batch.requests_input.shards import Shard
 
 _BUCKETS = 64
-# hash() is a signed 64-bit value; bucket k holds [bound(k-1), bound(k)): the top 6 bits.
-_BUCKET_BOUNDS = [(k - _BUCKETS // 2 + 1) << 58 for k in range(_BUCKETS - 1)]
+_LOW_BITS = _BUCKETS - 1  # bucket k holds the hashes whose low 6 bits are k
 
 
 class IdHashes:
-    """The hashes of every accepted ``custom_id``, bucketed by their top bits."""
+    """The hashes of every accepted ``custom_id``, bucketed by their low bits."""
 
     def __init__(self) -> None:
         self.buckets = [array("q") for _ in range(_BUCKETS)]
+        self._appends = [bucket.append for bucket in self.buckets]
 
     def add(self, ids: list[str]) -> None:
         """File a batch's ids; empties ``ids``.
 
-        Sorted first, so each bucket's share is one slice found by bisection, with the loops in C: per line
-        this is far cheaper than appending each hash to its bucket.
-
         :param ids: the batch's accepted ids, in any order.
         """
-        if not ids:
-            return
-        hashes = sorted(map(hash, ids))
+        # A bound append per bucket: cheaper per id than sorting each batch to slice it.
+        appends = self._appends
+        for h in map(hash, ids):
+            appends[h & _LOW_BITS](h)
         ids.clear()
-        lo = 0
-        for bucket, bound in zip(self.buckets[:-1], _BUCKET_BOUNDS, strict=True):
-            hi = bisect.bisect_left(hashes, bound, lo)
-            if hi > lo:
-                bucket.extend(hashes[lo:hi])
-                lo = hi
-        if lo < len(hashes):
-            self.buckets[-1].extend(hashes[lo:])
 
     def repeated(self) -> set[int]:
         """Hashes seen more than once (usually none)."""
