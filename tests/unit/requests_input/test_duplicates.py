@@ -57,3 +57,18 @@ def test_generated_id_colliding_with_user_id_is_a_duplicate(tmp_path):
     assert [(p.line, p.message) for p in err.problems] == [
         (2, "duplicate custom_id 'p-000001' (first seen on line 1)")
     ]
+
+
+def test_id_hashes_keep_every_hash_once_and_report_exactly_the_repeated_ones():
+    ids = [f"req-{i}" for i in range(5000)]
+    repeats = ["req-7", "req-4095", "req-4999"]
+    hashes = duplicates.IdHashes()
+    for start in range(0, len(ids), 700):  # batches, as the spool files them
+        hashes.add(ids[start : start + 700])
+    hashes.add(list(repeats))
+    hashes.add([])
+
+    stored = [h for bucket in hashes.buckets for h in bucket]
+    assert sorted(stored) == sorted(map(hash, ids + repeats))
+    assert all(hashes.buckets)  # spread over all 64 buckets
+    assert hashes.repeated() == {hash(i) for i in repeats}
