@@ -9,8 +9,9 @@ process restarted after a fault gets a fresh folder, as a replacement pod would.
 is the DAGs folder, which Airflow's local bundle needs on every parsing and running host; it is read-only.
 :meth:`Cluster.assert_private_dirs` reads each live process's environment from ``/proc`` to prove it.
 
-Each process runs in its own session (process group), so a SIGKILL reaches everything it started (a worker's
-pool and task processes), as a node dying would. Every process's output stays in ``<root>/<name>-<n>/out.log``;
+Each process runs in its own session, so a SIGKILL of the session reaches everything it started (a worker's
+pool and task processes, which Airflow's task supervisor puts in process groups of their own), as a node dying
+would. Every process's output stays in ``<root>/<name>-<n>/out.log``;
 :meth:`Cluster.diagnostics` shows their tails when a test fails, and the folder is kept.
 """
 
@@ -200,11 +201,29 @@ class Cluster:
         return names >= set(WORKERS)
 
     def kill(self, name: str) -> None:
-        """SIGKILL ``name`` and everything it started, as when its node dies."""
+        """SIGKILL ``name`` and everything it started, as when its node dies: its session, since Airflow's task
+        supervisor puts each task process in a process group of its own."""
         process = self.processes[name]
         self.killed.add(name)
         signal_group(process.proc, signal.SIGKILL)
+        for pid in _pids_where(os.getsid, process.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         process.proc.wait(30)
+
+    def worker_running(self, pid: int) -> str | None:
+        """The live worker that started ``pid`` (a task process: it is in the worker's session), or None."""
+        for name in WORKERS:
+            process = self.processes.get(name)
+            if (
+                process is not None
+                and name not in self.killed
+                and pid in _pids_where(os.getsid, process.proc.pid)
+            ):
+                return name
+        return None
 
     def terminate(self, name: str, timeout: float = 60) -> None:
         """Stop ``name`` as an operator would (SIGTERM, then SIGKILL after ``timeout``)."""
@@ -308,7 +327,9 @@ class Cluster:
                 continue
             environments = [(process.proc.pid, process.exec_env)]
             environments += [
-                (pid, _environ(pid)) for pid in _group_pids(process.proc.pid) if pid != process.proc.pid
+                (pid, _environ(pid))
+                for pid in _pids_where(os.getpgid, process.proc.pid)
+                if pid != process.proc.pid
             ]
             for pid, env in environments:
                 if env is None:  # exited meanwhile, or its environment overwritten by a process title
@@ -346,12 +367,13 @@ class Cluster:
         return response.json()
 
 
-def _group_pids(pgid: int) -> list[int]:
+def _pids_where(key: Callable[[int], int], value: int) -> list[int]:
+    """Every live process whose ``key`` (``os.getsid``: its session, ``os.getpgid``: its group) is ``value``."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if os.getpgid(int(entry.name)) == pgid:
+                if key(int(entry.name)) == value:
                     pids.append(int(entry.name))
             except (ProcessLookupError, PermissionError):
                 pass
