@@ -15,6 +15,7 @@ Either way: three paid creates for the date, every custom_id landed once.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,8 @@ def test_a_worker_killed_while_it_lands_leaves_nothing_finished_and_the_retry_la
     assert victim is not None, f"no worker runs the landing task (pid {pid})\n{cluster.diagnostics()}"
     (survivor,) = set(WORKERS) - {victim}
     cluster.kill(victim)
+    # The task process went with its worker, as on a dead node: left running, it would finish the upload later.
+    cluster.wait_until("the killed task process to be gone", lambda: not _alive(pid), 10)
 
     assert upload["Key"] == f"{folder}output.jsonl"  # its multipart upload, open, never completed
     assert s3.list_objects_v2(Bucket=bucket, Prefix=folder).get("KeyCount", 0) == 0  # no output, no manifest
@@ -141,3 +144,11 @@ def test_a_worker_killed_while_it_lands_leaves_nothing_finished_and_the_retry_la
     )
     cluster.start_worker(victim)
     cluster.wait_until("the replacement worker to join", cluster.workers_online, STARTUP_TIMEOUT, interval=2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
