@@ -6,7 +6,10 @@ that no reader sees (a bucket lifecycle rule, ``AbortIncompleteMultipartUpload``
 stream (shard, round) writes its own range of part numbers, so the join costs nothing: no temporary object,
 no server-side copy. S3 wants every part but the last to be at least 5 MiB; a stream's tail rides with its
 last part, and streams shorter than a part are gathered into parts after every range. So the lines of a short
-stream may come after those of a longer one that follows it: each line whole, each line once.
+stream may come after those of a longer one that follows it: each line whole, each line once. Every part
+carries a CRC32 that S3 checks on arrival and the object keeps a checksum of its parts, as boto3's own
+transfer manager does (and, like it, none when the client is set to send checksums only when required): a
+part damaged on the way is refused, not landed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from typing import Any, BinaryIO
 MIN_PART = 5 * 2**20
 #: S3's most parts in one upload.
 MAX_PARTS = 10_000
+#: The checksum every part carries, as boto3's transfer manager sends by default.
+CHECKSUM = "CRC32"
+
+_CHECKSUM_FIELD = f"Checksum{CHECKSUM}"
+#: One uploaded part as CompleteMultipartUpload wants it: number, ETag and checksum.
+Part = dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +78,15 @@ class JoinedUpload:
                 f"Expected at most {(MAX_PARTS - 2) * 2 // 5} files to join into one S3 object but received "
                 f"{sources}: S3 allows {MAX_PARTS} parts in one upload"
             )
-        self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        # As boto3's transfer manager: checksums unless the client sends them only where S3 requires them
+        # (``request_checksum_calculation = when_required``, for S3-compatible stores without them).
+        sends = client.meta.config.request_checksum_calculation == "when_supported"
+        self._checksum = {"ChecksumAlgorithm": CHECKSUM} if sends else {}
+        self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **self._checksum)["UploadId"]
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
         self._room = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
-        self._parts: dict[int, dict[int, str]] = {}  # stream index -> part number -> ETag
+        self._parts: dict[int, dict[int, Part]] = {}  # stream index -> part number -> what completes it
         self._gathered: list[bytes] = []
         self._next_gathered = 1 + sources * self.span
 
@@ -85,17 +98,27 @@ class JoinedUpload:
         if kind is not None:
             self.abort()
 
-    def _put(self, number: int, body: bytes) -> Future[tuple[int, str]]:
+    def _put(self, number: int, body: bytes) -> Future[tuple[int, Part]]:
         if not 1 <= number <= MAX_PARTS:  # never sent: S3 would refuse it, after the batches were paid for
             raise ValueError(f"Part number {number} is outside S3's 1 to {MAX_PARTS}")
         self._room.acquire()
 
-        def put() -> tuple[int, str]:
+        def put() -> tuple[int, Part]:
             try:
                 answer = self.client.upload_part(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    **self._checksum,
                 )
-                return number, answer["ETag"]
+                part: Part = {"PartNumber": number, "ETag": answer["ETag"]}
+                if (
+                    _CHECKSUM_FIELD in answer
+                ):  # S3 wants it back at completion; a store without checksums omits it
+                    part[_CHECKSUM_FIELD] = answer[_CHECKSUM_FIELD]
+                return number, part
             finally:
                 self._room.release()
 
@@ -115,7 +138,7 @@ class JoinedUpload:
             self._gather(held)
             return
         first = number = 1 + index * self.span
-        futures: list[Future[tuple[int, str]]] = []
+        futures: list[Future[tuple[int, Part]]] = []
         try:
             while True:
                 following = _read(stream, part)
@@ -129,12 +152,12 @@ class JoinedUpload:
                         f"Expected a file of at most {self.span - 1} parts of {part} bytes but it is longer; "
                         "raise [openai_batch] landing_part_size_mb"
                     )
-            etags = dict(future.result() for future in futures)
+            parts = dict(future.result() for future in futures)
         except BaseException:
             wait(futures)  # a retry must not race this attempt's parts
             raise
         with self._lock:
-            self._parts[index] = etags
+            self._parts[index] = parts
 
     def _gather(self, data: bytes) -> None:
         with self._lock:
@@ -143,17 +166,17 @@ class JoinedUpload:
                 return
             body, self._gathered = b"".join(self._gathered), []
             number, self._next_gathered = self._next_gathered, self._next_gathered + 1
-        number, etag = self._put(number, body).result()
+        number, part = self._put(number, body).result()
         with self._lock:
-            self._parts.setdefault(-1, {})[number] = etag
+            self._parts.setdefault(-1, {})[number] = part
 
     def complete(self) -> None:
         """Make the object visible, whole: every stream was written."""
         rest = b"".join(self._gathered)
         if rest:
-            number, etag = self._put(self._next_gathered, rest).result()
-            self._parts.setdefault(-1, {})[number] = etag
-        parts = sorted((n, e) for etags in self._parts.values() for n, e in etags.items())
+            number, part = self._put(self._next_gathered, rest).result()
+            self._parts.setdefault(-1, {})[number] = part
+        parts = [part for _, part in sorted(p for stream in self._parts.values() for p in stream.items())]
         if not parts:  # nothing at all: an empty object (a multipart upload needs a part)
             self.abort()
             self.client.put_object(Bucket=self.bucket, Key=self.key, Body=b"")
@@ -162,7 +185,7 @@ class JoinedUpload:
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self.upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            MultipartUpload={"Parts": parts},
         )
 
     def abort(self) -> None:

@@ -167,3 +167,6 @@ def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3):
     assert contents[1] in landed and contents[3] in landed  # a big piece stays in one run
     assert keys_under(s3, bucket, "pieces/") == ["pieces/output.jsonl"]
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix="pieces/").get("Uploads", []) == []
+    # Every part carried its CRC32 and the completion sent each back: S3 keeps the checksum of the parts.
+    head = s3.head_object(Bucket=bucket, Key="pieces/output.jsonl", ChecksumMode="ENABLED")
+    assert head.get("ChecksumCRC32"), head

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,19 +101,26 @@ def test_part_size_below_s3s_minimum_is_refused():
 class _RecordingS3:
     """What JoinedUpload asks of S3, recorded: the part numbers it uploads and the parts it completes with."""
 
-    def __init__(self):
-        self.created, self.numbers, self.completed = 0, [], None
+    def __init__(self, checksums="when_supported"):
+        self.created, self.numbers, self.completed, self.checksums = 0, [], None, set()
+        self.meta = SimpleNamespace(config=SimpleNamespace(request_checksum_calculation=checksums))
 
-    def create_multipart_upload(self, **_):
+    def create_multipart_upload(self, ChecksumAlgorithm=None, **_):
         self.created += 1
+        self.checksums.add(("create", ChecksumAlgorithm))
         return {"UploadId": "u1"}
 
-    def upload_part(self, PartNumber, Body, **_):
+    def upload_part(self, PartNumber, Body, ChecksumAlgorithm=None, **_):
         self.numbers.append(PartNumber)
-        return {"ETag": f"e{PartNumber}"}
+        self.checksums.add(("part", ChecksumAlgorithm))
+        return {
+            "ETag": f"e{PartNumber}",
+            **({"ChecksumCRC32": f"c{PartNumber}"} if ChecksumAlgorithm else {}),
+        }
 
     def complete_multipart_upload(self, MultipartUpload, **_):
         self.completed = [p["PartNumber"] for p in MultipartUpload["Parts"]]
+        self.completed_with = MultipartUpload["Parts"]
 
 
 def test_part_numbers_stay_within_s3s_ten_thousand_however_many_short_files():
@@ -124,6 +132,29 @@ def test_part_numbers_stay_within_s3s_ten_thousand_however_many_short_files():
         upload.complete()
     assert len(client.numbers) == 100 and max(client.numbers) <= storage_s3.MAX_PARTS
     assert client.completed == sorted(client.numbers)
+
+
+def _two_streams(client):
+    with storage_s3.JoinedUpload(client, "b", "k", sources=2, part_size=100, concurrency=2) as upload:
+        upload.write(0, io.BytesIO(b"x" * 250), 250)
+        upload.write(1, io.BytesIO(b"y" * 40), 40)  # short: gathered, sent at completion
+        upload.complete()
+    return client
+
+
+def test_every_part_carries_a_crc32_that_the_completion_sends_back():
+    client = _two_streams(_RecordingS3())
+    assert client.checksums == {("create", "CRC32"), ("part", "CRC32")}
+    assert client.completed_with == [
+        {"PartNumber": n, "ETag": f"e{n}", "ChecksumCRC32": f"c{n}"} for n in sorted(client.numbers)
+    ]
+
+
+def test_a_client_configured_to_send_checksums_only_when_required_sends_none():
+    """As boto3's transfer manager: `request_checksum_calculation = when_required` (stores without checksums)."""
+    client = _two_streams(_RecordingS3(checksums="when_required"))
+    assert client.checksums == {("create", None), ("part", None)}
+    assert client.completed_with == [{"PartNumber": n, "ETag": f"e{n}"} for n in sorted(client.numbers)]
 
 
 def test_too_many_files_for_one_object_are_refused_before_an_upload_starts():
