@@ -16,6 +16,11 @@ RSS over idle (``VmHWM`` at the end minus ``VmRSS`` after imports, before landin
 process and of each server (emulator, moto_server, proxy) during it, and the wall time spent in S3's
 ``CompleteMultipartUpload`` calls: on a shared 2-core machine the servers' CPU is part of the wall time (moto
 joins an upload's parts in Python), so these say where a gap comes from.
+
+Every variant starts from the same state: the kernel's dirty pages flushed (``sync``) and, on S3, an empty bucket.
+moto keeps every object over 5 MB in a temporary file, so without that a variant would pay for writing back the
+gigabytes the one before it left. What a variant landed is checked by size (every output byte, once) before it
+is deleted.
 """
 
 from __future__ import annotations
@@ -265,6 +270,25 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def check_landed(variant: str, objects: dict[str, int], expected: int) -> None:
+    """Every output byte landed once: the JSONL objects (``_manifest.json`` aside) add up to the outputs."""
+    landed = sum(size for name, size in objects.items() if name.endswith(".jsonl"))
+    if landed != expected:
+        raise RuntimeError(f"{variant} landed {landed} bytes of output, not {expected}: {objects}")
+
+
+def empty_bucket(direct: Any) -> dict[str, int]:
+    """Delete every object in the bench bucket (moto drops its temporary files); their names and sizes."""
+    objects = {
+        item["Key"]: item["Size"]
+        for page in direct.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for item in page.get("Contents", [])
+    }
+    for key in objects:
+        direct.delete_object(Bucket=BUCKET, Key=key)
+    return objects
+
+
 def make_batches(base_url: str, shards: int, mb: int) -> list[dict[str, Any]]:
     from openai import OpenAI
 
@@ -353,6 +377,7 @@ def main() -> None:
             servers.update(s3_server.pids)
             s3 = {"endpoint": s3_server.proxy_url}
             env["AIRFLOW_CONN_AWS_BENCH"] = s3_server.connection()
+        expected = sum(sizes)
         rows = []
         for target, _round, variant in (
             (t, r, v) for t in args.targets for r in range(args.repeat) for v in variants
@@ -362,10 +387,12 @@ def main() -> None:
                 venv["PYTHONPATH"] = str(today_root)
             if variant == "ours":
                 venv.update(item.split("=", 1) for item in args.ours_env)
+            os.sync()  # no variant pays for the writeback of the one before
             if target == "local":
                 dest = str(work / "landed" / variant)
                 shutil.rmtree(dest, ignore_errors=True)
                 row = run_child(variant, rounds, dest, venv, None, work / "scratch", servers)
+                check_landed(variant, {p.name: p.stat().st_size for p in Path(dest).iterdir()}, expected)
             else:
                 dest = f"{variant}" if variant == "bare" else f"s3://aws_bench@{BUCKET}/{variant}/"
                 row = run_child(
@@ -377,6 +404,7 @@ def main() -> None:
                     work / "scratch",
                     servers,
                 )
+                check_landed(variant, empty_bucket(s3_server.direct), expected)
             rows.append({"target": target, **row})
             print(json.dumps(rows[-1]), flush=True)
             if target == "local":
