@@ -114,9 +114,8 @@ class JoinedUpload:
                     **self._checksum,
                 )
                 part: Part = {"PartNumber": number, "ETag": answer["ETag"]}
-                if (
-                    _CHECKSUM_FIELD in answer
-                ):  # S3 wants it back at completion; a store without checksums omits it
+                # S3 wants each part's checksum back at completion; a store without checksums sends none.
+                if _CHECKSUM_FIELD in answer:
                     part[_CHECKSUM_FIELD] = answer[_CHECKSUM_FIELD]
                 return number, part
             finally:
