@@ -7,6 +7,7 @@ through ``bench/latency_proxy.py`` (300 ms a request), so its uploads last long 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -14,11 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from airflow_provider_openai_batch import storage, transfer
+from airflow_provider_openai_batch import storage, storage_s3, transfer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from tests.support.assertions import assert_paid, read_s3_jsonl
 from tests.support.builders import jsonl
@@ -139,9 +142,29 @@ def test_a_worker_killed_mid_upload_leaves_nothing_finished_and_the_retry_lands_
     assert assert_paid(emulator, 3) == [b["id"] for b in batches]  # landing twice paid nothing more
 
 
-def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3):
-    """Small pieces (under S3's 5 MiB part) before, between and after big ones land whole, in one object."""
+def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3, monkeypatch):
+    """Small pieces (under S3's 5 MiB part) before, between and after big ones land whole, in one object, with
+    a CRC32 on every part that the object's checksum is made of."""
     s3, bucket = moto_s3["client"], moto_s3["bucket"]
+    sent: dict[
+        int, tuple[bytes, bytes]
+    ] = {}  # part number -> (its x-amz-checksum-crc32, the CRC32 of its body)
+
+    def record(request, **_):
+        number = int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
+        crc = base64.b64encode(
+            zlib.crc32(request.body.getvalue()).to_bytes(4, "big")
+        )  # botocore sends a BytesIO
+        sent[number] = (request.headers.get("x-amz-checksum-crc32"), crc)
+
+    client_for = storage_s3.client_for
+
+    def recording_client(conn_id):
+        client = client_for(conn_id)
+        client.meta.events.register("before-send.s3.UploadPart", record)
+        return client
+
+    monkeypatch.setattr(storage_s3, "client_for", recording_client)
     hook = OpenAIBatchHook()
     pad = "x" * 900
     contents = [
@@ -167,6 +190,9 @@ def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3):
     assert contents[1] in landed and contents[3] in landed  # a big piece stays in one run
     assert keys_under(s3, bucket, "pieces/") == ["pieces/output.jsonl"]
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix="pieces/").get("Uploads", []) == []
-    # Every part carried its CRC32 and the completion sent each back: S3 keeps the checksum of the parts.
+    # Every part carried the CRC32 of its bytes, and the object's checksum is the one of exactly those parts,
+    # in order (S3's composite: the CRC32 of the parts' CRC32s), which the completion declared.
+    assert len(sent) > 1 and all(header == crc for header, crc in sent.values()), sent
+    composite = zlib.crc32(b"".join(base64.b64decode(sent[n][1]) for n in sorted(sent))).to_bytes(4, "big")
     head = s3.head_object(Bucket=bucket, Key="pieces/output.jsonl", ChecksumMode="ENABLED")
-    assert head.get("ChecksumCRC32"), head
+    assert head.get("ChecksumCRC32", "").partition("-")[0] == base64.b64encode(composite).decode(), head
