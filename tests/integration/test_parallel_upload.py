@@ -82,8 +82,11 @@ def test_a_refused_upload_pays_nothing_and_the_retry_uploads_only_that_shard(
     configure_outcome_dag(
         monkeypatch, input_path=str(source), output_path=str(out), limits={"max_requests": 11}
     )
-    # Only the middle shard is over 10 KB: the emulator refuses it (413, not retried), the others pass.
+    # Only the middle shard is over 10 KB: the emulator refuses it (413, not retried), the others pass. Every
+    # answer is held a second, so all three uploads are on the wire before the refusal comes back (a refusal
+    # stops uploads not yet started, and without the hold the third one sometimes had not started).
     openai_conn.configure(max_file_bytes=10_000)
+    openai_conn.add_fault(method="POST", path="/v1/files", kind="hold", delay=1.0, times=3)
 
     assert run_dag(OUTCOME_DAG, DATE).state == "failed"
     first = uploads(openai_conn)
