@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_landing import cpu_seconds, empty_bucket  # noqa: E402
+from bench_landing import BUCKET, cpu_seconds, empty_bucket  # noqa: E402
 from s3_server import start_s3  # noqa: E402
 
-BUCKET = "bench"
 MIB = 2**20
 
 

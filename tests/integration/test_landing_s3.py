@@ -146,16 +146,16 @@ def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3, monkeypatch)
     """Small pieces (under S3's 5 MiB part) before, between and after big ones land whole, in one object, with
     a CRC32 on every part that the object's checksum is made of."""
     s3, bucket = moto_s3["client"], moto_s3["bucket"]
-    sent: dict[
-        int, tuple[bytes, bytes]
-    ] = {}  # part number -> (its x-amz-checksum-crc32, the CRC32 of its body)
+    # part number -> (its x-amz-checksum-crc32 header, the CRC32 of its body)
+    sent: dict[int, tuple[bytes, bytes]] = {}
 
     def record(request, **_):
         number = int(parse_qs(urlsplit(request.url).query)["partNumber"][0])
-        crc = base64.b64encode(
-            zlib.crc32(request.body.getvalue()).to_bytes(4, "big")
-        )  # botocore sends a BytesIO
-        sent[number] = (request.headers.get("x-amz-checksum-crc32"), crc)
+        body = request.body.getvalue()  # botocore sends a part's bytes as a BytesIO
+        sent[number] = (
+            request.headers.get("x-amz-checksum-crc32"),
+            base64.b64encode(zlib.crc32(body).to_bytes(4, "big")),
+        )
 
     client_for = storage_s3.client_for
 

@@ -102,7 +102,7 @@ class _RecordingS3:
     """What JoinedUpload asks of S3, recorded: the part numbers it uploads and the parts it completes with."""
 
     def __init__(self, checksums="when_supported"):
-        self.created, self.numbers, self.completed, self.checksums = 0, [], None, set()
+        self.created, self.numbers, self.completed_with, self.checksums = 0, [], None, set()
         self.meta = SimpleNamespace(config=SimpleNamespace(request_checksum_calculation=checksums))
 
     def create_multipart_upload(self, ChecksumAlgorithm=None, **_):
@@ -119,8 +119,12 @@ class _RecordingS3:
         }
 
     def complete_multipart_upload(self, MultipartUpload, **_):
-        self.completed = [p["PartNumber"] for p in MultipartUpload["Parts"]]
         self.completed_with = MultipartUpload["Parts"]
+
+    @property
+    def completed(self):
+        """The part numbers completed, in the order given."""
+        return [p["PartNumber"] for p in self.completed_with]
 
 
 def test_part_numbers_stay_within_s3s_ten_thousand_however_many_short_files():
