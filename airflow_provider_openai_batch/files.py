@@ -1,8 +1,11 @@
 """The landed-folder contract, and the one way the provider opens a file to read it. No Airflow import at module level.
 
 A results folder holds ``output.jsonl``, ``errors.jsonl`` (only when there are error lines) and
-``_manifest.json``, written last: its presence means the folder is complete. Landing writes these names, the
-reader reads them, and every read (an input, a landed file, a price table) goes through :func:`open_binary`.
+``_manifest.json``, written last: its presence means the folder is complete. On object storage, a task with
+several OpenAI output (or error) files (shards, follow-up rounds) lands each as its own object instead,
+``output-00000.jsonl``, ``output-00001.jsonl``, ... (:func:`numbered`), which the manifest lists: an object
+store cannot join objects without copying them, and several objects land in parallel and read in parallel.
+Landing writes these names, the reader reads them, and every read (an input, a landed file, a price table) goes through :func:`open_binary`.
 Local paths and plain fsspec URLs (``s3://bucket/key``, ``file:///...``) need no Airflow; a URL naming an Airflow
 connection (``s3://aws_conn@bucket/key``, as the operator writes them) needs Airflow's ``ObjectStoragePath`` to
 find its credentials, so Airflow is imported for those only. Remote files are read and written in 5 MiB blocks;
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
@@ -22,6 +26,8 @@ import orjson
 
 OUTPUT = "output.jsonl"
 ERRORS = "errors.jsonl"
+#: Every name a landing may write for its output and error files (one file, or numbered ones).
+LANDED_NAME = re.compile(r"(output|errors)(-\d{5})?\.jsonl")
 #: Written last: a folder without it is still landing (or its landing failed).
 MANIFEST = "_manifest.json"
 #: Few round trips and small buffers (fsspec's S3 default buffers 50 MiB per open file, and S3 multipart
@@ -31,6 +37,22 @@ BLOCK_SIZE = 5 * 2**20
 #: once: memory is READ_AHEAD_BLOCK × (READ_AHEAD + 1) = 40 MiB.
 READ_AHEAD_BLOCK = 8 * 2**20
 READ_AHEAD = 4
+
+
+def numbered(name: str, index: int) -> str:
+    """The name of file ``index`` of several: ``output.jsonl`` -> ``output-00000.jsonl``."""
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}-{index:05d}{dot}{suffix}"
+
+
+def describe_files(paths: list[str]) -> str:
+    """Landed files for a message: the one path, or how many and where (one line however many)."""
+    if len(paths) == 1:
+        return paths[0]
+    if not paths:
+        return "no file"
+    folder, _, first = paths[0].rpartition("/")
+    return f"{folder}/ in {len(paths)} files ({first} to {paths[-1].rpartition('/')[2]})"
 
 
 def is_storage_path(location: Any) -> bool:

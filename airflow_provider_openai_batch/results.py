@@ -42,8 +42,12 @@ class BatchResult(TypedDict):
 
     ``batch_id`` is the first batch (the only one unless sharded or resubmitted); ``batch_ids`` every batch of
     every round; ``rounds`` the batch ids per round (round 0: the input's shards). ``output_file_id`` and
-    ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``request_counts`` count each
-    request once, by its last outcome; ``output_lines`` / ``error_lines`` are the landed files' lines.
+    ``error_file_id`` are set for a single batch; ``*_file_ids`` list every round's. ``output_paths`` and
+    ``error_paths`` are the landed files (see :mod:`airflow_provider_openai_batch.files`): one ``output.jsonl``
+    on local disk, one object per OpenAI file on object storage when there are several; ``output_path`` and
+    ``error_path`` name the file when there is exactly one (else None: read them all, or use ``read_results``).
+    ``request_counts`` count each request once, by its last outcome; ``output_lines`` / ``error_lines`` are the
+    landed files' lines.
     ``cost`` is an estimate from the price table (``total_usd`` None for an unknown model).
     ``invalid_output`` (with ``output_schema``; else None) counts the output lines whose structured answer did
     not validate: ``{"total", "reasons": {"truncated", "refusal", "no_answer", "invalid_json",
@@ -60,6 +64,8 @@ class BatchResult(TypedDict):
     status: str
     output_path: str | None
     error_path: str | None
+    output_paths: list[str]
+    error_paths: list[str]
     manifest_path: str | None
     output_file_id: str | None
     error_file_id: str | None
@@ -133,8 +139,8 @@ def shard_summary(batch: Mapping[str, Any]) -> ShardSummary:
 def build_result(
     rounds: Sequence[Sequence[Mapping[str, Any]]],
     *,
-    output_path: str | None,
-    error_path: str | None,
+    output_paths: Sequence[str],
+    error_paths: Sequence[str],
     manifest_path: str | None,
     output_lines: int,
     error_lines: int,
@@ -166,8 +172,10 @@ def build_result(
         "batch_id": batches[0]["id"] if batches else None,
         "batch_ids": [b["id"] for b in batches],
         "status": combined_status(b["status"] for b in (rounds[-1] if rounds else [])),
-        "output_path": output_path,
-        "error_path": error_path,
+        "output_path": output_paths[0] if len(output_paths) == 1 else None,
+        "error_path": error_paths[0] if len(error_paths) == 1 else None,
+        "output_paths": list(output_paths),
+        "error_paths": list(error_paths),
         "manifest_path": manifest_path,
         "output_file_id": single.get("output_file_id"),
         "error_file_id": single.get("error_file_id"),
@@ -199,6 +207,8 @@ def summary(result: BatchResult) -> dict[str, Any]:
         "usage": dict(result["usage"]),
         "output_path": result["output_path"],
         "error_path": result["error_path"],
+        "output_paths": list(result["output_paths"]),
+        "error_paths": list(result["error_paths"]),
         "manifest_path": result["manifest_path"],
         "custom_id_prefix": result["custom_id_prefix"],
         "cost": result.get("cost"),

@@ -1,4 +1,5 @@
-"""Landing on S3 without a local copy: several streams written at once, in parallel parts, as one object.
+"""Landing on S3 without a local copy: several streams written at once, in parallel parts, as one object (or
+as several, each its own upload, their parts sharing one :class:`PartPool`).
 
 A multipart upload is invisible until it is completed, so completing it is the atomic step, taken only once
 every stream was written whole; any failure aborts it, and a worker killed midway leaves an incomplete upload
@@ -53,6 +54,18 @@ def client_for(conn_id: str | None) -> Any:
     return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
+class PartPool:
+    """Parts uploaded ``concurrency`` at a time, shared by the uploads of one landing (so several objects written
+    at once hold no more parts in memory than one)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
+        self.room = threading.BoundedSemaphore(concurrency)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
 class JoinedUpload:
     """One object written by one multipart upload from several streams at once, each in its own range of part
     numbers; visible only once :meth:`complete` succeeds, aborted by :meth:`abort` (or on leaving a ``with``
@@ -64,10 +77,20 @@ class JoinedUpload:
     at once; each stream being read holds two more (the part it holds back and the next).
 
     :param sources: how many streams will be written (each gets a range of part numbers).
+    :param parts: the pool its parts are uploaded from, when several uploads share one (else its own, of
+        ``concurrency`` threads).
     """
 
     def __init__(
-        self, client: Any, bucket: str, key: str, *, sources: int, part_size: int, concurrency: int
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        *,
+        sources: int,
+        part_size: int,
+        concurrency: int,
+        parts: PartPool | None = None,
     ) -> None:
         self.client, self.bucket, self.key, self.part_size = client, bucket, key, part_size
         # Gathered parts hold at least part_size bytes of streams each shorter than part_size: at most one
@@ -83,8 +106,8 @@ class JoinedUpload:
         sends = client.meta.config.request_checksum_calculation == "when_supported"
         self._checksum = {"ChecksumAlgorithm": CHECKSUM} if sends else {}
         self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **self._checksum)["UploadId"]
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
-        self._room = threading.BoundedSemaphore(concurrency)
+        self._own = parts is None
+        self._parts_in_flight = parts or PartPool(concurrency)
         self._lock = threading.Lock()
         self._parts: dict[int, dict[int, Part]] = {}  # stream index -> part number -> what completes it
         self._gathered: list[bytes] = []
@@ -94,14 +117,16 @@ class JoinedUpload:
         return self
 
     def __exit__(self, kind: object, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
+        if self._own:
+            self._parts_in_flight.shutdown()
         if kind is not None:
             self.abort()
 
     def _put(self, number: int, body: bytes) -> Future[tuple[int, Part]]:
         if not 1 <= number <= MAX_PARTS:  # never sent: S3 would refuse it, after the batches were paid for
             raise ValueError(f"Part number {number} is outside S3's 1 to {MAX_PARTS}")
-        self._room.acquire()
+        pool = self._parts_in_flight
+        pool.room.acquire()
 
         def put() -> tuple[int, Part]:
             try:
@@ -119,9 +144,9 @@ class JoinedUpload:
                     part[_CHECKSUM_FIELD] = answer[_CHECKSUM_FIELD]
                 return number, part
             finally:
-                self._room.release()
+                pool.room.release()
 
-        return self._pool.submit(put)
+        return pool.executor.submit(put)
 
     def write(self, index: int, stream: BinaryIO, size: int | None = None) -> None:
         """Upload stream number ``index`` from its start; a retry replaces an earlier attempt's parts.
@@ -186,6 +211,13 @@ class JoinedUpload:
             UploadId=self.upload_id,
             MultipartUpload={"Parts": parts},
         )
+
+    def remove(self) -> None:
+        """Delete the object a completed upload made (a landing that failed after it was completed)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key)
+        except Exception as err:  # the folder has no manifest, so it does not look finished anyway
+            log.warning("Could not remove %s after a failed landing: %s", self.key, type(err).__name__)
 
     def abort(self) -> None:
         try:

@@ -1,13 +1,14 @@
 """Landing streamed files on storage: several files at once, none copied whole to local disk, joined into one
-destination that appears only when whole.
+destination that appears only when whole (:func:`write_joined`), or each into its own (:func:`write_each`).
 
 Each source (one output or error file on OpenAI) is streamed straight into its place: on S3 into its own range
 of parts of the destination's one multipart upload (:mod:`.storage_s3`), completed once every source is whole;
 on local disk at its own offset of one hidden file beside the destination (the sum of the sizes before it, from
 each download's ``content-length``), renamed into place; on other object stores into hidden objects, then
 joined. Sources are fetched ``concurrency`` at a time; a source whose download drops starts over on its own.
-Peak memory is set by ``part_size × concurrency`` and no local disk is used for remote destinations; both are
-``[openai_batch]`` options (docs/results.md).
+Several destinations on S3 are as many multipart uploads, sharing one pool of part uploads and completed
+together once every source is whole. Peak memory is set by ``part_size × concurrency`` and no local disk is
+used for remote destinations; both are ``[openai_batch]`` options (docs/results.md).
 """
 
 from __future__ import annotations
@@ -91,6 +92,96 @@ def write_joined(
     if destination.protocol in _S3:
         return _write_s3(sources, destination, settings)
     return _write_other(sources, destination, settings)
+
+
+def write_each(
+    sources: Sequence[Source], destinations: Sequence[Any], settings: TransferSettings
+) -> list[int]:
+    """Land each source at its own destination (ObjectStoragePaths in one store); return each one's lines.
+
+    On S3 each is its own multipart upload, their parts sharing ``concurrency`` uploads at a time; the uploads
+    are completed together, in parallel, once every source was written whole, so none appears while another
+    is still streaming. On any failure every upload is aborted and any object already completed removed.
+    Elsewhere each source lands as :func:`write_joined` lands one.
+    """
+    if len(sources) != len(destinations):
+        raise ValueError(
+            f"Expected a destination per source but received {len(destinations)} for {len(sources)}"
+        )
+    if not sources:
+        return []
+    if destinations[0].protocol not in _S3:
+        return _write_each_other(sources, destinations, settings)
+    client = storage_s3.client_for(connection_of(destinations[0]))
+    parts = storage_s3.PartPool(settings.concurrency)
+    uploads: list[storage_s3.JoinedUpload] = []
+    completed: list[storage_s3.JoinedUpload] = []
+    try:
+        for destination in destinations:
+            bucket, key = bucket_and_key(destination)
+            uploads.append(
+                storage_s3.JoinedUpload(
+                    client,
+                    bucket,
+                    key,
+                    sources=1,
+                    part_size=settings.part_size,
+                    concurrency=settings.concurrency,
+                    parts=parts,
+                )
+            )
+
+        def sink(index: int) -> Callable[[BinaryIO], None]:
+            return lambda stream: uploads[index].write(0, stream, getattr(stream, "size", None))
+
+        lines = _parallel(sources, sink, settings.concurrency)
+
+        def complete(upload: storage_s3.JoinedUpload) -> None:
+            upload.complete()
+            completed.append(upload)
+
+        workers = min(len(uploads), settings.concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-complete") as pool:
+            for future in [pool.submit(complete, upload) for upload in uploads]:
+                future.result()
+    except BaseException:
+        parts.shutdown()  # no part of an aborted upload still on its way
+        for upload in uploads:
+            if upload in completed:
+                upload.remove()
+            else:
+                upload.abort()
+        raise
+    finally:
+        parts.shutdown()
+    return lines
+
+
+def _write_each_other(
+    sources: Sequence[Source], destinations: Sequence[Any], settings: TransferSettings
+) -> list[int]:
+    """Each source as :func:`write_joined` lands one, ``concurrency`` at a time; on a failure the ones that
+    landed are removed."""
+    with ThreadPoolExecutor(
+        max_workers=min(settings.concurrency, len(sources)), thread_name_prefix="landing"
+    ) as pool:
+        futures = [
+            pool.submit(write_joined, [source], destination, settings)
+            for source, destination in zip(sources, destinations, strict=True)
+        ]
+        try:
+            return [future.result()[0] for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            for destination in destinations:
+                try:
+                    if destination.exists():
+                        destination.unlink()
+                except Exception:  # best effort: no manifest, so the folder does not look finished
+                    log.warning("Could not remove %s after a failed landing", destination)
+            raise
 
 
 def _hidden(name: str, index: int | str, tag: str) -> str:

@@ -6,7 +6,8 @@ The emulator (unthrottled) runs N embedding batches whose outputs are about ``--
 lands them, in a fresh child process, to (a) a local folder and (b) S3: a moto_server behind
 ``bench/latency_proxy.py`` (``--delay`` seconds a request):
 
-- *ours*: ``landing.land`` (the operator's landing, joined ``output.jsonl``), default ``[openai_batch]`` options;
+- *ours*: ``landing.land`` (the operator's landing: one joined ``output.jsonl`` on local disk, one object per
+  shard's file on S3), default ``[openai_batch]`` options;
 - *today*: the same call on the code of git ref ``--today`` (checked out in a temporary worktree);
 - *bare*: the openai client streaming each file (one thread per file) into its place: a local file, or
   boto3's ``upload_fileobj`` with a ``TransferConfig`` (parallel parts); one object per file, no join.

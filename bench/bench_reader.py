@@ -64,10 +64,33 @@ def chat_body(i: int, content: str) -> dict:
     }
 
 
+def landed(folder: Path) -> bool:
+    """Whether ``folder`` holds a results folder the reader reads: its manifest lists the files (a folder an
+    older version of this script generated, whose manifest does not, is generated again)."""
+    try:
+        return "output_paths" in orjson.loads((folder / "_manifest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+
+
+def write_manifest(folder: Path) -> None:
+    """The manifest as landing writes it, last: the reader reads the files its lists name (``errors.jsonl``
+    only when it has lines)."""
+    output, errors = folder / "output.jsonl", folder / "errors.jsonl"
+    error_paths = [str(errors)] if errors.exists() and errors.stat().st_size else []
+    manifest = {
+        "output_path": str(output),
+        "error_path": error_paths[0] if error_paths else None,
+        "output_paths": [str(output)],
+        "error_paths": error_paths,
+    }
+    (folder / "_manifest.json").write_bytes(orjson.dumps(manifest))
+
+
 def generate(folder: Path, n: int) -> Path:
     """A results folder of n requests and the requests file beside it; reused when it exists."""
     requests = folder.with_suffix(".requests.jsonl")
-    if (folder / "_manifest.json").exists() and requests.exists():
+    if landed(folder) and requests.exists():
         return requests
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(n)
@@ -96,7 +119,7 @@ def generate(folder: Path, n: int) -> Path:
                 orjson.dumps({"id": f"batch_req_{i}", "custom_id": cid, "response": response, "error": None})
             )
             out.write(b"\n")
-    (folder / "_manifest.json").write_bytes(orjson.dumps({"error_path": str(folder / "errors.jsonl")}))
+    write_manifest(folder)
     return requests
 
 
@@ -120,7 +143,7 @@ class _Parse:
 
     @staticmethod
     def generate(folder: Path, n: int) -> None:
-        if (folder / "_manifest.json").exists():
+        if landed(folder):
             return
         folder.mkdir(parents=True, exist_ok=True)
         rng = random.Random(n + 1)
@@ -130,7 +153,7 @@ class _Parse:
                 line = {"id": f"batch_req_{i}", "custom_id": f"req-{i:07d}", "error": None}
                 line["response"] = {"status_code": 200, "request_id": f"req_{i}", "body": body}
                 out.write(orjson.dumps(line) + b"\n")
-        (folder / "_manifest.json").write_bytes(orjson.dumps({"error_path": None}))
+        write_manifest(folder)
 
 
 CHILD = """

@@ -46,9 +46,13 @@ def openai_batch_daily():
     def summarise(result: dict) -> str:
         counts = result["request_counts"]
         usage = result["usage"]
+        # One output file (output_path), or on object storage one per OpenAI file (output_paths; read_results
+        # reads them all).
+        files = result["output_paths"]
+        where = result["output_path"] or f"{len(files)} files beside {result['manifest_path']}"
         summary = (
             f"batch {result['batch_id']} {result['status']}: {counts['completed']}/{counts['total']} requests "
-            f"succeeded, {counts['failed']} failed, {usage['total_tokens']} tokens; output at {result['output_path']}"
+            f"succeeded, {counts['failed']} failed, {usage['total_tokens']} tokens; output at {where}"
         )
         print(summary)
         return summary

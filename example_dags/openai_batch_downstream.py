@@ -50,9 +50,10 @@ def openai_batch_downstream():
                     counts["answered"] += 1
                 else:
                     counts["empty"] += 1
-            print(
-                f"batch {summary.get('batch_ids')} ({summary.get('status')}) at {summary.get('output_path')}"
-            )
+            # One output file, or on object storage one per OpenAI file: output_path is then None.
+            files = summary.get("output_paths") or []
+            where = summary.get("output_path") or f"{len(files)} files beside {summary.get('manifest_path')}"
+            print(f"batch {summary.get('batch_ids')} ({summary.get('status')}) at {where}")
         print(
             f"{counts['answered']} answered, {counts['empty']} empty, {counts['failed']} failed across "
             f"{counts['events']} result(s) ({counts['repeats']} repeat(s) skipped); estimated ${counts['estimated_usd']:.4f} (an estimate, not an invoice)"

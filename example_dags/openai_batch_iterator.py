@@ -8,11 +8,13 @@ No schedule: it runs only when triggered, so unpausing it submits no batch.
 
 from __future__ import annotations
 
-import json
 import os
 
 import pendulum
-from airflow.sdk import ObjectStoragePath, dag, task
+from airflow.sdk import dag, task
+
+from airflow_provider_openai_batch import read_results
+from airflow_provider_openai_batch.reader import embedding
 
 PRODUCTS = ["blue kettle", "steel teapot", "oak cutting board", "linen apron", "cast iron pan"]
 BASE = "{{ var.value.get('openai_batch_local_base', '/tmp/openai-batch-example') }}"
@@ -38,21 +40,17 @@ def openai_batch_iterator():
 
     @task
     def join_back(result: dict) -> dict:
-        """Read the landed output and map each product to its embedding's length, joined by custom_id."""
-        by_id = {}
-        with ObjectStoragePath(_as_url(result["output_path"])).open("rb") as fh:
-            for line in fh:
-                row = json.loads(line)
-                by_id[row["custom_id"]] = len(row["response"]["body"]["data"][0]["embedding"])
+        """Read the landed output (all its files): each product's embedding length, joined by custom_id."""
+        by_id = {
+            record["custom_id"]: len(embedding(record))
+            for record in read_results(result, include="output")
+            if record["error"] is None
+        }
         joined = {name: by_id.get(f"{result['custom_id_prefix']}-{i:06d}") for i, name in enumerate(PRODUCTS)}
         print(joined)
         return joined
 
     join_back(embed_products())
-
-
-def _as_url(path: str) -> str:
-    return path if "://" in path else f"file://{path}"
 
 
 openai_batch_iterator()

@@ -1,9 +1,12 @@
 """Landing: every round's output and error files downloaded, joined and written to storage, manifest last.
 
 A folder being rewritten must never look complete: the old manifest is removed first (a failure to remove it
-fails the task), files are written under temporary names and moved into place, and each landed file's line count
-is checked against what was downloaded before the manifest goes in. With follow-up rounds, a request's error line
-is dropped from a round whose next round sent it again, so every ``custom_id`` lands once, with its last outcome.
+fails the task), files are written under temporary names and moved into place (on S3, completed only once all
+are whole), and each landed file's line count is checked against what was downloaded before the manifest goes
+in. On object storage several OpenAI files land as one object each (:mod:`..files`), since joining objects means
+copying them; files of an earlier landing that this one did not write are removed before the manifest. With
+follow-up rounds, a request's error line is dropped from a round whose next round sent it again, so every
+``custom_id`` lands once, with its last outcome.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from airflow_provider_openai_batch import results, storage, transfer
 from airflow_provider_openai_batch.cost.estimate import describe
 from airflow_provider_openai_batch.cost.prices import cost_of_usage, price_age
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError, OpenAIBatchFilesDeleted
-from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
+from airflow_provider_openai_batch.files import (
+    ERRORS,
+    LANDED_NAME,
+    MANIFEST,
+    OUTPUT,
+    describe_files,
+    numbered,
+)
 from airflow_provider_openai_batch.lifecycle import answers
 from airflow_provider_openai_batch.lifecycle.tags import TAG_RUN
 from airflow_provider_openai_batch.statuses import is_stopped_line, should_resubmit
@@ -36,8 +46,8 @@ _NOT_STORAGE = (OpenAIBatchError, openai.OpenAIError)
 
 @dataclass(frozen=True)
 class Landed:
-    output_path: str
-    error_path: str | None
+    output_paths: list[str]
+    error_paths: list[str]  # the error files with lines
     manifest_path: str
     output_lines: int
     error_lines: int
@@ -96,31 +106,64 @@ def land(
                         filtered=len(rounds) > 1,
                     )
                 )
-    output_file, error_file = folder / OUTPUT, folder / ERRORS
-    with storage.about("write", output_file, keep=_NOT_STORAGE):
-        output_lines = sum(transfer.write_joined(outputs, output_file, settings))
+    output_files = _destinations(folder, OUTPUT, len(outputs))
+    output_counts = _write(outputs, output_files, folder, settings)
     tally = None
-    if (
-        output_schema is not None
-    ):  # one read of the landed output, joined to the inputs when the schema needs them
+    if output_schema is not None:  # one read of each landed output, joined to its inputs if the schema needs
         tally = answers.empty_tally()
-        inputs = [_input_file(hook, b, work) for b in output_batches] if output_schema == "auto" else []
-        answers.tally(output_file, output_schema, inputs, tally)
-    error_lines = 0
-    if errors:
-        with storage.about("write", error_file, keep=_NOT_STORAGE):
-            error_lines = sum(transfer.write_joined(errors, error_file, settings))
-    if not error_lines:
-        storage.remove_if_exists(error_file)
+        for landed_file, its in zip(output_files, _batches_of(output_files, output_batches), strict=True):
+            inputs = [_input_file(hook, b, work) for b in its] if output_schema == "auto" else []
+            answers.tally(landed_file, output_schema, inputs, tally)
+    error_files = _destinations(folder, ERRORS, len(errors)) if errors else []
+    error_counts = _write(errors, error_files, folder, settings) if errors else []
+    kept_errors = [path for path, lines in zip(error_files, error_counts, strict=True) if lines]
+    _remove_stale(folder, keep={path.name for path in [*output_files, *kept_errors]})
     return Landed(
-        output_path=str(output_file),
-        error_path=str(error_file) if error_lines else None,
+        output_paths=[str(path) for path in output_files],
+        error_paths=[str(path) for path in kept_errors],
         manifest_path=str(folder / MANIFEST),
-        output_lines=output_lines,
-        error_lines=error_lines,
+        output_lines=sum(output_counts),
+        error_lines=sum(error_counts),
         failed_lines=sum(e.ran for e in errors) if len(rounds) > 1 else 0,
         invalid_output=tally,
     )
+
+
+def _destinations(folder: Any, name: str, sources: int) -> list[Any]:
+    """Where ``sources`` files land: joined into ``name``, or on object storage with several, one object each
+    (:func:`..files.numbered`)."""
+    if sources <= 1 or folder.protocol == "file":
+        return [folder / name]
+    return [folder / numbered(name, i) for i in range(sources)]
+
+
+def _write(
+    sources: Sequence[transfer.Source], destinations: list[Any], folder: Any, settings: TransferSettings
+) -> list[int]:
+    """The lines landed at each of ``destinations``: the sources joined into one file, or one each."""
+    if len(destinations) == 1:
+        with storage.about("write", destinations[0], keep=_NOT_STORAGE):
+            return [sum(transfer.write_joined(sources, destinations[0], settings))]
+    with storage.about("write", folder, keep=_NOT_STORAGE):
+        return transfer.write_each(sources, destinations, settings)
+
+
+def _batches_of(files: list[Any], batches: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """The batches whose answers each landed output file holds: all of them when joined, else one each."""
+    return [batches] if len(files) == 1 else [[batch] for batch in batches]
+
+
+def _remove_stale(folder: Any, keep: set[str]) -> None:
+    """Remove the output and error files an earlier landing left that this one did not write (a landing with
+    another number of files, or with error lines where this one has none)."""
+    folder.fs.invalidate_cache(folder.path)  # the files were written past fsspec: list them afresh
+    try:
+        names = [path.name for path in folder.iterdir()] if folder.exists() else []
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        if LANDED_NAME.fullmatch(name) and name not in keep:
+            storage.remove_if_exists(folder / name)
 
 
 class _OutputSource:
@@ -293,8 +336,8 @@ def land_result(
         )
     result = results.build_result(
         rounds,
-        output_path=landed.output_path,
-        error_path=landed.error_path,
+        output_paths=landed.output_paths,
+        error_paths=landed.error_paths,
         manifest_path=landed.manifest_path,
         output_lines=landed.output_lines,
         error_lines=landed.error_lines,
@@ -311,9 +354,9 @@ def land_result(
     log.info(
         "Landed %d output line(s) at %s and %d error line(s)%s%s. Cost: %s",
         landed.output_lines,
-        landed.output_path,
+        describe_files(landed.output_paths),
         landed.error_lines,
-        f" at {landed.error_path}" if landed.error_path else "",
+        f" at {describe_files(landed.error_paths)}" if landed.error_paths else "",
         f"; {landed.invalid_output['total']} invalid answer(s) {landed.invalid_output['reasons']}"
         if landed.invalid_output
         else "",

@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow_provider_openai_batch import exceptions as exc
 from airflow_provider_openai_batch import results
+from airflow_provider_openai_batch.files import describe_files
 from airflow_provider_openai_batch.lifecycle.plan import Fail, FailReason, Outcome
 from airflow_provider_openai_batch.statuses import EventStatus
 
@@ -31,8 +32,8 @@ def terminal_error(
 ) -> exc.OpenAIBatchTerminalError:
     """The exception for a landed result whose outcome is not a success."""
     cls, what = _TERMINAL[outcome]
-    where = f"Results landed at {result['output_path']}" + (
-        f" and {result['error_path']}" if result["error_path"] else ""
+    where = f"Results landed at {describe_files(result['output_paths'])}" + (
+        f" and {describe_files(result['error_paths'])}" if result["error_paths"] else ""
     )
     message = f"Batch(es) {result['batch_ids']} {what}: {result['output_lines']} request(s) finished"
     if outcome is Outcome.FAILED:

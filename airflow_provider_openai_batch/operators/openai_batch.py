@@ -395,7 +395,7 @@ class OpenAIBatchOperator(BaseOperator):
                 [b for rnd in rounds for b in rnd],
                 result,
                 seconds=time.monotonic() - started,
-                landed_bytes=storage.landed_bytes(result["output_path"], result["error_path"]),
+                landed_bytes=storage.landed_bytes(*result["output_paths"], *result["error_paths"]),
                 tags=metrics.tags_of(context),
             )
         context["ti"].xcom_push(key=RESULT_XCOM_KEY, value=result)

@@ -204,7 +204,11 @@ def task_view(
         cost_so_far=round(sum(so_far), 6) if so_far else None,
         final_cost=cost.get("total_usd") if task.result else None,
         cost_note=cost.get("note") or cost.get("reason"),
-        landed=[(k, str(result[k])) for k in ("output_path", "error_path", "manifest_path") if result.get(k)],
+        landed=[
+            *(("output_path", str(path)) for path in result.get("output_paths") or ()),
+            *(("error_path", str(path)) for path in result.get("error_paths") or ()),
+            *((("manifest_path", str(result["manifest_path"])),) if result.get("manifest_path") else ()),
+        ],
         queue_wait=(
             f"waiting for queue since {_when(wait.get('since'))}: {wait.get('reason') or ''}".rstrip(": ")
             if wait and task.state == "deferred"

@@ -118,11 +118,9 @@ class Results:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # A generator method: its frame holds `self`, so the index outlives a `read_results(...)` temporary.
-        files = [self.files.output if "output" in self.include else None]
-        files.append(self.files.errors if "errors" in self.include else None)
-        records: Iterator[dict[str, Any]] = itertools.chain.from_iterable(
-            _lines(f) for f in files if f is not None
-        )
+        files = [*(self.files.output if "output" in self.include else ())]
+        files += self.files.errors if "errors" in self.include else ()
+        records: Iterator[dict[str, Any]] = itertools.chain.from_iterable(_lines(f) for f in files)
         if self._requests is not None:
             records = self._joined(records)
         if self.schema is None:
@@ -258,7 +256,8 @@ def read_results(
     ``no_schema``; ``errors`` lists each failing ``field`` with its ``message``. ``response`` is kept.
 
     :param source: a BatchResult dict (the operator's return value), a results folder (holding
-        ``output.jsonl``, ``errors.jsonl`` when there are errors, and ``_manifest.json``), or the path of
+        ``output.jsonl``, ``errors.jsonl`` when there are errors, and ``_manifest.json``; on object storage
+        ``output-00000.jsonl``, ... when a task landed several files, as its manifest lists), or the path of
         one output file (a path ending in ``.jsonl``). Local paths, fsspec URLs, Airflow connection URLs
         (``s3://aws_conn@bucket/results/``) and ObjectStoragePath objects are accepted.
     :param requests: the input path (any of the above), or an iterable of requests (dicts, bare bodies or

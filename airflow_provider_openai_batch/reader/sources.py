@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from airflow_provider_openai_batch.files import (
-    ERRORS,
     MANIFEST,
     OUTPUT,
     child,
@@ -30,13 +29,13 @@ from airflow_provider_openai_batch.files import (
 class ResultFiles:
     """The files of one result, resolved from what the user passed.
 
-    :param output: the output file, or None when there is none.
-    :param errors: the error file, or None when there is none.
+    :param output: the output files (none, one, or the numbered ones of object storage).
+    :param errors: the error files (none when there were no error lines).
     :param custom_id_prefix: the prefix the operator generated ids with (from the BatchResult or manifest).
     """
 
-    output: Any
-    errors: Any
+    output: list[Any]
+    errors: list[Any]
     custom_id_prefix: str | None = None
 
 
@@ -47,13 +46,15 @@ def resolve(source: Any) -> ResultFiles:
     hold ``_manifest.json`` (the operator writes it last, so its absence means the landing is incomplete).
     """
     if isinstance(source, Mapping):
-        if "output_path" not in source:
+        if "output_paths" not in source:
             raise ValueError(
-                "Expected a BatchResult dict with an `output_path` key (as the operator returns) but received "
+                "Expected a BatchResult dict with an `output_paths` key (as the operator returns) but received "
                 f"one with keys {sorted(source)[:10]}"
             )
         return ResultFiles(
-            source.get("output_path"), source.get("error_path"), source.get("custom_id_prefix")
+            list(source["output_paths"]),
+            list(source.get("error_paths") or ()),
+            source.get("custom_id_prefix"),
         )
     if not isinstance(source, (str, os.PathLike)) and not is_storage_path(source):
         raise TypeError(
@@ -61,7 +62,7 @@ def resolve(source: Any) -> ResultFiles:
             f"{type(source).__name__}"
         )
     if display(source).rstrip("/").endswith(".jsonl"):
-        return ResultFiles(source, None)
+        return ResultFiles([source], [])
     manifest_path = child(source, MANIFEST)
     if not exists(manifest_path):
         raise FileNotFoundError(
@@ -70,9 +71,19 @@ def resolve(source: Any) -> ResultFiles:
         )
     with open_binary(manifest_path) as fh:
         manifest = orjson.loads(fh.read())
-    errors = child(source, ERRORS)
-    # The manifest may name paths of another place (the folder was copied): the files beside it count.
-    has_errors = bool(manifest.get("error_path")) if "error_path" in manifest else exists(errors)
+    if not isinstance(manifest, Mapping) or not isinstance(manifest.get("output_paths"), list):
+        raise ValueError(
+            f"Expected {display(manifest_path)} to list the landed files in `output_paths` (as the operator "
+            "writes it) but it does not; pass the path of an output file to read it alone"
+        )
+    # The manifest may name paths of another place (the folder was copied): the files of those names beside
+    # it count.
     return ResultFiles(
-        child(source, OUTPUT), errors if has_errors else None, manifest.get("custom_id_prefix")
+        [child(source, _name(path)) for path in manifest.get("output_paths") or ()],
+        [child(source, _name(path)) for path in manifest.get("error_paths") or ()],
+        manifest.get("custom_id_prefix"),
     )
+
+
+def _name(path: str) -> str:
+    return display(path).rstrip("/").rpartition("/")[2]

@@ -195,8 +195,8 @@ def cancels(emulator: EmulatorClient) -> list[str]:
 
 
 def assert_landed_once(moto_s3: dict[str, Any], date: str) -> int:
-    """Every custom_id of ``date`` in its output.jsonl ∪ errors.jsonl on S3 exactly once, beside a manifest;
-    the number of ids landed."""
+    """Every custom_id of ``date`` exactly once in the output and error files on S3 its manifest lists (one
+    object per shard's file), which are all the folder holds; the number of ids landed."""
     client, bucket = moto_s3["client"], moto_s3["bucket"]
     folder = f"{PREFIX}/results/{date}"
     keys = {
@@ -204,11 +204,13 @@ def assert_landed_once(moto_s3: dict[str, Any], date: str) -> int:
         for o in client.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/").get("Contents", [])
     }
     assert "_manifest.json" in keys, f"Expected {folder}/_manifest.json but received {sorted(keys)}"
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=f"{folder}/_manifest.json")["Body"].read())
+    listed = [path.rsplit("/", 1)[1] for path in manifest["output_paths"] + manifest["error_paths"]]
+    assert sorted(listed) == sorted(keys - {"_manifest.json"}), (
+        f"{folder}: manifest lists {listed}, holds {keys}"
+    )
     landed = [
-        line["custom_id"]
-        for name in ("output.jsonl", "errors.jsonl")
-        if name in keys
-        for line in read_s3_jsonl(client, bucket, f"{folder}/{name}")
+        line["custom_id"] for name in listed for line in read_s3_jsonl(client, bucket, f"{folder}/{name}")
     ]
     assert sorted(landed) == sorted(custom_ids(date)), (
         f"Expected each of {custom_ids(date)} landed once in {folder} but received {sorted(landed)}"

@@ -5,9 +5,9 @@ the retry runs on the other worker, which has none of the first worker's spool o
   the batch exists and is paid, but nobody heard of it. The scheduler fails the try once its heartbeat is
   ``[scheduler] task_instance_heartbeat_timeout`` old. The retry must find the batch the lost answer made (by the
   tags recorded in the intent) and pay only for the shards not yet created.
-- While the task lands its results: one output download is held, and S3 holds the open multipart upload of
-  ``output.jsonl``. Nothing that looks finished may be there (no ``output.jsonl``, no manifest), and the retry
-  lands everything from the same batches.
+- While the task lands its results: one output download is held, and S3 holds the open multipart uploads of
+  the shards' ``output-0000N.jsonl`` objects. Nothing that looks finished may be there (no output object, no
+  manifest), and the retry lands everything from the same batches.
 
 Either way: three paid creates for the date, every custom_id landed once.
 """
@@ -111,7 +111,7 @@ def test_a_worker_killed_while_it_lands_leaves_nothing_finished_and_the_retry_la
         uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=folder).get("Uploads", [])
         return uploads if held and uploads else None
 
-    (upload,) = cluster.wait_until("a download held while the task lands", landing, RUN_TIMEOUT)
+    uploads = cluster.wait_until("a download held while the task lands", landing, RUN_TIMEOUT)
     ((pid,),) = cluster.query(
         "SELECT pid FROM task_instance WHERE dag_id = %s AND task_id = %s AND run_id LIKE %s",
         DAG_ID,
@@ -125,7 +125,8 @@ def test_a_worker_killed_while_it_lands_leaves_nothing_finished_and_the_retry_la
     # The task process went with its worker, as on a dead node: left running, it would finish the upload later.
     cluster.wait_until("the killed task process to be gone", lambda: not _alive(pid), 10)
 
-    assert upload["Key"] == f"{folder}output.jsonl"  # its multipart upload, open, never completed
+    # One object per shard's output file, each its own multipart upload, open, never completed.
+    assert {u["Key"] for u in uploads} <= {f"{folder}output-{s:05d}.jsonl" for s in range(SHARDS)}, uploads
     assert s3.list_objects_v2(Bucket=bucket, Prefix=folder).get("KeyCount", 0) == 0  # no output, no manifest
     assert watch.poll()[LANDING_DATE][:2] == ("running", 1), watch.states
 
@@ -138,7 +139,7 @@ def test_a_worker_killed_while_it_lands_leaves_nothing_finished_and_the_retry_la
     left = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket, Prefix=folder).get("Uploads", [])]
     print(
         f"\nworker kill while landing: {victim} (task pid {pid}) killed with a download held and the upload"
-        f" {upload['UploadId']} open; the retry ran on {survivor}; paid creates {paid} ({SHARDS} shards);"
+        f"s {[u['UploadId'] for u in uploads]} open; the retry ran on {survivor}; paid creates {paid} ({SHARDS} shards);"
         f" {landed} custom_ids landed once; incomplete uploads left for the bucket's lifecycle rule {left};"
         f" states {watch.states[LANDING_DATE]}"
     )

@@ -33,19 +33,30 @@ def ids_in(path: Path) -> list[str]:
 def assert_each_custom_id_once(
     folder: Path, ids: list[str], *, failed: set[str] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every id in output ∪ errors exactly once, a manifest, and no temporary file left behind.
+    """Every id exactly once in the output and error files the manifest lists, which are every such file the
+    folder holds; and no temporary file left behind.
 
-    :param folder: the landed results folder (local).
+    :param folder: the landed results folder (local, or a local copy of one on object storage).
     :param ids: every custom_id of the input.
-    :param failed: when given, exactly these ids are in ``errors.jsonl`` (``set()``: none failed).
+    :param failed: when given, exactly these ids are in the error files (``set()``: none failed).
     :return: the landed ``(output lines, error lines)``.
     """
-    output, errors = read_jsonl(folder / "output.jsonl"), read_jsonl(folder / "errors.jsonl")
+    assert (folder / files.MANIFEST).exists()
+    manifest = json.loads((folder / files.MANIFEST).read_text())
+    outputs = [path.rpartition("/")[2] for path in manifest["output_paths"]]
+    error_files = [path.rpartition("/")[2] for path in manifest["error_paths"]]
+    landed = sorted(p.name for p in folder.iterdir() if files.LANDED_NAME.fullmatch(p.name))
+    assert landed == sorted(outputs + error_files), (
+        landed,
+        manifest["output_paths"],
+        manifest["error_paths"],
+    )
+    output = [line for name in outputs for line in read_jsonl(folder / name)]
+    errors = [line for name in error_files for line in read_jsonl(folder / name)]
     output_ids, error_ids = [x["custom_id"] for x in output], [x["custom_id"] for x in errors]
     assert sorted(output_ids + error_ids) == sorted(ids), (output_ids, error_ids)
     if failed is not None:
         assert set(error_ids) == set(failed), error_ids
-    assert (folder / files.MANIFEST).exists()
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "temporary files left behind"
     return output, errors
 

@@ -31,6 +31,8 @@ def landed(
         "request_counts": {"total": answers + expired, "completed": answers, "failed": expired},
         "output_path": str(folder / "output.jsonl"),
         "error_path": str(folder / "errors.jsonl"),
+        "output_paths": [str(folder / "output.jsonl")],
+        "error_paths": [str(folder / "errors.jsonl")],
         "manifest_path": str(folder / "_manifest.json"),
         "cost": {"total_usd": 0.25, "estimate": True},
     }

@@ -80,8 +80,8 @@ def test_build_result_single_batch():
     b = batch(usage=USAGE, counts=(3, 2, 1), error_file_id="file-err", model="gpt-4o-mini")
     result = results.build_result(
         [[b]],
-        output_path="s3://c@b/o.jsonl",
-        error_path="s3://c@b/e.jsonl",
+        output_paths=["s3://c@b/o.jsonl"],
+        error_paths=["s3://c@b/e.jsonl"],
         manifest_path="m",
         output_lines=2,
         error_lines=1,
@@ -96,6 +96,8 @@ def test_build_result_single_batch():
         "status": "completed",
         "output_path": "s3://c@b/o.jsonl",
         "error_path": "s3://c@b/e.jsonl",
+        "output_paths": ["s3://c@b/o.jsonl"],
+        "error_paths": ["s3://c@b/e.jsonl"],
         "manifest_path": "m",
         "output_file_id": "file-out-batch_1",
         "error_file_id": "file-err",
@@ -137,8 +139,8 @@ def test_invalid_output_reaches_the_result_and_the_asset_summary():
     tally = {"total": 2, "reasons": {"truncated": 1, "invalid_json": 1}}
     result = results.build_result(
         [[batch(counts=(3, 3, 0))]],
-        output_path="o",
-        error_path=None,
+        output_paths=["o"],
+        error_paths=[],
         manifest_path="m",
         output_lines=3,
         error_lines=0,
@@ -155,7 +157,7 @@ def test_build_result_several_shards_sums_and_has_no_single_file_id():
         batch("b2", counts=(2, 0, 2), usage=None, output_file_id=None, error_file_id="e2"),
     ]
     result = results.build_result(
-        [shards], output_path="o", error_path="e", manifest_path="m", output_lines=5, error_lines=5
+        [shards], output_paths=["o"], error_paths=["e"], manifest_path="m", output_lines=5, error_lines=5
     )
     assert result["batch_id"] == "b0" and result["batch_ids"] == ["b0", "b1", "b2"]
     assert result["status"] == "expired"
@@ -171,6 +173,60 @@ def test_build_result_several_shards_sums_and_has_no_single_file_id():
 
 def test_build_result_with_no_batches():
     result = results.build_result(
-        [], output_path=None, error_path=None, manifest_path=None, output_lines=0, error_lines=0
+        [], output_paths=[], error_paths=[], manifest_path=None, output_lines=0, error_lines=0
     )
     assert result["batch_id"] is None and result["batch_ids"] == [] and result["status"] == "unknown"
+    assert result["output_path"] is None and result["error_path"] is None
+    assert result["output_paths"] == [] and result["error_paths"] == []
+
+
+def test_several_landed_files_are_listed_with_no_single_path():
+    outputs = ["s3://c@b/run/output-00000.jsonl", "s3://c@b/run/output-00001.jsonl"]
+    result = results.build_result(
+        [[batch("b0", counts=(2, 2, 0)), batch("b1", counts=(2, 1, 1), error_file_id="e1")]],
+        output_paths=outputs,
+        error_paths=["s3://c@b/run/errors-00001.jsonl"],
+        manifest_path="s3://c@b/run/_manifest.json",
+        output_lines=3,
+        error_lines=1,
+    )
+    assert result["output_path"] is None  # two files: no single one to name
+    assert result["output_paths"] == outputs
+    assert result["error_path"] == "s3://c@b/run/errors-00001.jsonl"  # one error file: named
+    assert result["error_paths"] == ["s3://c@b/run/errors-00001.jsonl"]
+    json.dumps(result)
+
+
+def test_one_landed_file_is_also_the_single_path_and_the_lists_are_copies():
+    outputs = ["/data/run/output.jsonl"]
+    result = results.build_result(
+        [[batch(counts=(1, 1, 0))]],
+        output_paths=outputs,
+        error_paths=(),
+        manifest_path="/data/run/_manifest.json",
+        output_lines=1,
+        error_lines=0,
+    )
+    assert result["output_path"] == "/data/run/output.jsonl" and result["output_paths"] == outputs
+    assert result["error_path"] is None and result["error_paths"] == []
+    outputs.append("/elsewhere/output.jsonl")  # the result keeps its own list
+    assert result["output_paths"] == ["/data/run/output.jsonl"]
+
+
+def test_the_asset_summary_carries_the_landed_file_lists():
+    outputs = ["s3://c@b/run/output-00000.jsonl", "s3://c@b/run/output-00001.jsonl"]
+    errors = ["s3://c@b/run/errors-00000.jsonl", "s3://c@b/run/errors-00001.jsonl"]
+    result = results.build_result(
+        [[batch("b0", counts=(2, 1, 1)), batch("b1", counts=(2, 1, 1))]],
+        output_paths=outputs,
+        error_paths=errors,
+        manifest_path="s3://c@b/run/_manifest.json",
+        output_lines=2,
+        error_lines=2,
+    )
+    extra = results.summary(result)
+    assert (extra["output_paths"], extra["error_paths"]) == (outputs, errors)
+    assert extra["output_path"] is None and extra["error_path"] is None
+    assert extra["manifest_path"] == "s3://c@b/run/_manifest.json"
+    assert extra["output_paths"] is not result["output_paths"]  # a copy: the event cannot change the result
+    json.dumps(extra)

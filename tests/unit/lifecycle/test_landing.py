@@ -11,6 +11,7 @@ import logging
 
 import pytest
 
+from airflow_provider_openai_batch import storage
 from airflow_provider_openai_batch.exceptions import OpenAIBatchError
 from airflow_provider_openai_batch.files import ERRORS, MANIFEST, OUTPUT
 from airflow_provider_openai_batch.lifecycle import landing
@@ -118,7 +119,7 @@ def test_land(tmp_path, spec, cancelled, out_ids, err_ids, failed):
         len(err_ids),
         failed,
     )
-    assert (landed.error_path is not None) == bool(err_ids)
+    assert bool(landed.error_paths) == bool(err_ids)
     assert not (out / MANIFEST).exists()  # the caller writes it, last
 
 
@@ -250,3 +251,50 @@ def test_land_counts_invalid_answers_and_keeps_each_ids_last_answer(tmp_path, re
     assert landed.invalid_output is not None
     assert {k: v for k, v in landed.invalid_output["reasons"].items() if v} == expected
     assert landed.invalid_output["total"] == sum(expected.values())
+
+
+def test_on_object_storage_several_files_land_one_object_each_and_replace_an_earlier_landing(tmp_path):
+    """An object store (fsspec's in-memory one here; S3 is in tests/integration/test_landing_s3.py): each
+    shard's and round's file in its own numbered object, invalid answers counted in each, and a later landing
+    with fewer files leaves none of the earlier ones."""
+    from airflow.sdk.io import attach
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from tests.unit.structured.models import Ticket
+
+    attach(protocol="memory", fs=MemoryFileSystem())  # as a storage provider registers its scheme
+    folder = "memory://landing-each/out"
+    hook = FakeBatchHook()
+    spec = [
+        [
+            ("b0", [answer("a", VALID), answer("b", '{"label":')], [http(500, "x")]),
+            ("b1", [answer("c", VALID)], [http(400, "y")]),
+        ],
+        [("f1", [answer("x", '{"la', "length")], [])],
+    ]
+    rounds = rounds_of(hook, spec)
+    work = tmp_path / "work"
+    work.mkdir()
+    store = storage.to_path(folder)
+    (store / "output.jsonl").write_bytes(b"stale\n")  # an earlier landing's, of one file
+
+    landed = landing.land(hook, folder, rounds, [False], str(work), output_schema=Ticket)
+
+    names = [f"output-{i:05d}.jsonl" for i in range(3)]
+    assert landed.output_paths == [f"{folder}/{name}" for name in names]
+    assert [ids(store / name) for name in names] == [["a", "b"], ["c"], ["x"]]
+    # Round 1 resent x, so round 0's error line of x was dropped: only y is left, in b1's file (the second).
+    assert landed.error_paths == [f"{folder}/errors-00001.jsonl"]
+    assert ids(store / "errors-00001.jsonl") == ["y"]
+    assert (landed.output_lines, landed.error_lines) == (4, 1)
+    assert landed.invalid_output is not None and landed.invalid_output["total"] == 2
+    assert sorted(p.name for p in store.iterdir()) == ["errors-00001.jsonl", *names]  # no stale output.jsonl
+
+    again = landing.land(hook, folder, rounds[:1], [], str(work))
+    assert again.output_paths == [f"{folder}/output-00000.jsonl", f"{folder}/output-00001.jsonl"]
+    assert sorted(p.name for p in store.iterdir()) == [
+        "errors-00000.jsonl",
+        "errors-00001.jsonl",
+        "output-00000.jsonl",
+        "output-00001.jsonl",
+    ]

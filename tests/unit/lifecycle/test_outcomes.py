@@ -21,6 +21,8 @@ def result(*, error_lines=1, error_path="out/errors.jsonl", total=4) -> dict:
         "batch_ids": ["b0"],
         "output_path": "out/output.jsonl",
         "error_path": error_path,
+        "output_paths": ["out/output.jsonl"],
+        "error_paths": [error_path] if error_path else [],
         "output_lines": total - error_lines,
         "error_lines": error_lines,
         "request_counts": {"total": total, "completed": total - error_lines, "failed": error_lines},

@@ -82,8 +82,10 @@ def test_a_landed_task_shows_the_result_counts_cost_and_files_without_the_api():
         ],
         "request_counts": {"total": 5, "completed": 4, "failed": 1},
         "cost": {"total_usd": 0.0123, "note": "an estimate"},
-        "output_path": "s3://b/out/output.jsonl",
-        "error_path": None,
+        "output_path": None,
+        "error_path": "s3://b/out/errors.jsonl",
+        "output_paths": ["s3://b/out/output-00000.jsonl", "s3://b/out/output-00001.jsonl"],
+        "error_paths": ["s3://b/out/errors.jsonl"],
         "manifest_path": "s3://b/out/_manifest.json",
     }
     task = BatchTask(
@@ -99,7 +101,9 @@ def test_a_landed_task_shows_the_result_counts_cost_and_files_without_the_api():
     assert [(b.status, b.percent) for b in view.batches] == [("completed", 100)]
     assert (view.done, view.total, view.final_cost, view.cost_note) == (5, 5, 0.0123, "an estimate")
     assert view.landed == [
-        ("output_path", "s3://b/out/output.jsonl"),
+        ("output_path", "s3://b/out/output-00000.jsonl"),
+        ("output_path", "s3://b/out/output-00001.jsonl"),
+        ("error_path", "s3://b/out/errors.jsonl"),
         ("manifest_path", "s3://b/out/_manifest.json"),
     ]
     [run] = group_runs([view])

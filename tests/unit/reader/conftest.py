@@ -20,9 +20,12 @@ def landed(tmp_path):
     folder = tmp_path / "results"
     write_jsonl(folder / "output.jsonl", [ok_line(cid, chat_body(f"answer {cid}")) for cid in answered])
     write_jsonl(folder / "errors.jsonl", [expired_line("r3"), refused_line("r7")])
+    # As landing writes it (the manifest is the BatchResult): the lists name the files, the single paths too.
     manifest = {
         "output_path": str(folder / "output.jsonl"),
         "error_path": str(folder / "errors.jsonl"),
+        "output_paths": [str(folder / "output.jsonl")],
+        "error_paths": [str(folder / "errors.jsonl")],
         "custom_id_prefix": "dag.task.2026-11-01",
     }
     (folder / "_manifest.json").write_text(json.dumps(manifest))

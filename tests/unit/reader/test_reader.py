@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 
 from airflow_provider_openai_batch import read_results
 from airflow_provider_openai_batch.reader import text
-from tests.unit.reader.builders import chat_body, ok_line, request, write_jsonl
+from tests.unit.reader.builders import chat_body, expired_line, ok_line, request, write_jsonl
 
 
 def by_id(records):
@@ -46,6 +47,8 @@ def test_batch_result_dict_output_file_and_include(landed):
     result = {
         "output_path": str(landed["folder"] / "output.jsonl"),
         "error_path": None,
+        "output_paths": [str(landed["folder"] / "output.jsonl")],
+        "error_paths": [],
         "status": "completed",
     }
     assert len(list(read_results(result))) == len(landed["answered"])
@@ -66,7 +69,7 @@ def test_folder_without_manifest_is_refused_as_still_landing(landed):
 def test_bad_source_types_and_dicts_are_refused_with_what_was_received():
     with pytest.raises(TypeError, match="received int"):
         read_results(42)
-    with pytest.raises(ValueError, match="output_path"):
+    with pytest.raises(ValueError, match="output_paths"):
         read_results({"status": "completed"})
 
 
@@ -84,7 +87,7 @@ def test_iterable_of_bare_bodies_joins_through_the_manifests_prefix(landed):
     folder = landed["folder"]
     write_jsonl(folder / "output.jsonl", [ok_line(f"{prefix}-000005", chat_body("five"))])
     (folder / "errors.jsonl").unlink()
-    manifest = {**landed["manifest"], "error_path": None}
+    manifest = {**landed["manifest"], "error_path": None, "error_paths": []}
     (folder / "_manifest.json").write_text(json.dumps(manifest))
     (record,) = read_results(folder, iter(bodies))
     assert record["request"]["messages"][0]["content"] == "question r5"
@@ -160,3 +163,66 @@ def test_object_storage_path_folder_and_requests(landed):
     records = by_id(read_results(folder, requests))
     assert set(records) == set(landed["ids"])
     assert records["r0"]["request"]["messages"][0]["content"] == "question r0"
+
+
+def numbered_folder(folder, named_at):
+    """A folder as object storage lands a task of two batches: output-00000.jsonl and output-00001.jsonl, one
+    error file (only the second batch had error lines), and a manifest naming them at ``named_at``."""
+    write_jsonl(folder / "output-00000.jsonl", [ok_line(f"a{i}", chat_body(f"first {i}")) for i in range(3)])
+    write_jsonl(folder / "output-00001.jsonl", [ok_line(f"b{i}", chat_body(f"second {i}")) for i in range(2)])
+    write_jsonl(folder / "errors-00001.jsonl", [expired_line("b2"), expired_line("b3")])
+    # Left by an earlier landing and not in the manifest: never read.
+    write_jsonl(folder / "output.jsonl", [ok_line("stale", chat_body("old"))])
+    manifest = {
+        "output_path": None,
+        "error_path": f"{named_at}/errors-00001.jsonl",
+        "output_paths": [f"{named_at}/output-00000.jsonl", f"{named_at}/output-00001.jsonl"],
+        "error_paths": [f"{named_at}/errors-00001.jsonl"],
+        "custom_id_prefix": None,
+    }
+    (folder / "_manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+NUMBERED_IDS = ["a0", "a1", "a2", "b0", "b1", "b2", "b3"]
+
+
+def test_a_folder_of_numbered_files_reads_every_listed_file_once(tmp_path):
+    folder = tmp_path / "run"
+    numbered_folder(folder, named_at=str(folder))
+    records = list(read_results(folder))
+    assert [r["custom_id"] for r in records] == NUMBERED_IDS  # output files in order, then errors
+    assert [text(r) for r in records[:5]] == [*(f"first {i}" for i in range(3)), "second 0", "second 1"]
+    assert [r["error"]["code"] for r in records[5:]] == ["batch_expired", "batch_expired"]
+    assert [r["custom_id"] for r in read_results(folder, include="errors")] == ["b2", "b3"]
+    assert [r["custom_id"] for r in read_results(folder, include="output")] == NUMBERED_IDS[:5]
+
+
+def test_a_copied_folder_reads_the_files_beside_its_manifest(tmp_path):
+    original = tmp_path / "run"
+    numbered_folder(original, named_at="s3://aws_default@bucket/results/2026-11-01")
+    copy = shutil.copytree(original, tmp_path / "copy")
+    shutil.rmtree(original)  # nothing is read from the place the manifest names
+    assert [r["custom_id"] for r in read_results(copy)] == NUMBERED_IDS
+    fs = fsspec.filesystem("memory")
+    for path in copy.iterdir():
+        fs.pipe(f"/copied/run/{path.name}", path.read_bytes())
+    assert [r["custom_id"] for r in read_results("memory://copied/run/")] == NUMBERED_IDS
+
+
+def test_a_batch_result_dict_reads_each_listed_file(tmp_path):
+    folder = tmp_path / "run"
+    manifest = numbered_folder(folder, named_at=str(folder))
+    assert [r["custom_id"] for r in read_results(manifest)] == NUMBERED_IDS
+    only_first = {**manifest, "output_paths": manifest["output_paths"][:1], "error_paths": []}
+    assert [r["custom_id"] for r in read_results(only_first)] == ["a0", "a1", "a2"]
+
+
+def test_a_manifest_without_file_lists_is_refused_not_read_as_empty(tmp_path):
+    folder = tmp_path / "run"
+    write_jsonl(folder / "output.jsonl", [ok_line("a", chat_body("x"))])
+    (folder / "_manifest.json").write_text(json.dumps({"output_path": str(folder / "output.jsonl")}))
+    with pytest.raises(ValueError, match=r"_manifest.json to list the landed files in `output_paths`"):
+        read_results(folder)
+    # The file itself can still be read by its path.
+    assert [r["custom_id"] for r in read_results(folder / "output.jsonl")] == ["a"]

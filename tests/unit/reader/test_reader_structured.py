@@ -27,7 +27,8 @@ def structured(tmp_path):
     folder = tmp_path / "results"
     write_jsonl(folder / "output.jsonl", [ok_line(cid, body) for cid, body in ANSWERS.items()])
     write_jsonl(folder / "errors.jsonl", [expired_line("gone-1")])
-    (folder / "_manifest.json").write_text(json.dumps({"error_path": str(folder / "errors.jsonl")}))
+    manifest = {"output_paths": [str(folder / "output.jsonl")], "error_paths": [str(folder / "errors.jsonl")]}
+    (folder / "_manifest.json").write_text(json.dumps(manifest))
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "?"}], **output_format(Ticket)}
     requests = [
         {"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}
