@@ -5,7 +5,8 @@ A results folder holds ``output.jsonl``, ``errors.jsonl`` (only when there are e
 several OpenAI output (or error) files (shards, follow-up rounds) lands each as its own object instead,
 ``output-00000.jsonl``, ``output-00001.jsonl``, ... (:func:`numbered`), which the manifest lists: an object
 store cannot join objects without copying them, and several objects land in parallel and read in parallel.
-Landing writes these names, the reader reads them, and every read (an input, a landed file, a price table) goes through :func:`open_binary`.
+Landing writes these names, the reader reads them, and every read (an input, a landed file, a price table) goes
+through :func:`open_binary`.
 Local paths and plain fsspec URLs (``s3://bucket/key``, ``file:///...``) need no Airflow; a URL naming an Airflow
 connection (``s3://aws_conn@bucket/key``, as the operator writes them) needs Airflow's ``ObjectStoragePath`` to
 find its credentials, so Airflow is imported for those only. Remote files are read and written in 5 MiB blocks;

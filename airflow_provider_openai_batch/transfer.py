@@ -1,13 +1,13 @@
-"""Landing streamed files on storage: several files at once, none copied whole to local disk, joined into one
-destination that appears only when whole (:func:`write_joined`), or each into its own (:func:`write_each`).
+"""Landing streamed files on storage: several files at once, none copied whole to local disk, each appearing
+only when whole: joined into one file on local disk (:func:`write_joined`), one object each on object storage
+(:func:`write_each`).
 
-Each source (one output or error file on OpenAI) is streamed straight into its place: on S3 into its own range
-of parts of the destination's one multipart upload (:mod:`.storage_s3`), completed once every source is whole;
-on local disk at its own offset of one hidden file beside the destination (the sum of the sizes before it, from
-each download's ``content-length``), renamed into place; on other object stores into hidden objects, then
-joined. Sources are fetched ``concurrency`` at a time; a source whose download drops starts over on its own.
-Several destinations on S3 are as many multipart uploads, sharing one pool of part uploads and completed
-together once every source is whole. Peak memory is set by ``part_size × concurrency`` and no local disk is
+On local disk each source (one output or error file on OpenAI) is written at its own offset of one hidden file
+beside the destination (the sum of the sizes before it, from each download's ``content-length``), renamed into
+place. On S3 each source streams into its own multipart upload (:mod:`.storage_s3`); the uploads share one pool
+of part uploads and are completed together once every source is whole. On other object stores each source goes
+into a hidden object, then is moved into place. Sources are fetched ``concurrency`` at a time; a source whose
+download drops starts over on its own. Peak memory is set by ``part_size × concurrency`` and no local disk is
 used for remote destinations; both are ``[openai_batch]`` options (docs/results.md).
 """
 
@@ -77,32 +77,27 @@ class TransferSettings:
         )
 
 
-def write_joined(
-    sources: Sequence[Source],
-    destination: Any,
-    settings: TransferSettings,
-) -> list[int]:
-    """Land ``sources``, joined, at ``destination`` (an ObjectStoragePath); return each one's lines.
+def write_joined(sources: Sequence[Source], destination: Any, settings: TransferSettings) -> list[int]:
+    """Land ``sources``, joined in order, at ``destination`` (an ObjectStoragePath on local disk); return each
+    one's lines.
 
     Nothing appears at ``destination`` before every source landed whole; on any failure the hidden pieces are
     removed and the error raised.
     """
-    if destination.protocol == "file":
-        return _write_local(sources, Path(destination.path), settings)
-    if destination.protocol in _S3:
-        return _write_s3(sources, destination, settings)
-    return _write_other(sources, destination, settings)
+    if destination.protocol != "file":
+        raise ValueError(
+            f"Expected a local destination to join files into but received {destination}: object storage lands "
+            "each file as its own object (write_each)"
+        )
+    return _write_local(sources, Path(destination.path), settings)
 
 
 def write_each(
     sources: Sequence[Source], destinations: Sequence[Any], settings: TransferSettings
 ) -> list[int]:
-    """Land each source at its own destination (ObjectStoragePaths in one store); return each one's lines.
+    """Land each source at its own destination (ObjectStoragePaths in one object store); return each one's lines.
 
-    On S3 each is its own multipart upload, their parts sharing ``concurrency`` uploads at a time; the uploads
-    are completed together, in parallel, once every source was written whole, so none appears while another
-    is still streaming. On any failure every upload is aborted and any object already completed removed.
-    Elsewhere each source lands as :func:`write_joined` lands one.
+    None appears while another is still streaming; on any failure none is left.
     """
     if len(sources) != len(destinations):
         raise ValueError(
@@ -110,78 +105,9 @@ def write_each(
         )
     if not sources:
         return []
-    if destinations[0].protocol not in _S3:
-        return _write_each_other(sources, destinations, settings)
-    client = storage_s3.client_for(connection_of(destinations[0]))
-    parts = storage_s3.PartPool(settings.concurrency)
-    uploads: list[storage_s3.JoinedUpload] = []
-    completed: list[storage_s3.JoinedUpload] = []
-    try:
-        for destination in destinations:
-            bucket, key = bucket_and_key(destination)
-            uploads.append(
-                storage_s3.JoinedUpload(
-                    client,
-                    bucket,
-                    key,
-                    sources=1,
-                    part_size=settings.part_size,
-                    concurrency=settings.concurrency,
-                    parts=parts,
-                )
-            )
-
-        def sink(index: int) -> Callable[[BinaryIO], None]:
-            return lambda stream: uploads[index].write(0, stream, getattr(stream, "size", None))
-
-        lines = _parallel(sources, sink, settings.concurrency)
-
-        def complete(upload: storage_s3.JoinedUpload) -> None:
-            upload.complete()
-            completed.append(upload)
-
-        workers = min(len(uploads), settings.concurrency)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-complete") as pool:
-            for future in [pool.submit(complete, upload) for upload in uploads]:
-                future.result()
-    except BaseException:
-        parts.shutdown()  # no part of an aborted upload still on its way
-        for upload in uploads:
-            if upload in completed:
-                upload.remove()
-            else:
-                upload.abort()
-        raise
-    finally:
-        parts.shutdown()
-    return lines
-
-
-def _write_each_other(
-    sources: Sequence[Source], destinations: Sequence[Any], settings: TransferSettings
-) -> list[int]:
-    """Each source as :func:`write_joined` lands one, ``concurrency`` at a time; on a failure the ones that
-    landed are removed."""
-    with ThreadPoolExecutor(
-        max_workers=min(settings.concurrency, len(sources)), thread_name_prefix="landing"
-    ) as pool:
-        futures = [
-            pool.submit(write_joined, [source], destination, settings)
-            for source, destination in zip(sources, destinations, strict=True)
-        ]
-        try:
-            return [future.result()[0] for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            wait(futures)
-            for destination in destinations:
-                try:
-                    if destination.exists():
-                        destination.unlink()
-                except Exception:  # best effort: no manifest, so the folder does not look finished
-                    log.warning("Could not remove %s after a failed landing", destination)
-            raise
+    if destinations[0].protocol in _S3:
+        return _write_s3(sources, destinations, settings)
+    return _write_other(sources, destinations, settings)
 
 
 def _hidden(name: str, index: int | str, tag: str) -> str:
@@ -367,34 +293,58 @@ def _copy(src: int, offset: int, count: int, dst: int, at: int) -> int:
 # -- S3 --------------------------------------------------------------------------------------------------
 
 
-def _write_s3(sources: Sequence[Source], destination: Any, settings: TransferSettings) -> list[int]:
-    client = storage_s3.client_for(connection_of(destination))
-    bucket, key = bucket_and_key(destination)
-    with storage_s3.JoinedUpload(
-        client,
-        bucket,
-        key,
-        sources=len(sources),
-        part_size=settings.part_size,
-        concurrency=settings.concurrency,
-    ) as upload:
+def _write_s3(
+    sources: Sequence[Source], destinations: Sequence[Any], settings: TransferSettings
+) -> list[int]:
+    """Each source its own multipart upload, parts from one shared pool; the uploads are completed together,
+    in parallel, once every source is whole. On any failure every upload is aborted and any object already
+    completed removed."""
+    client = storage_s3.client_for(connection_of(destinations[0]))
+    parts = storage_s3.PartPool(settings.concurrency)
+    uploads: list[storage_s3.Upload] = []
+    completed: list[storage_s3.Upload] = []
+    try:
+        for destination in destinations:
+            bucket, key = bucket_and_key(destination)
+            uploads.append(storage_s3.Upload(client, bucket, key, part_size=settings.part_size, parts=parts))
 
         def sink(index: int) -> Callable[[BinaryIO], None]:
-            return lambda stream: upload.write(index, stream, getattr(stream, "size", None))
+            return lambda stream: uploads[index].write(stream, getattr(stream, "size", None))
 
-        lines = _parallel(sources, sink, settings.concurrency) if sources else []
-        upload.complete()
+        lines = _parallel(sources, sink, settings.concurrency)
+
+        def complete(upload: storage_s3.Upload) -> None:
+            upload.complete()
+            completed.append(upload)
+
+        workers = min(len(uploads), settings.concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-complete") as pool:
+            for future in [pool.submit(complete, upload) for upload in uploads]:
+                future.result()
+    except BaseException:
+        parts.shutdown()  # no part of an aborted upload still on its way
+        for upload in uploads:
+            if upload in completed:
+                upload.remove()
+            else:
+                upload.abort()
+        raise
+    finally:
+        parts.shutdown()
     return lines
 
 
 # -- other object stores (GCS, Azure, ...) ----------------------------------------------------------------
 
 
-def _write_other(sources: Sequence[Source], destination: Any, settings: TransferSettings) -> list[int]:
-    """Through fsspec: each source into a hidden object, then streamed into one hidden object and moved."""
+def _write_other(
+    sources: Sequence[Source], destinations: Sequence[Any], settings: TransferSettings
+) -> list[int]:
+    """Through fsspec: each source into a hidden object beside its destination, moved into place once every
+    source is whole; on a failure the hidden objects, and any destination already moved, are removed."""
     tag = uuid.uuid4().hex[:12]
-    pieces = [destination.parent / _hidden(destination.name, i, tag) for i in range(len(sources))]
-    joined = destination.parent / _hidden(destination.name, len(sources), tag)
+    pieces = [d.parent / _hidden(d.name, i, tag) for i, d in enumerate(destinations)]
+    moved: list[Any] = []
 
     def sink(index: int) -> Callable[[BinaryIO], None]:
         def write(stream: BinaryIO) -> None:
@@ -404,17 +354,16 @@ def _write_other(sources: Sequence[Source], destination: Any, settings: Transfer
         return write
 
     try:
-        lines = _parallel(sources, sink, settings.concurrency) if sources else []
-        with joined.open("wb", block_size=settings.part_size) as out:
-            for piece in pieces:
-                with piece.open("rb", block_size=settings.part_size) as src:
-                    shutil.copyfileobj(src, out, settings.part_size)
-        joined.fs.mv(joined.path, destination.path)
-    finally:
-        for path in (*pieces, joined):
+        lines = _parallel(sources, sink, settings.concurrency)
+        for piece, destination in zip(pieces, destinations, strict=True):
+            piece.fs.mv(piece.path, destination.path)
+            moved.append(destination)
+    except BaseException:
+        for path in (*pieces, *moved):
             try:
                 if path.exists():
                     path.unlink()
-            except Exception:  # best effort: hidden names
-                pass
+            except Exception:  # best effort: hidden names, or a folder with no manifest
+                log.warning("Could not remove %s after a failed landing", path)
+        raise
     return lines

@@ -140,11 +140,15 @@ def _destinations(folder: Any, name: str, sources: int) -> list[Any]:
 def _write(
     sources: Sequence[transfer.Source], destinations: list[Any], folder: Any, settings: TransferSettings
 ) -> list[int]:
-    """The lines landed at each of ``destinations``: the sources joined into one file, or one each."""
-    if len(destinations) == 1:
-        with storage.about("write", destinations[0], keep=_NOT_STORAGE):
+    """The lines landed at each of ``destinations``: the sources joined into one local file, or one each (no
+    source: an empty file, so readers find one)."""
+    where = destinations[0] if len(destinations) == 1 else folder
+    with storage.about("write", where, keep=_NOT_STORAGE):
+        if folder.protocol == "file":
             return [sum(transfer.write_joined(sources, destinations[0], settings))]
-    with storage.about("write", folder, keep=_NOT_STORAGE):
+        if not sources:
+            destinations[0].write_bytes(b"")
+            return [0]
         return transfer.write_each(sources, destinations, settings)
 
 

@@ -79,7 +79,7 @@ def resolve(source: Any) -> ResultFiles:
     # The manifest may name paths of another place (the folder was copied): the files of those names beside
     # it count.
     return ResultFiles(
-        [child(source, _name(path)) for path in manifest.get("output_paths") or ()],
+        [child(source, _name(path)) for path in manifest["output_paths"]],
         [child(source, _name(path)) for path in manifest.get("error_paths") or ()],
         manifest.get("custom_id_prefix"),
     )

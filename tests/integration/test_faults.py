@@ -347,7 +347,7 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     )
     prefix = f"reliability-storage/{DATE}/"
     written: list[int] = []
-    write = storage_s3.JoinedUpload.write
+    write = storage_s3.Upload.write
 
     class BreaksMidway:
         """Storage goes away after the first 300 bytes of the upload went through."""
@@ -362,9 +362,7 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
             return data
 
     monkeypatch.setattr(
-        storage_s3.JoinedUpload,
-        "write",
-        lambda self, i, stream, size: write(self, i, BreaksMidway(stream), size),
+        storage_s3.Upload, "write", lambda self, stream, size: write(self, BreaksMidway(stream), size)
     )
 
     first = run_dag(DAG_ID, DATE)
@@ -375,7 +373,7 @@ def test_storage_failure_midway_leaves_nothing_that_looks_complete(
     assert keys == [], keys  # no output.jsonl, no _manifest.json, no partial file left behind
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", []) == []  # aborted
 
-    monkeypatch.setattr(storage_s3.JoinedUpload, "write", write)
+    monkeypatch.setattr(storage_s3.Upload, "write", write)
     second = run_dag(DAG_ID, DATE, clear=True)
 
     assert second.state == "success", second.ti_states()

@@ -1,5 +1,5 @@
-"""Landing on S3 (moto_server) from the emulator over real HTTP: files of any size joined into one object, a
-task's several shards landed as one object each, and a worker killed in the middle of their multipart uploads.
+"""Landing on S3 (moto_server) from the emulator over real HTTP: a file of several parts, each checked by its
+CRC32; a task's several shards landed as one object each; and a worker killed in the middle of their uploads.
 
 The landing worker is a real subprocess running :func:`landing.land_result` against an S3 connection that goes
 through ``bench/latency_proxy.py`` (300 ms a request), so its uploads last long enough to be caught midway.
@@ -185,9 +185,9 @@ def test_a_landing_with_fewer_files_replaces_every_earlier_one(emulator, moto_s3
     assert_paid(emulator, 3)
 
 
-def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3, monkeypatch):
-    """Small pieces (under S3's 5 MiB part) before, between and after big ones land whole, in one object, with
-    a CRC32 on every part that the object's checksum is made of."""
+def test_a_file_of_several_parts_lands_whole_with_a_crc32_on_every_part(emulator, moto_s3, monkeypatch):
+    """One OpenAI file of four parts and a short tail, streamed from the emulator into its object: byte for byte,
+    with a CRC32 on every part that the object's checksum is made of."""
     s3, bucket = moto_s3["client"], moto_s3["bucket"]
     # part number -> (its x-amz-checksum-crc32 header, the CRC32 of its body)
     sent: dict[int, tuple[bytes, bytes]] = {}
@@ -210,32 +210,28 @@ def test_pieces_of_any_size_join_into_one_object(emulator, moto_s3, monkeypatch)
     monkeypatch.setattr(storage_s3, "client_for", recording_client)
     hook = OpenAIBatchHook()
     pad = "x" * 900
-    contents = [
-        jsonl(
-            *(
-                {"custom_id": f"p{p}-{i}", "method": "POST", "url": EMBEDDINGS, "body": {"input": pad}}
-                for i in range(n)
-            )
+    content = jsonl(
+        *(
+            {"custom_id": f"p-{i}", "method": "POST", "url": EMBEDDINGS, "body": {"input": pad}}
+            for i in range(22_000)
         )
-        for p, n in enumerate([3, 7_000, 2_000, 12_000, 5])
-    ]
-    file_ids = [
-        hook.upload_file(file=io.BytesIO(data), filename=f"p{p}.jsonl").id for p, data in enumerate(contents)
-    ]
-    sources = [lambda sink, f=f: hook.stream_file(f, sink)[1].lines for f in file_ids]
+    )
+    file_id = hook.upload_file(file=io.BytesIO(content), filename="p.jsonl").id
     destination = storage.to_path(f"s3://{moto_s3['conn_id']}@{bucket}/pieces/output.jsonl")
 
-    lines = transfer.write_joined(sources, destination, transfer.TransferSettings(part_size=5 * 2**20))
+    lines = transfer.write_each(
+        [lambda sink: hook.stream_file(file_id, sink)[1].lines],
+        [destination],
+        transfer.TransferSettings(part_size=5 * 2**20),
+    )
 
-    assert lines == [3, 7_000, 2_000, 12_000, 5]
-    landed = s3.get_object(Bucket=bucket, Key="pieces/output.jsonl")["Body"].read()
-    assert sorted(landed.splitlines()) == sorted(b"".join(contents).splitlines())  # each line once, whole
-    assert contents[1] in landed and contents[3] in landed  # a big piece stays in one run
+    assert lines == [22_000]
+    assert s3.get_object(Bucket=bucket, Key="pieces/output.jsonl")["Body"].read() == content
     assert keys_under(s3, bucket, "pieces/") == ["pieces/output.jsonl"]
     assert s3.list_multipart_uploads(Bucket=bucket, Prefix="pieces/").get("Uploads", []) == []
     # Every part carried the CRC32 of its bytes, and the object's checksum is the one of exactly those parts,
     # in order (S3's composite: the CRC32 of the parts' CRC32s), which the completion declared.
-    assert len(sent) > 1 and all(header == crc for header, crc in sent.values()), sent
+    assert sorted(sent) == [1, 2, 3, 4, 5] and all(header == crc for header, crc in sent.values()), sent
     composite = zlib.crc32(b"".join(base64.b64decode(sent[n][1]) for n in sorted(sent))).to_bytes(4, "big")
     head = s3.head_object(Bucket=bucket, Key="pieces/output.jsonl", ChecksumMode="ENABLED")
     assert head.get("ChecksumCRC32", "").partition("-")[0] == base64.b64encode(composite).decode(), head
@@ -298,7 +294,7 @@ def test_a_failure_while_completing_removes_the_objects_already_completed(moto_s
     destinations = [
         storage.to_path(f"s3://{moto_s3['conn_id']}@{bucket}/{prefix}output-{i:05d}.jsonl") for i in range(3)
     ]
-    complete = storage_s3.JoinedUpload.complete
+    complete = storage_s3.Upload.complete
     completed: list[str] = []
 
     def refused_last(self) -> None:
@@ -308,7 +304,7 @@ def test_a_failure_while_completing_removes_the_objects_already_completed(moto_s
         complete(self)
         completed.append(self.key)
 
-    monkeypatch.setattr(storage_s3.JoinedUpload, "complete", refused_last)
+    monkeypatch.setattr(storage_s3.Upload, "complete", refused_last)
     data = [b"".join(b"f%d-%d\n" % (f, i) for i in range(100)) for f in range(3)]
 
     with pytest.raises(OSError, match="refused the completion"):

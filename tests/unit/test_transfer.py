@@ -1,4 +1,4 @@
-"""transfer.py on local disk: sources joined in order into one file that appears only when whole."""
+"""transfer.py: sources joined in order into one local file that appears only when whole, and S3 uploads as\nstorage_s3 makes them (a recording client: the part numbers, checksums and completions it is asked for)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_part_size_below_s3s_minimum_is_refused():
 
 
 class _RecordingS3:
-    """What JoinedUpload asks of S3, recorded: the part numbers it uploads and the parts it completes with."""
+    """What an Upload asks of S3, recorded: the part numbers it uploads and the parts it completes with."""
 
     def __init__(self, checksums="when_supported"):
         self.created, self.numbers, self.completed_with, self.checksums = 0, [], None, set()
@@ -127,45 +127,75 @@ class _RecordingS3:
         return [p["PartNumber"] for p in self.completed_with]
 
 
-def test_part_numbers_stay_within_s3s_ten_thousand_however_many_short_files():
-    # 199 files each a little over half a part: pairs of them fill a gathered part, after 199 ranges.
-    client, part = _RecordingS3(), 100
-    with storage_s3.JoinedUpload(client, "b", "k", sources=199, part_size=part, concurrency=2) as upload:
-        for index in range(199):
-            upload.write(index, io.BytesIO(b"x" * 60), 60)
+def _upload(client, data: bytes, size: int | None, part: int = 100) -> None:
+    parts = storage_s3.PartPool(2)
+    try:
+        upload = storage_s3.Upload(client, "b", "k", part_size=part, parts=parts)
+        upload.write(io.BytesIO(data), size)
         upload.complete()
-    assert len(client.numbers) == 100 and max(client.numbers) <= storage_s3.MAX_PARTS
+    finally:
+        parts.shutdown()
+
+
+def test_a_file_too_long_for_s3s_ten_thousand_parts_gets_bigger_parts_when_its_size_is_known():
+    client, size = _RecordingS3(), 100 * storage_s3.MAX_PARTS + 50
+    _upload(client, b"x" * size, size)
+    assert max(client.numbers) == len(client.numbers) <= storage_s3.MAX_PARTS  # 101-byte parts: 9,902
     assert client.completed == sorted(client.numbers)
 
 
-def _two_streams(client):
-    with storage_s3.JoinedUpload(client, "b", "k", sources=2, part_size=100, concurrency=2) as upload:
-        upload.write(0, io.BytesIO(b"x" * 250), 250)
-        upload.write(1, io.BytesIO(b"y" * 40), 40)  # short: gathered, sent at completion
-        upload.complete()
-    return client
+def test_a_file_too_long_for_s3s_parts_is_refused_before_part_ten_thousand_and_one_is_sent():
+    client = _RecordingS3()
+    with pytest.raises(ValueError, match="raise \\[openai_batch\\] landing_part_size_mb"):
+        _upload(client, b"x" * (100 * storage_s3.MAX_PARTS + 1), None)  # its size unknown up front
+    assert max(client.numbers) == storage_s3.MAX_PARTS and client.completed_with is None
+
+
+def test_parts_are_the_part_size_but_the_last_and_a_retry_replaces_an_earlier_attempt():
+    client, parts = _RecordingS3(), storage_s3.PartPool(2)
+    upload = storage_s3.Upload(client, "b", "k", part_size=100, parts=parts)
+    upload.write(io.BytesIO(b"x" * 450), 450)  # a first attempt, five parts
+    upload.write(io.BytesIO(b"y" * 250), 250)  # the retry: three parts, the last 50 bytes
+    upload.complete()
+    parts.shutdown()
+    assert client.completed == [1, 2, 3]
+
+
+def test_an_empty_file_is_an_empty_object():
+    class Empty(_RecordingS3):
+        aborted = put = None
+
+        def abort_multipart_upload(self, **_):
+            self.aborted = True
+
+        def put_object(self, Body, **_):
+            self.put = Body
+
+    client = Empty()
+    _upload(client, b"", 0)
+    assert (client.numbers, client.aborted, client.put) == ([], True, b"")
 
 
 def test_every_part_carries_a_crc32_that_the_completion_sends_back():
-    client = _two_streams(_RecordingS3())
+    client = _RecordingS3()
+    _upload(client, b"x" * 250, 250)
     assert client.checksums == {("create", "CRC32"), ("part", "CRC32")}
     assert client.completed_with == [
-        {"PartNumber": n, "ETag": f"e{n}", "ChecksumCRC32": f"c{n}"} for n in sorted(client.numbers)
+        {"PartNumber": n, "ETag": f"e{n}", "ChecksumCRC32": f"c{n}"} for n in (1, 2, 3)
     ]
 
 
 def test_a_client_configured_to_send_checksums_only_when_required_sends_none():
     """As boto3's transfer manager: `request_checksum_calculation = when_required` (stores without checksums)."""
-    client = _two_streams(_RecordingS3(checksums="when_required"))
+    client = _RecordingS3(checksums="when_required")
+    _upload(client, b"x" * 250, 250)
     assert client.checksums == {("create", None), ("part", None)}
-    assert client.completed_with == [{"PartNumber": n, "ETag": f"e{n}"} for n in sorted(client.numbers)]
+    assert client.completed_with == [{"PartNumber": n, "ETag": f"e{n}"} for n in (1, 2, 3)]
 
 
-def test_too_many_files_for_one_object_are_refused_before_an_upload_starts():
-    client = _RecordingS3()
-    with pytest.raises(ValueError, match="at most 3999 files"):
-        storage_s3.JoinedUpload(client, "b", "k", sources=4000, part_size=100, concurrency=2)
-    assert client.created == 0
+def test_joining_is_for_local_disk_only(tmp_path):
+    with pytest.raises(ValueError, match="object storage lands each file as its own object"):
+        transfer.write_joined([source(b"a\n")], SimpleNamespace(protocol="s3", path="b/k"), SETTINGS)
 
 
 @pytest.mark.parametrize("stop", ["failure", "interrupt"])
