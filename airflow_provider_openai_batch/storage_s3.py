@@ -112,9 +112,8 @@ class Upload:
         futures: list[Future[Part]] = []
         try:
             while body := _read(stream, part):
-                if (
-                    len(futures) == MAX_PARTS
-                ):  # never sent: S3 would refuse it, after the batches were paid for
+                # Part 10,001 is never sent: S3 would refuse it, after the batches were paid for.
+                if len(futures) == MAX_PARTS:
                     raise ValueError(
                         f"Expected a file of at most {MAX_PARTS} parts of {part} bytes but it is longer; raise "
                         "[openai_batch] landing_part_size_mb"

@@ -281,17 +281,18 @@ def test_on_object_storage_several_files_land_one_object_each_and_replace_an_ear
     landed = landing.land(hook, folder, rounds, [False], str(work), output_schema=Ticket)
 
     names = [f"output-{i:05d}.jsonl" for i in range(3)]
-    assert landed.output_paths == [f"{folder}/{name}" for name in names]
+    # Paths as the store writes them (Airflow 3.1 spells an in-memory folder memory:///...): the folder's files.
+    assert landed.output_paths == [str(store / name) for name in names]
     assert [ids(store / name) for name in names] == [["a", "b"], ["c"], ["x"]]
     # Round 1 resent x, so round 0's error line of x was dropped: only y is left, in b1's file (the second).
-    assert landed.error_paths == [f"{folder}/errors-00001.jsonl"]
+    assert landed.error_paths == [str(store / "errors-00001.jsonl")]
     assert ids(store / "errors-00001.jsonl") == ["y"]
     assert (landed.output_lines, landed.error_lines) == (4, 1)
     assert landed.invalid_output is not None and landed.invalid_output["total"] == 2
     assert sorted(p.name for p in store.iterdir()) == ["errors-00001.jsonl", *names]  # no stale output.jsonl
 
     again = landing.land(hook, folder, rounds[:1], [], str(work))
-    assert again.output_paths == [f"{folder}/output-00000.jsonl", f"{folder}/output-00001.jsonl"]
+    assert again.output_paths == [str(store / "output-00000.jsonl"), str(store / "output-00001.jsonl")]
     assert sorted(p.name for p in store.iterdir()) == [
         "errors-00000.jsonl",
         "errors-00001.jsonl",
